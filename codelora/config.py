@@ -1,0 +1,319 @@
+"""One documented dataclass per stage, filled from defaults, then a YAML file, then CLI flags.
+
+Every field becomes a flag: `max_bytes` is `--max-bytes` (and `--max_bytes`, for the reference
+project's spelling). A YAML file may be flat (`max_bytes: 1000`) or hold one section per stage
+(`parse: {max_bytes: 1000}`), so one file can configure the whole pipeline. Unknown keys are an
+error, not silently ignored. `__post_init__` validates combinations before any heavy work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from codelora.utils import UserError, atomic_file
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, **meta: Any) -> Any:
+    """A dataclass field with a help text (list defaults via `factory`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+# --------------------------------------------------------------------------------------- stages
+
+
+@dataclass
+class ParseConfig:
+    """parse_data.py: git repository → one JSON line per kept source file."""
+
+    repo: list[str] = opt(
+        factory=lambda: ["https://github.com/JetBrains/kotlin"],
+        help="git URL, file:// URL or local path (repeatable); a plain directory also works",
+    )
+    revision: str | None = opt(None, "branch, tag or commit to read (default: the remote's HEAD)")
+    extensions: list[str] = opt(factory=lambda: [".kt"], help="file extensions to keep, e.g. .kt .kts")
+    output: str = opt("data/kotlin_code_raw.jsonl", "output JSON Lines file")
+    min_bytes: int = opt(32, "drop files smaller than this many bytes")
+    max_bytes: int = opt(1_000_000, "drop files larger than this many bytes")
+    exclude_dirs: list[str] = opt(
+        factory=lambda: [
+            "build", "out", "dist", "target", "vendor", "vendored", "third_party", "thirdparty",
+            "node_modules", "generated", "gen", ".gradle", ".idea",
+        ],
+        help="directory names whose files are dropped as vendored/generated/build output",
+    )
+    depth: int = opt(1, "clone depth for remote URLs (0 = full history)")
+
+    def __post_init__(self) -> None:
+        if not self.repo:
+            raise UserError("--repo: give at least one repository")
+        if not self.extensions:
+            raise UserError("--extensions: give at least one extension")
+        self.extensions = [e if e.startswith(".") else f".{e}" for e in self.extensions]
+        if self.min_bytes < 0 or self.max_bytes <= self.min_bytes:
+            raise UserError("--min-bytes/--max-bytes: need 0 <= min-bytes < max-bytes")
+        if self.depth < 0:
+            raise UserError("--depth must be >= 0")
+
+
+@dataclass
+class PreprocessConfig:
+    """preprocess_data.py: raw JSON Lines → cleaned, windowed, file-split DatasetDict."""
+
+    input: str = opt("data/kotlin_code_raw.jsonl", "parse_data.py output")
+    tokenizer: str = opt("microsoft/phi-1_5", "tokenizer: Hub id or local directory")
+    output: str = opt("data/kotlin_prepared_dataset", "output directory (datasets.save_to_disk)")
+    mode: Literal["lines", "line", "next-line", "chunk"] = opt(
+        "lines",
+        "completion shape: 'lines' (default) = whole lines up to --completion-tokens; "
+        "'line' = rest of the current line; 'next-line' = the following line; "
+        "'chunk' = fixed token chunks like the reference's ~100-token chunks",
+    )
+    prompt_tokens: int = opt(256, "maximum prompt (context) length in tokens")
+    completion_tokens: int = opt(64, "maximum completion length in tokens")
+    stride: int = opt(64, "tokens between the starts of consecutive windows in a file")
+    min_lines: int = opt(5, "drop cleaned files with fewer non-blank lines")
+    max_digit_run: int = opt(200, "drop files containing a run of more digits than this")
+    max_token_chars: int = opt(500, "drop files containing a non-space token longer than this")
+    strip_license: bool = opt(True, "strip a licence/copyright comment at the top of each file")
+    train_ratio: float = opt(0.98, "fraction of files in train")
+    validation_ratio: float = opt(0.01, "fraction of files in validation (test gets the rest)")
+    seed: int = opt(42, "seed for the split and sampling")
+    max_train_samples: int | None = opt(None, "keep a seeded random sample of this many train examples")
+    num_proc: int = opt(1, "processes for datasets.map")
+    push_to_hub: str | None = opt(None, "push the DatasetDict to this Hub dataset repo (USER/NAME)")
+    private: bool = opt(False, "make the pushed dataset private")
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "completion_tokens", "stride", "num_proc"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+        if not (0 < self.train_ratio <= 1 and 0 <= self.validation_ratio < 1):
+            raise UserError("--train-ratio must be in (0, 1] and --validation-ratio in [0, 1)")
+        if self.train_ratio + self.validation_ratio > 1 + 1e-9:
+            raise UserError("--train-ratio + --validation-ratio must not exceed 1")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise UserError("--max-train-samples must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """train.py: QLoRA finetuning of a causal LM on prompt/completion pairs (loss on completions)."""
+
+    base_model: str = opt("microsoft/phi-1_5", "base model: Hub id or local directory")
+    dataset: str = opt("data/kotlin_prepared_dataset", "save_to_disk directory or Hub dataset id")
+    output_dir: str = opt("runs/phi15-kotlin", "run directory (adapter/, checkpoints/, logs)")
+    load_in_4bit: bool | None = opt(None, "4-bit NF4 QLoRA (default: on with CUDA, off on CPU)")
+    trust_remote_code: bool = opt(False, "allow custom model code from the Hub")
+    lora_r: int = opt(16, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = opt(0.05, "LoRA dropout")
+    target_modules: list[str] = opt(
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
+        help="module names to adapt (defaults suit Phi); each must match at least one module",
+    )
+    max_length: int = opt(512, "truncate prompt+completion+EOS to this many tokens (prompt cut from the left)")
+    learning_rate: float = opt(2e-4, "peak learning rate")
+    lr_scheduler: str = opt("cosine", "transformers scheduler name")
+    warmup_ratio: float = opt(0.03, "fraction of steps for linear warmup")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    epochs: float = opt(1.0, "training epochs (ignored when --max-steps > 0)")
+    max_steps: int = opt(-1, "stop after this many optimizer steps (-1: use --epochs)")
+    batch_size: int = opt(8, "examples per device per step")
+    grad_accum: int = opt(1, "gradient accumulation steps")
+    max_train_samples: int | None = opt(None, "use at most this many train examples")
+    max_eval_samples: int | None = opt(200, "use at most this many validation examples for eval loss")
+    group_by_length: bool = opt(True, "batch examples of similar length (less padding)")
+    gradient_checkpointing: bool = opt(False, "trade compute for memory (non-reentrant on GPU)")
+    eval_steps: int = opt(200, "eval loss on validation every N steps")
+    save_steps: int = opt(200, "checkpoint every N steps")
+    logging_steps: int = opt(10, "log the train loss every N steps")
+    save_total_limit: int = opt(3, "keep at most this many checkpoints")
+    seed: int = opt(42, "random seed")
+    resume: bool = opt(False, "continue from the latest checkpoint in OUTPUT_DIR/checkpoints")
+    push_to_hub: str | None = opt(None, "push the adapter to this Hub model repo (USER/NAME)")
+    private: bool = opt(False, "make the pushed repo private")
+
+    def __post_init__(self) -> None:
+        if self.lora_r < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise UserError("--lora-r, --batch-size and --grad-accum must be >= 1")
+        if not self.target_modules:
+            raise UserError("--target-modules: give at least one module name")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise UserError("give --epochs > 0 or --max-steps > 0")
+
+
+@dataclass
+class MergeConfig:
+    """merge_lora.py: LoRA adapter + unquantized base → one full model."""
+
+    adapter: str = opt("runs/phi15-kotlin/adapter", "adapter directory or Hub repo")
+    output: str = opt("runs/phi15-kotlin/merged", "output directory for the merged model")
+    base_model: str | None = opt(None, "override the base model named in adapter_config.json")
+    dtype: Literal["float16", "bfloat16", "float32"] = opt("float32", "dtype of the merged weights")
+    overwrite: bool = opt(False, "replace an existing output directory")
+    push_to_hub: str | None = opt(None, "push the merged model to this Hub repo (not the adapter's)")
+    hf_repository: str | None = opt(None, "alias of --push-to-hub (reference workflow)")
+    private: bool = opt(False, "make the pushed repo private")
+    trust_remote_code: bool = opt(False, "allow custom model code from the Hub")
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub and self.hf_repository and self.push_to_hub != self.hf_repository:
+            raise UserError("--push-to-hub and --hf_repository name different repos; give one")
+        self.push_to_hub = self.push_to_hub or self.hf_repository
+
+
+@dataclass
+class BenchmarkConfig:
+    """benchmarking.py: base vs finetuned on each task; the first model is the baseline."""
+
+    models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"], help="Hub ids or local dirs; first = baseline")
+    hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo")
+    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout codexglue codexglue-line mceval-kotlin")
+    dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
+    codexglue_data: str | None = opt(None, "CodeXGLUE method-generation JSONL or Hub id")
+    codexglue_line_data: str | None = opt(None, "CodeXGLUE line-completion JSONL ({input, gt})")
+    mceval_data: str | None = opt(None, "McEval/MBKP Kotlin JSONL")
+    output: str = opt("results/phi15-kotlin", "output directory")
+    sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
+    seed: int = opt(42, "seed for sampling and generation")
+    batch_size: int = opt(16, "generation batch size")
+    max_new_tokens: int | None = opt(None, "override each task's max_new_tokens")
+    num_beams: int = opt(1, "beam search width (1 = greedy)")
+    do_sample: bool = opt(False, "sample instead of greedy/beam")
+    temperature: float = opt(0.2, "sampling temperature (with --do-sample)")
+    top_p: float = opt(0.95, "nucleus sampling p (with --do-sample)")
+    allow_code_execution: bool = opt(False, "run generated code (sandboxed) for pass@1")
+    exec_timeout: float = opt(30.0, "seconds per compile+run of one generated program")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "model dtype (auto: bf16 on GPU, fp32 on CPU)")
+
+    def __post_init__(self) -> None:
+        if self.hf_repository:
+            self.models = ["microsoft/phi-1_5", self.hf_repository]
+        if not self.models:
+            raise UserError("--models: give at least one model")
+        if self.batch_size < 1 or self.num_beams < 1:
+            raise UserError("--batch-size and --num-beams must be >= 1")
+        if self.sample is not None and self.sample < 1:
+            raise UserError("--sample must be >= 1")
+
+
+@dataclass
+class BleuConfig:
+    """bleu.py: smoothed corpus BLEU-4 as CodeXGLUE's method-generation evaluator computes it."""
+
+    references: str = opt("refs.txt", "file with one reference per line")
+    predictions: str = opt("preds.txt", "file with one prediction per line")
+
+
+# ------------------------------------------------------------------------------------ machinery
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def _str2bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field; defaults are suppressed so we can tell which flags were given."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, optional = _unwrap_optional(hints[f.name])
+        dash, under = f"--{f.name.replace('_', '-')}", f"--{f.name}"
+        names = [dash] if dash == under else [dash, under]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            if optional:
+                kwargs.update(type=_str2bool, metavar="{true,false}")
+            else:
+                kwargs.update(action=argparse.BooleanOptionalAction)
+        elif origin is list:
+            (inner,) = typing.get_args(tp)
+            kwargs.update(nargs="+", type=inner)
+        elif origin is Literal:
+            kwargs.update(choices=list(typing.get_args(tp)))
+        else:
+            kwargs.update(type=tp)
+        parser.add_argument(*names, **kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+SECTIONS = ("pipeline", "bootstrap", "parse", "preprocess", "train", "merge", "benchmark", "bleu")
+
+
+def build_config(cls: type, yaml_values: dict[str, Any] | None, cli_values: dict[str, Any], section: str | None = None):
+    """defaults < YAML < CLI flags.
+
+    A YAML file with stage sections (`parse:`, `train:` ...) contributes its `section`; a flat
+    file contributes all its keys. Either way an unknown key is an error.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    source = yaml_values or {}
+    if any(key in SECTIONS for key in source):
+        source = source.get(section, {}) if section else {}
+        if not isinstance(source, dict):
+            raise UserError(f"config section '{section}' must be a mapping")
+    for key, value in source.items():
+        key = str(key).replace("-", "_")
+        if key not in names:
+            raise UserError(f"unknown config key '{key}' for {section or cls.__name__}")
+        values[key] = value
+    values.update(cli_values)
+    hints = typing.get_type_hints(cls)
+    for key, value in list(values.items()):
+        tp, _ = _unwrap_optional(hints[key])
+        if typing.get_origin(tp) is list and isinstance(value, str):
+            values[key] = [value]
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise UserError(f"invalid configuration: {err}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path, **extra: Any) -> None:
+    """Write the config a run used (plus `extra` facts such as versions) as YAML, atomically."""
+    data = config_to_dict(cfg)
+    data.update(extra)
+    with atomic_file(path) as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)

@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny BPE tokenizer and a tiny PhiForCausalLM built offline, and git repos.
+
+Nothing here touches the network: HF_HUB_OFFLINE is forced so an accidental Hub id fails fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+# A few small but realistic source files: the tokenizer and the tiny models learn from these.
+KOTLIN_SNIPPETS = [
+    "package demo\n\nfun add(a: Int, b: Int): Int {\n    return a + b\n}\n",
+    "class Greeter(val name: String) {\n    fun greet(): String {\n        return \"Hello, $name!\"\n    }\n}\n",
+    "fun fib(n: Int): Int {\n    if (n < 2) return n\n    return fib(n - 1) + fib(n - 2)\n}\n",
+    "object Counter {\n    private var count = 0\n    fun next(): Int {\n        count += 1\n        return count\n    }\n}\n",
+    "fun main() {\n    val xs = listOf(1, 2, 3)\n    for (x in xs) {\n        println(x * 2)\n    }\n}\n",
+]
+PYTHON_SNIPPETS = [
+    "def add(a, b):\n    return a + b\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        self.items.append(x)\n",
+    "import os\n\n\ndef list_files(root):\n    return sorted(os.listdir(root))\n",
+]
+
+
+def corpus_texts() -> list[str]:
+    return (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from codelora.modeling import train_tokenizer
+
+    return train_tokenizer(corpus_texts(), vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved tiny Phi + tokenizer directory, loadable with from_pretrained like a Hub repo."""
+    from codelora.modeling import make_tiny_phi
+
+    out = tmp_path_factory.mktemp("tiny-phi")
+    make_tiny_phi(tiny_tokenizer, out, seed=0, hidden_size=32, layers=2, heads=4)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    out = tmp_path_factory.mktemp("tiny-tok")
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def make_git_repo(root: Path, files: dict[str, str | bytes], commit: bool = True) -> Path:
+    """Create a git repo at `root` holding `files` (relative path -> text or bytes), committed."""
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    if commit:
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "init")
+    return root

@@ -1,0 +1,52 @@
+"""The config machinery every stage shares: precedence, validation, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from codelora.cli import main as cli_main
+from codelora.cli import parse_config
+from codelora.config import ParseConfig, PreprocessConfig, TrainConfig, save_config
+from codelora.utils import UserError
+
+
+def test_defaults_yaml_then_cli_precedence(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("parse:\n  max_bytes: 5000\n  min-bytes: 10\n  extensions: kts\ntrain:\n  lora_r: 4\n")
+    cfg, _ = parse_config(ParseConfig, ["--config", str(cfg_file), "--max_bytes", "7000"], "p", "", "", "parse")
+    assert cfg.max_bytes == 7000  # CLI beats YAML
+    assert cfg.min_bytes == 10  # YAML beats default; dashed key accepted
+    assert cfg.extensions == [".kts"]  # a scalar becomes a list, and the dot is added
+    assert cfg.repo == ["https://github.com/JetBrains/kotlin"]  # default kept
+    tcfg, _ = parse_config(TrainConfig, ["--config", str(cfg_file)], "t", "", "", "train")
+    assert tcfg.lora_r == 4
+
+
+def test_flat_yaml_and_unknown_key(tmp_path):
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("stride: 9\n")
+    cfg, _ = parse_config(PreprocessConfig, ["--config", str(flat)], "p", "", "", "preprocess")
+    assert cfg.stride == 9
+    flat.write_text("strid: 9\n")
+    with pytest.raises(UserError, match="unknown config key 'strid'"):
+        parse_config(PreprocessConfig, ["--config", str(flat)], "p", "", "", "preprocess")
+
+
+def test_validation_in_post_init():
+    with pytest.raises(UserError, match="min-bytes"):
+        ParseConfig(min_bytes=10, max_bytes=5)
+    with pytest.raises(UserError, match="train-ratio"):
+        PreprocessConfig(train_ratio=0.9, validation_ratio=0.2)
+
+
+def test_bool_flags_and_saved_config(tmp_path):
+    cfg, _ = parse_config(TrainConfig, ["--no-group-by-length", "--load-in-4bit", "true"], "t", "", "", "train")
+    assert cfg.group_by_length is False and cfg.load_in_4bit is True
+    save_config(cfg, tmp_path / "out" / "config.yaml", note="x")
+    text = (tmp_path / "out" / "config.yaml").read_text()
+    assert "group_by_length: false" in text and "note: x" in text
+
+
+def test_cli_unknown_command(capsys):
+    assert cli_main(["nope"]) == 2
+    assert "usage: codelora" in capsys.readouterr().err
