@@ -1,0 +1,130 @@
+"""Generation: stop rules, left padding == unbatched, prompt and special tokens excluded."""
+
+from __future__ import annotations
+
+import pytest
+
+from codelora import generation
+from codelora.generation import (
+    GenerationSettings,
+    generate,
+    generate_batch,
+    load_model,
+    stop_at_brace_close,
+    stop_at_dedent,
+    stop_at_eos,
+    stop_at_line_end,
+)
+from codelora.utils import UserError
+
+PROMPTS = [
+    "fun add(a: Int, b: Int): Int {\n    return",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n",
+    "fun",
+    "object Counter {\n    private var count = 0\n",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(str(tiny_model_dir), dtype="float32")
+
+
+# ------------------------------------------------------------------------------- stop rules
+
+
+def test_line_rule():
+    assert stop_at_line_end("x = 1") is None
+    assert stop_at_line_end("x = 1\ny") == 5
+
+
+def test_dedent_rule():
+    body = "    if x:\n        return 1\n\n    return 2\n"
+    assert stop_at_dedent(body) is None  # still inside the body
+    text = body + "def other():\n"
+    assert text[: stop_at_dedent(text)] == "    if x:\n        return 1\n\n    return 2"
+    assert stop_at_dedent(body + "  ") is None  # a dedent is only known once the line has content
+    assert stop_at_dedent("return 1\nclass X:") == len("return 1")  # column-0 body: one line
+
+
+def test_brace_rule_ignores_strings_and_comments():
+    text = ' {\n    val s = "}{" // }\n    /* } */ if (a) { b() }\n    return \'}\'\n}\nfun next() {'
+    cut = stop_at_brace_close(text)
+    assert text[:cut].endswith("return '}'\n}")
+    assert stop_at_brace_close(" {\n  if (a) {\n") is None
+    assert stop_at_brace_close(" = a + b\nfun x()") == len(" = a + b")
+
+
+# ------------------------------------------------------------------------------- generation
+
+
+def test_left_padding_batched_equals_unbatched(tiny):
+    model, tok = tiny
+    settings = GenerationSettings(max_new_tokens=12, batch_size=4)
+    batched = generate_batch(model, tok, PROMPTS, settings, stop_at_eos)
+    single = [generate_batch(model, tok, [p], settings, stop_at_eos)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(isinstance(p, str) and p for p in batched)
+    # the prompt is not part of the prediction
+    assert not any(pred.startswith(prompt) for pred, prompt in zip(batched, PROMPTS))
+
+
+def _force_token_at(monkeypatch, model, token_id: int, step: int) -> dict:
+    """Make the model emit `token_id` at generation step `step` (1-based); count forward calls."""
+    real_forward = model.forward
+    calls = {"n": 0}
+
+    def forward(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == step:
+            out.logits[:, -1, :] = -1e9
+            out.logits[:, -1, token_id] = 0.0
+        return out
+
+    monkeypatch.setattr(model, "forward", forward)
+    return calls
+
+
+def test_line_stop_ends_generation_early(tiny, monkeypatch):
+    model, tok = tiny
+    newline = tok("\n")["input_ids"]
+    assert len(newline) == 1
+    calls = _force_token_at(monkeypatch, model, newline[0], step=3)
+    settings = GenerationSettings(max_new_tokens=40, batch_size=2)
+    preds = generate_batch(model, tok, PROMPTS[:2], settings, stop_at_line_end)
+    assert calls["n"] == 3  # stopped right after the newline, not after 40 tokens
+    assert all("\n" not in p and p for p in preds)
+
+
+def test_eos_ends_generation_and_is_dropped(tiny, monkeypatch):
+    model, tok = tiny
+    calls = _force_token_at(monkeypatch, model, tok.eos_token_id, step=2)
+    pred = generate_batch(model, tok, ["fun"], GenerationSettings(max_new_tokens=10), stop_at_eos)[0]
+    assert calls["n"] == 2
+    assert tok.eos_token not in pred
+    assert len(tok(pred)["input_ids"]) == 1  # the one token before EOS
+
+
+def test_generate_sorts_and_returns_every_index(tiny):
+    model, tok = tiny
+    got = {}
+    for idx, preds in generate(model, tok, PROMPTS, GenerationSettings(max_new_tokens=4, batch_size=3), stop_at_eos):
+        got.update(zip(idx, preds))
+    assert sorted(got) == list(range(len(PROMPTS)))
+
+
+def test_beam_and_sampling_options_run(tiny):
+    model, tok = tiny
+    beam = generate_batch(model, tok, PROMPTS[:2], GenerationSettings(max_new_tokens=5, num_beams=2), stop_at_eos)
+    sample = generate_batch(model, tok, PROMPTS[:2], GenerationSettings(max_new_tokens=5, do_sample=True), stop_at_eos)
+    assert len(beam) == len(sample) == 2
+
+
+def test_model_without_tokenizer_is_a_user_error(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "weights-only")
+    with pytest.raises(UserError, match="tokenizer"):
+        load_model(str(tmp_path / "weights-only"))
+    assert generation.STOP_RULES["line"] is stop_at_line_end
