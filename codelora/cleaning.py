@@ -1,0 +1,132 @@
+"""Cleaning before windowing: licence headers out, unlearnable files dropped, each with a reason.
+
+A licence header is pure boilerplate: it is identical across thousands of files, so a model
+trained on it learns to emit copyright notices. Only a comment at the very top of a file counts
+(after an optional BOM, shebang line and blank lines), and only when it reads like a licence;
+any other leading comment (a file's documentation) stays.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Words that appear in licence/copyright notices and rarely in a file's own documentation.
+_LICENSE_WORDS = re.compile(
+    r"copyright|\(c\)\s*\d{4}|©|licen[cs]e|spdx-license-identifier|all rights reserved"
+    r"|permission is hereby granted|without warranties|redistribution and use",
+    re.IGNORECASE,
+)
+# A `#` line comment: `#` followed by space, `#`, or end of line -- so `#include` / `#define`
+# (C preprocessor) and `#[attr]` are never mistaken for comments.
+_HASH_COMMENT = re.compile(r"#(?:[ \t#]|$)")
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    text: str | None  # cleaned text, None when the file is dropped
+    reason: str | None  # drop reason, None when kept
+    license_stripped: bool = False
+
+
+def _leading_comment(text: str, pos: int) -> int | None:
+    """End offset of the comment block starting at `pos` (plus its trailing blank lines), or None."""
+    if text.startswith("/*", pos):
+        end = text.find("*/", pos + 2)
+        if end < 0:
+            return None  # unterminated: not a header we understand, leave the file alone
+        end += 2
+        # The rest of the closing line must be blank, else code shares the line with the comment.
+        line_end = text.find("\n", end)
+        line_end = len(text) if line_end < 0 else line_end + 1
+        if text[end:line_end].strip():
+            return None
+        return line_end
+    if text.startswith("//", pos) or _HASH_COMMENT.match(text, pos):
+        marker = "//" if text.startswith("//", pos) else "#"
+        end = pos
+        while end < len(text):
+            line_end = text.find("\n", end)
+            line_end = len(text) if line_end < 0 else line_end + 1
+            line = text[end:line_end].lstrip(" \t")
+            if marker == "//" and line.startswith("//") or marker == "#" and _HASH_COMMENT.match(line):
+                end = line_end
+            else:
+                break
+        return end
+    return None
+
+
+def _skip_blank_lines(text: str, pos: int) -> int:
+    while pos < len(text):
+        line_end = text.find("\n", pos)
+        line_end = len(text) if line_end < 0 else line_end + 1
+        if text[pos:line_end].strip():
+            break
+        pos = line_end
+    return pos
+
+
+def strip_license_header(text: str) -> tuple[str, bool]:
+    """Remove licence comment blocks at the top of `text`; returns (text, whether any was removed).
+
+    Keeps a BOM and a shebang line (`#!...`), which must stay first for the file to work.
+    Several consecutive licence blocks are all removed (files that carry two notices).
+    """
+    keep = ""
+    if text.startswith("\ufeff"):
+        keep, text = "\ufeff", text[1:]
+    if text.startswith("#!"):
+        line_end = text.find("\n")
+        line_end = len(text) if line_end < 0 else line_end + 1
+        keep, text = keep + text[:line_end], text[line_end:]
+    pos = _skip_blank_lines(text, 0)
+    stripped = False
+    while pos < len(text):
+        end = _leading_comment(text, pos)
+        if end is None or not _LICENSE_WORDS.search(text, pos, end):
+            break
+        pos = _skip_blank_lines(text, end)
+        stripped = True
+    if not stripped:
+        return keep + text, False
+    return keep + text[pos:], True
+
+
+def count_code_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def longest_digit_run(text: str, limit: int) -> bool:
+    """True when `text` has a run of more than `limit` ASCII digits."""
+    return re.search(r"[0-9]{%d}" % (limit + 1), text) is not None
+
+
+def longest_token_over(text: str, limit: int) -> bool:
+    """True when `text` has a whitespace-free token longer than `limit` characters."""
+    # str.split() runs in C; a regex like \S{501,} rescans long tokens from every start offset.
+    return len(text) > limit and any(len(tok) > limit for tok in text.split())
+
+
+def clean_text(text: str, *, strip_license: bool = True, min_lines: int = 5, max_digit_run: int = 200,
+               max_token_chars: int = 500, special_tokens: tuple[str, ...] = ()) -> CleanResult:
+    """Apply every filter in a fixed order; the first failing one names the drop reason."""
+    stripped = False
+    if strip_license:
+        text, stripped = strip_license_header(text)
+    if count_code_lines(text) < min_lines:
+        return CleanResult(None, "too_few_lines", stripped)
+    if longest_digit_run(text, max_digit_run):
+        return CleanResult(None, "long_digit_run", stripped)
+    if longest_token_over(text, max_token_chars):
+        return CleanResult(None, "long_token", stripped)
+    # The tokenizer would turn a literal "<|endoftext|>" in source into a real EOS token, teaching
+    # the model to stop mid-file; such files are rare, so drop them rather than escape them.
+    if any(tok in text for tok in special_tokens):
+        return CleanResult(None, "special_token_text", stripped)
+    return CleanResult(text, None, stripped)
+
+
+def normalize_whitespace(text: str) -> str:
+    """Text with all whitespace runs collapsed: files equal under it share a split."""
+    return " ".join(text.split())

@@ -1,0 +1,68 @@
+"""Licence-header stripping and the file filters of preprocess_data.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from codelora.cleaning import clean_text, normalize_whitespace, strip_license_header
+
+BODY = "package demo\n\nfun main() {\n    println(1)\n    println(2)\n}\n"
+
+
+@pytest.mark.parametrize("header", [
+    "/*\n * Copyright 2010-2024 JetBrains s.r.o.\n * Use of this source code is governed by the Apache 2.0 license.\n */\n",
+    "/**\n * Licensed to the Apache Software Foundation (ASF)\n */\n\n\n",
+    "// Copyright (c) 2023 Example\n// SPDX-License-Identifier: MIT\n\n",
+    "# Copyright (C) 2001-2007 Python Software Foundation\n# Author: Barry Warsaw\n#\n",
+    "/* (c) 2019 Someone. All rights reserved. */\n",
+    "/*\r\n * Copyright 2020 CRLF Corp\r\n */\r\n\r\n",
+    # two notices in a row are both removed
+    "/* Copyright 2001 A */\n\n// Licensed under the MIT License\n\n",
+])
+def test_license_header_removed(header):
+    text, stripped = strip_license_header(header + BODY)
+    assert stripped and text == BODY
+
+
+def test_header_kept_when_not_a_licence_or_not_at_top():
+    doc = "/**\n * Utilities for greeting people.\n */\n" + BODY
+    assert strip_license_header(doc) == (doc, False)
+    later = BODY + "/* Copyright 2020 X */\n"
+    assert strip_license_header(later) == (later, False)
+    # C preprocessor lines are not `#` comments, even when they mention a licence file
+    c_file = '#include "license.h"\nint main(void) { return 0; }\n'
+    assert strip_license_header(c_file) == (c_file, False)
+    # code on the closing line of the comment: leave the file alone
+    shared = "/* Copyright 2020 X */ val x = 1\n" + BODY
+    assert strip_license_header(shared) == (shared, False)
+    unterminated = "/* Copyright 2020 X\n" + BODY
+    assert strip_license_header(unterminated) == (unterminated, False)
+
+
+def test_shebang_and_bom_survive():
+    text = "\ufeff#!/usr/bin/env kotlin\n// Copyright 2020 X\n\nprintln(1)\n"
+    assert strip_license_header(text) == ("\ufeff#!/usr/bin/env kotlin\nprintln(1)\n", True)
+    py = "#!/usr/bin/env python3\n# Copyright 2001 PSF\n# Licensed under PSF\n\nimport os\n"
+    assert strip_license_header(py) == ("#!/usr/bin/env python3\nimport os\n", True)
+
+
+def test_filters_in_order_with_reasons():
+    lic = "// Copyright 2024 X\n"
+    assert clean_text(lic + BODY).text == BODY
+    assert clean_text(lic + BODY).license_stripped
+    assert clean_text(lic + BODY, strip_license=False).text == lic + BODY
+    short = clean_text(lic + "fun a() = 1\n\n\n\nfun b() = 2\n")
+    assert (short.text, short.reason, short.license_stripped) == (None, "too_few_lines", True)
+    digits = BODY + "val t = " + "7" * 201 + "\n"
+    assert clean_text(digits).reason == "long_digit_run"
+    assert clean_text(digits, max_digit_run=300).reason is None
+    blob = BODY + "val b = \"" + "QUJD" * 130 + "\"\n"  # ~530-char token (base64-ish data)
+    assert clean_text(blob).reason == "long_token"
+    assert clean_text(blob, max_token_chars=1000).reason is None
+    eos = BODY + 'val s = "<|endoftext|>"\n'
+    assert clean_text(eos, special_tokens=("<|endoftext|>",)).reason == "special_token_text"
+    assert clean_text(eos).reason is None
+
+
+def test_normalize_whitespace():
+    assert normalize_whitespace("fun a()  {\n\treturn 1\r\n}\n") == normalize_whitespace("fun a() {\n return 1 }")
