@@ -215,6 +215,79 @@ class BleuConfig:
     predictions: str = opt("preds.txt", "file with one prediction per line")
 
 
+@dataclass
+class BootstrapConfig:
+    """bootstrap: a tiny base model for offline runs: a BPE tokenizer trained on text files, then a
+    short fp32 pretraining of a small PhiForCausalLM on the same files (keep them disjoint from
+    the files you will finetune on, so the finetune has something new to learn)."""
+
+    inputs: list[str] = opt(factory=list, help="text files and/or directories to pretrain on (required)")
+    extensions: list[str] = opt(factory=lambda: [".py"], help="file extensions taken from directories")
+    exclude: list[str] = opt(factory=list, help="glob patterns (on paths relative to each input) to leave out")
+    output: str = opt("runs/bootstrap/base", "output directory: model + tokenizer, from_pretrained-loadable")
+    max_files: int | None = opt(None, "use at most this many files (a seeded sample)")
+    max_file_bytes: int = opt(200_000, "skip files larger than this many bytes")
+    vocab_size: int = opt(2048, "BPE vocabulary size")
+    hidden_size: int = opt(128, "model width")
+    layers: int = opt(4, "transformer layers")
+    heads: int = opt(4, "attention heads (must divide --hidden-size)")
+    max_positions: int = opt(1024, "longest sequence the model will be used with (prompt + completion)")
+    seq_length: int = opt(256, "tokens per pretraining sequence")
+    batch_size: int = opt(16, "sequences per step")
+    steps: int = opt(400, "optimizer steps")
+    max_seconds: float | None = opt(None, "stop pretraining after this many seconds (time budget)")
+    learning_rate: float = opt(2e-3, "peak AdamW learning rate (cosine decay, linear warmup)")
+    warmup_steps: int = opt(20, "linear warmup steps")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices")
+    eval_fraction: float = opt(0.05, "fraction of the token stream held out to report eval loss")
+    seed: int = opt(0, "seed for the sample, initialisation and batches")
+    overwrite: bool = opt(True, "replace an existing output directory")
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise UserError("--inputs: give at least one text file or directory to pretrain on")
+        self.extensions = [e if e.startswith(".") else f".{e}" for e in self.extensions]
+        for name in ("vocab_size", "hidden_size", "layers", "heads", "seq_length", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.hidden_size % self.heads:
+            raise UserError("--hidden-size must be a multiple of --heads")
+        if self.vocab_size < 260:
+            raise UserError("--vocab-size must be >= 260 (256 byte tokens + specials)")
+        if self.max_positions < self.seq_length:
+            raise UserError("--max-positions must be >= --seq-length")
+        if not 0 < self.eval_fraction < 0.5:
+            raise UserError("--eval-fraction must be in (0, 0.5)")
+
+
+PIPELINE_STAGES = ("bootstrap", "parse", "preprocess", "train", "merge", "benchmark")
+
+
+@dataclass
+class PipelineConfig:
+    """pipeline: run the stages in order from one sectioned YAML file, skipping each stage whose
+    output exists and was made from the same configuration and inputs."""
+
+    stages: list[str] = opt(
+        factory=lambda: ["parse", "preprocess", "train", "merge", "benchmark"],
+        help=f"stages to run, in pipeline order; choose from {', '.join(PIPELINE_STAGES)}",
+    )
+    force: bool = opt(False, "rerun every selected stage even when its output is up to date")
+    force_stages: list[str] = opt(factory=list, help="rerun just these stages (and what depends on them)")
+    dry_run: bool = opt(False, "print which stages would run or be skipped, run nothing")
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in [*self.stages, *self.force_stages] if s not in PIPELINE_STAGES]
+        if unknown:
+            raise UserError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(PIPELINE_STAGES)}")
+        if not self.stages:
+            raise UserError("--stages: give at least one stage")
+        if len(set(self.stages)) != len(self.stages):
+            raise UserError("--stages: a stage is listed twice")
+        # Always run in pipeline order, whatever order the list was written in.
+        self.stages = [s for s in PIPELINE_STAGES if s in self.stages]
+
+
 # ------------------------------------------------------------------------------------ machinery
 
 
