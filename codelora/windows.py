@@ -1,0 +1,154 @@
+"""Prompt/completion windows over a cleaned file, and file-level train/validation/test splits.
+
+Windows are cut from the *text*, never decoded from tokens: the tokenizer only says where tokens
+start (its character offsets), which sets the cut points and the token counts. So for every
+window `prompt + completion == text[prompt_start:end]`, whitespace and newlines at both
+boundaries included, whatever the tokenizer does (byte-level merges, trimmed offsets, characters
+split across tokens).
+
+Completion shapes (`mode`):
+
+- `lines` (default): whole lines, as many as fit in `completion_tokens`, starting at a line start
+  and ending just after a newline (or at the end of the file). The model sees completions that
+  stop at a line end and training appends EOS there, so it learns where a completion stops,
+  which is what an editor needs; a cut in the middle of a token or line teaches it to stop
+  anywhere. A single line longer than the budget is cut at the budget (counted in `cut_mid_line`).
+- `line`: the rest of the current line, from a token boundary (CodeXGLUE-style line completion).
+- `next-line`: the whole next line.
+- `chunk`: exactly `completion_tokens` tokens from a token boundary, like the reference
+  project's ~100-token chunks.
+
+Consecutive windows start `stride` tokens apart; the prompt is the preceding context, at most
+`prompt_tokens` tokens (cut at a token start, not at a line start, to use the whole budget).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+MODES = ("lines", "line", "next-line", "chunk")
+
+
+@dataclass(frozen=True)
+class Window:
+    prompt_start: int  # character offsets into the file: prompt = text[prompt_start:split]
+    split: int  # completion = text[split:end]
+    end: int
+    prompt_tokens: int
+    completion_tokens: int
+    cut_mid_line: bool = False  # a line-shaped completion had to stop at the token budget
+
+
+def token_starts(offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Start offset of each token, made non-decreasing (byte-level BPE gives the pieces of one
+    multi-byte character the same span; a max keeps bisect valid whatever a tokenizer returns)."""
+    return list(accumulate((start for start, _ in offsets), max))
+
+
+def line_starts(text: str) -> list[int]:
+    """Offsets at which a line begins: 0 and every position just after a newline."""
+    starts = [0]
+    find, pos = text.find, text.find("\n")
+    while pos >= 0:
+        starts.append(pos + 1)
+        pos = find("\n", pos + 1)
+    return starts
+
+
+def make_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_tokens: int = 256,
+                 completion_tokens: int = 64, stride: int = 64) -> list[Window]:
+    """All windows of one file, in order; `starts` = token_starts(...) of this text."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    n, size = len(starts), len(text)
+    if n < 2 or size == 0:
+        return []
+    lines = line_starts(text)
+
+    def char_of(tok: int) -> int:  # where token `tok` starts (the end of the text past the last)
+        return 0 if tok <= 0 else (starts[tok] if tok < n else size)
+
+    def tok_at(pos: int) -> int:  # index of the first token starting at or after `pos`
+        return bisect_left(starts, pos)
+
+    def next_line_start(pos: int) -> int:  # first line start >= pos (size if none)
+        i = bisect_left(lines, pos)
+        return lines[i] if i < len(lines) else size
+
+    def line_end(pos: int) -> int:  # just past the newline ending the line holding `pos`
+        nl = text.find("\n", pos)
+        return size if nl < 0 else nl + 1
+
+    # Completion starts every `stride` tokens; a file shorter than one stride still gets one window.
+    candidates = range(stride, n, stride) if n > stride else [n // 2]
+    windows: list[Window] = []
+    seen: set[int] = set()
+    for cand in candidates:
+        cut_mid_line = False
+        if mode in ("lines", "next-line"):
+            split = next_line_start(char_of(cand))
+        else:
+            split = char_of(cand)
+        if split <= 0 or split >= size or split in seen:
+            continue
+        split_tok = tok_at(split)
+        budget_end = char_of(split_tok + completion_tokens)  # where the token budget runs out
+        if mode == "chunk":
+            end = budget_end
+        elif mode == "lines":
+            if budget_end >= size:
+                end = size
+            else:
+                last = lines[bisect_right(lines, budget_end) - 1]  # last line start <= budget end
+                end, cut_mid_line = (last, False) if last > split else (budget_end, True)
+        else:  # "line" / "next-line": up to the end of the line holding `split`
+            end = line_end(split)
+            if end > budget_end:
+                end, cut_mid_line = budget_end, True
+        if end <= split or not text[split:end].strip():
+            continue  # nothing to learn from a whitespace-only completion
+        seen.add(split)
+        prompt_tok = max(0, split_tok - prompt_tokens)
+        windows.append(Window(char_of(prompt_tok), split, end, split_tok - prompt_tok,
+                              tok_at(end) - split_tok, cut_mid_line))
+    return windows
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_groups(keys: Sequence[str], *, train_ratio: float, validation_ratio: float,
+                 seed: int) -> list[str]:
+    """Assign each file to a split by its group key (files with one key share a split).
+
+    Groups are shuffled with `seed` and cut by count. Every non-zero ratio gets at least one group
+    when there are enough, so a small corpus still has a validation and a test split.
+    """
+    groups = sorted(set(keys))
+    # Sorted first, so the result depends only on the keys and the seed, not on input order.
+    random.Random(seed).shuffle(groups)
+    total = len(groups)
+    test_ratio = max(0.0, 1.0 - train_ratio - validation_ratio)
+    n_val = round(total * validation_ratio)
+    n_test = round(total * test_ratio)
+    if total >= 3:
+        n_val = max(n_val, 1 if validation_ratio > 0 else 0)
+        n_test = max(n_test, 1 if test_ratio > 1e-9 else 0)
+    n_val = min(n_val, max(0, total - 1))
+    n_test = min(n_test, max(0, total - 1 - n_val))
+    assign: dict[str, str] = {}
+    for i, key in enumerate(groups):
+        assign[key] = "validation" if i < n_val else "test" if i < n_val + n_test else "train"
+    return [assign[k] for k in keys]
+
+
+def group_key(normalized_text: str) -> str:
+    return hashlib.sha256(normalized_text.encode("utf-8")).hexdigest()

@@ -1,0 +1,110 @@
+"""Windows: prompt + completion is an exact slice of the file (property), shapes, and splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codelora.windows import MODES, line_starts, make_windows, split_groups, token_starts
+
+# Code-like pieces plus the characters tokenizers get wrong: tabs, CRLF, trailing spaces, blank
+# lines, multi-byte and astral characters (split across byte-level tokens), no final newline.
+PIECES = ["fun ", "val x = 1", "{", "}", "    ", "\t", "\n", "\n\n", "\r\n", "  \n", "// é ü\n",
+          "\"héllo 🙂\"", "return a + b", "if (x) ", "println(x)", "日本語", " ", "x" * 30, "😀😀"]
+files = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=8)), min_size=1, max_size=120).map("".join)
+
+
+def windows_for(tok, text, **kw):
+    enc = tok.backend_tokenizer.encode(text, add_special_tokens=False)
+    return make_windows(text, token_starts(enc.offsets), **kw)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=files, mode=st.sampled_from(MODES), prompt_tokens=st.integers(1, 40),
+       completion_tokens=st.integers(1, 30), stride=st.integers(1, 30))
+def test_prompt_plus_completion_is_an_exact_slice(tiny_tokenizer, text, mode, prompt_tokens,
+                                                  completion_tokens, stride):
+    wins = windows_for(tiny_tokenizer, text, mode=mode, prompt_tokens=prompt_tokens,
+                       completion_tokens=completion_tokens, stride=stride)
+    splits = [w.split for w in wins]
+    assert splits == sorted(set(splits))  # in order, no duplicate windows
+    for w in wins:
+        prompt, completion = text[w.prompt_start:w.split], text[w.split:w.end]
+        assert 0 <= w.prompt_start < w.split < w.end <= len(text)
+        assert prompt + completion == text[w.prompt_start:w.end]
+        assert prompt and completion.strip()
+        assert 0 < w.prompt_tokens <= prompt_tokens and w.completion_tokens <= completion_tokens
+        at_line_end = w.end == len(text) or text[w.end - 1] == "\n"
+        if mode in ("lines", "next-line"):
+            assert text[w.split - 1] == "\n"  # starts at a line start
+        if mode != "chunk":
+            assert at_line_end or w.cut_mid_line
+        if mode in ("line", "next-line"):
+            assert "\n" not in completion[:-1]  # one line at most
+        if w.prompt_start > 0:  # the prompt is cut to its budget only when the file is longer
+            assert w.prompt_tokens == prompt_tokens
+
+
+def test_lines_mode_keeps_boundary_whitespace(tiny_tokenizer):
+    text = "".join(f"fun f{i}(x: Int): Int {{\n    return x + {i}\n}}\n\n" for i in range(30))
+    wins = windows_for(tiny_tokenizer, text, mode="lines", prompt_tokens=50, completion_tokens=20, stride=20)
+    assert len(wins) > 10
+    for w in wins:
+        completion = text[w.split:w.end]
+        assert completion.endswith("\n") and text[w.split - 1] == "\n"
+        assert not w.cut_mid_line
+    # indentation at the start of a completion survives (the reference stripped it)
+    assert any(text[w.split:w.end].startswith("    return") for w in wins)
+    assert any(text[w.prompt_start:w.split].endswith("\n\n") for w in wins)
+
+
+def test_chunk_mode_token_budget_and_coverage(tiny_tokenizer):
+    text = "".join(f"val v{i} = listOf({i}, {i + 1})\n" for i in range(100))
+    enc = tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+    wins = make_windows(text, token_starts(enc.offsets), mode="chunk", prompt_tokens=64,
+                        completion_tokens=16, stride=16)
+    # consecutive chunks tile the file: each completion ends where the next one starts
+    assert all(a.end == b.split for a, b in zip(wins, wins[1:]))
+    assert wins[-1].end == len(text)
+    assert all(w.completion_tokens == 16 for w in wins[:-1])
+
+
+def test_long_line_is_cut_at_the_budget(tiny_tokenizer):
+    text = "val a = 1\n" * 5 + "val s = " + " + ".join(f"x{i}" for i in range(200)) + "\nval b = 2\n"
+    wins = windows_for(tiny_tokenizer, text, mode="lines", prompt_tokens=8, completion_tokens=10, stride=3)
+    assert any(w.cut_mid_line and w.completion_tokens == 10 for w in wins)
+
+
+def test_short_file_gets_one_window_and_tiny_file_none(tiny_tokenizer):
+    text = "fun a() = 1\nfun b() = 2\nfun c() = 3\n"
+    assert len(windows_for(tiny_tokenizer, text, mode="lines", stride=1000)) == 1
+    assert windows_for(tiny_tokenizer, "x", mode="chunk") == []
+    with pytest.raises(ValueError, match="unknown mode"):
+        make_windows(text, [0, 1], mode="words")
+
+
+def test_token_starts_monotone_and_line_starts():
+    assert token_starts([(0, 1), (1, 3), (1, 3), (3, 4)]) == [0, 1, 1, 3]
+    assert token_starts([(0, 2), (5, 6), (4, 5)]) == [0, 5, 5]
+    assert line_starts("a\nb\r\n\nc") == [0, 2, 5, 6]
+
+
+def test_split_groups_seeded_by_group_and_ratios():
+    keys = [f"k{i % 500}" for i in range(1000)]  # every group holds two files
+    a = split_groups(keys, train_ratio=0.8, validation_ratio=0.1, seed=1)
+    assert a == split_groups(list(keys), train_ratio=0.8, validation_ratio=0.1, seed=1)
+    assert a != split_groups(keys, train_ratio=0.8, validation_ratio=0.1, seed=2)
+    by_group = {}
+    for k, s in zip(keys, a):
+        assert by_group.setdefault(k, s) == s  # one group, one split
+    assert Counter(by_group.values()) == {"train": 400, "validation": 50, "test": 50}
+    # reordering the input does not move any group
+    rev = split_groups(keys[::-1], train_ratio=0.8, validation_ratio=0.1, seed=1)
+    assert dict(zip(keys[::-1], rev)) == by_group
+    # a tiny corpus still gets one validation and one test group at 98/1/1
+    assert Counter(split_groups(["a", "b", "c", "d"], train_ratio=0.98, validation_ratio=0.01, seed=0)) == \
+        {"train": 2, "validation": 1, "test": 1}
+    assert split_groups(["a", "b"], train_ratio=1.0, validation_ratio=0.0, seed=0) == ["train", "train"]
