@@ -71,35 +71,56 @@ def stop_at_dedent(text: str) -> int | None:
     return None
 
 
+def brace_depth(code: str) -> int:
+    """Net unclosed braces in `code` (strings and comments ignored); used for a prompt that
+    already opened the function body (MBKP-style prompts end in `{`)."""
+    return _scan_braces(code, 0, stop=False)[1]
+
+
+def brace_rule(initial_depth: int = 0) -> StopRule:
+    """Stop rule for a body whose prompt left `initial_depth` braces open."""
+    if initial_depth <= 0:
+        return stop_at_brace_close
+
+    def rule(text: str) -> int | None:
+        return _scan_braces(text, initial_depth, stop=True)[0]
+
+    return rule
+
+
 def stop_at_brace_close(text: str) -> int | None:
     """Brace-delimited body (Kotlin, Java, C-like): finished when the braces opened in the
     generation are all closed again. Braces inside string/char literals and comments do not
     count. A body written as `= expression` ends at the end of its line."""
-    depth = 0
-    opened = False
-    i, n = 0, len(text)
     stripped = text.lstrip()
     if stripped.startswith("="):
         start = len(text) - len(stripped)
         cut = text.find("\n", start)
         return None if cut < 0 else cut
+    return _scan_braces(text, 0, stop=True)[0]
+
+
+def _scan_braces(text: str, depth: int, stop: bool) -> tuple[int | None, int]:
+    """(cut after the brace that closes everything, or None; final depth)."""
+    opened = depth > 0
+    i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if text.startswith("//", i):
             end = text.find("\n", i)
             if end < 0:
-                return None
+                return None, depth
             i = end
         elif text.startswith("/*", i):
             end = text.find("*/", i + 2)
             if end < 0:
-                return None
+                return None, depth
             i = end + 2
             continue
         elif text.startswith('"""', i):
             end = text.find('"""', i + 3)
             if end < 0:
-                return None
+                return None, depth
             i = end + 3
             continue
         elif ch in "\"'":
@@ -113,10 +134,10 @@ def stop_at_brace_close(text: str) -> int | None:
             opened = True
         elif ch == "}":
             depth -= 1
-            if opened and depth <= 0:
-                return i + 1
+            if stop and opened and depth <= 0:
+                return i + 1, depth
         i += 1
-    return None
+    return None, depth
 
 
 STOP_RULES: dict[str, StopRule] = {
@@ -183,16 +204,18 @@ def load_model(name: str, dtype: str = "auto"):
 
 
 class _StopOnRule:
-    """A StoppingCriteria: per row, decode the new tokens and ask the task's stop rule."""
+    """A StoppingCriteria: per row, decode the new tokens and ask that row's stop rule."""
 
-    def __init__(self, tokenizer, prompt_len: int, rule: StopRule):
-        self.tokenizer, self.prompt_len, self.rule = tokenizer, prompt_len, rule
+    def __init__(self, tokenizer, prompt_len: int, rules: Sequence[StopRule], num_beams: int = 1):
+        self.tokenizer, self.prompt_len, self.rules, self.num_beams = tokenizer, prompt_len, rules, num_beams
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        return torch.tensor([self.rule(t) is not None for t in texts], device=input_ids.device)
+        # beam search expands each prompt into num_beams rows, in prompt order
+        done = [self.rules[i // self.num_beams](t) is not None for i, t in enumerate(texts)]
+        return torch.tensor(done, device=input_ids.device)
 
 
 def _context_limit(model, tokenizer, max_new_tokens: int) -> int:
@@ -200,8 +223,11 @@ def _context_limit(model, tokenizer, max_new_tokens: int) -> int:
     return max(8, int(limit) - max_new_tokens)
 
 
-def generate_batch(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, rule: StopRule) -> list[str]:
-    """Completions (prompt excluded, special tokens dropped, cut by `rule`) for one batch."""
+def generate_batch(
+    model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, rule: StopRule | Sequence[StopRule]
+) -> list[str]:
+    """Completions (prompt excluded, special tokens dropped, cut by the stop rule) for one batch;
+    `rule` is one rule for all prompts or one per prompt."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -213,9 +239,10 @@ def generate_batch(model, tokenizer, prompts: Sequence[str], settings: Generatio
         max_length=_context_limit(model, tokenizer, settings.max_new_tokens),
     ).to(model.device)
     prompt_len = enc["input_ids"].shape[1]
+    rules = [rule] * len(prompts) if callable(rule) else list(rule)
     stops = StoppingCriteriaList()
-    if rule is not stop_at_eos:
-        stops.append(_StopOnRule(tokenizer, prompt_len, rule))
+    if any(r is not stop_at_eos for r in rules):
+        stops.append(_StopOnRule(tokenizer, prompt_len, rules, settings.num_beams))
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
         num_beams=settings.num_beams,
@@ -233,8 +260,8 @@ def generate_batch(model, tokenizer, prompts: Sequence[str], settings: Generatio
         out = model.generate(**enc, **kwargs)
     texts = tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
     predictions = []
-    for text in texts:
-        cut = rule(text)
+    for text, row_rule in zip(texts, rules):
+        cut = row_rule(text)
         predictions.append(text if cut is None else text[:cut])
     return predictions
 
@@ -244,7 +271,7 @@ def generate(
     tokenizer,
     prompts: Sequence[str],
     settings: GenerationSettings,
-    rule: StopRule,
+    rule: StopRule | Sequence[StopRule],
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices, predictions) batch by batch, longest prompts first.
 
@@ -255,4 +282,5 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     for start in range(0, len(order), settings.batch_size):
         idx = order[start : start + settings.batch_size]
-        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], settings, rule)
+        batch_rule = rule if callable(rule) else [rule[i] for i in idx]
+        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], settings, batch_rule)

@@ -1,0 +1,269 @@
+"""benchmarking.py: base vs finetuned models on each task; tables, JSON, JSONL, PNG and HTML.
+
+Flow: validate everything cheap first (tasks known, data readable, every model has a tokenizer,
+output writable), then per model: load once, generate every task's missing predictions in
+batches, appending each finished batch to a per model/task cache (JSON Lines, fsync'ed); then
+score all cached predictions and write the reports atomically. A crash or Ctrl-C loses only the
+batch in flight; rerunning the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from codelora.generation import GenerationSettings, generate, load_model, load_tokenizer
+from codelora.metrics import ES_BACKEND
+from codelora.tasks import Example, Task, get_task
+from codelora.utils import UserError, atomic_file, check_writable_parent, seed_everything, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """\
+  # the reference workflow: phi-1.5 vs the merged finetune, on our held-out split and CodeXGLUE
+  python benchmarking.py --models microsoft/phi-1_5 runs/phi15-kotlin/merged \\
+      --tasks heldout codexglue mceval-kotlin --dataset data/kotlin_prepared_dataset \\
+      --output results/phi15-kotlin --sample 200 --allow-code-execution
+  # base phi-1.5 vs a Hub repo
+  python benchmarking.py --hf_repository USER/phi15-kotlin --tasks heldout
+  # CodeXGLUE from local files (offline)
+  python benchmarking.py --models microsoft/phi-1_5 --tasks codexglue codexglue-line \\
+      --codexglue-data test.jsonl --codexglue-line-data line_test.jsonl
+"""
+
+
+# ------------------------------------------------------------------------------------ cache
+
+
+def model_slug(name: str) -> str:
+    """A readable, unique directory name for a model: Hub ids as owner--name, local dirs by
+    their name plus a hash of the absolute path (two `merged/` dirs must not share a cache)."""
+    path = Path(name)
+    if path.exists():
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        base = path.resolve().name
+    else:
+        digest, base = "", name.replace("/", "--")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", base)
+    return f"{slug}-{digest}" if digest else slug
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+class PredictionCache:
+    """Append-only JSON Lines of {id, prompt_sha, prediction}, one line per finished example.
+
+    The file name carries a hash of the generation settings, so changing them starts a new cache
+    instead of mixing predictions made differently. A torn last line (killed mid-write) is
+    dropped; a line whose prompt changed (new data under an old id) is ignored.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self, examples: Sequence[Example]) -> dict[str, str]:
+        if not self.path.is_file():
+            return {}
+        wanted = {e.id: _sha(e.prompt) for e in examples}
+        done: dict[str, str] = {}
+        with open(self.path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s:%d: dropping an unfinished cache line", self.path, lineno)
+                    continue
+                if wanted.get(row.get("id")) == row.get("prompt_sha"):
+                    done[row["id"]] = row["prediction"]
+        return done
+
+    def append(self, rows: Sequence[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+# --------------------------------------------------------------------------------- pipeline
+
+
+def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    if n is None or n >= len(examples):
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), n))  # stable order, same for every model
+    return [examples[i] for i in keep]
+
+
+def settings_for(task: Task, cfg) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+        batch_size=cfg.batch_size,
+        num_beams=cfg.num_beams,
+        do_sample=cfg.do_sample,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+    )
+
+
+def cache_path(out: Path, model: str, task: Task, settings: GenerationSettings, seed: int) -> Path:
+    key = json.dumps({**settings.__dict__, "seed": seed if settings.do_sample else None}, sort_keys=True)
+    return out / "cache" / model_slug(model) / f"{task.name}-{_sha(key)[:8]}.jsonl"
+
+
+def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> dict:
+    """Fill the caches of one model; returns {task: seconds, examples generated}."""
+    todo = {}
+    for name, task in tasks.items():
+        settings = settings_for(task, cfg)
+        cache = PredictionCache(cache_path(out, model_name, task, settings, cfg.seed))
+        done = cache.load(data[name])
+        missing = [e for e in data[name] if e.id not in done]
+        if missing:
+            todo[name] = (task, settings, cache, missing)
+        log.info("%s / %s: %d cached, %d to generate", model_name, name, len(done), len(missing))
+    stats: dict[str, Any] = {}
+    if not todo:
+        return stats
+    model, tokenizer = load_model(model_name, cfg.dtype)
+    for name, (task, settings, cache, missing) in todo.items():
+        seed_everything(cfg.seed)
+        start = time.perf_counter()
+        rules = [task.stop_rule(e) for e in missing]
+        finished = 0
+        for idx, preds in generate(model, tokenizer, [e.prompt for e in missing], settings, rules):
+            cache.append(
+                [{"id": missing[i].id, "prompt_sha": _sha(missing[i].prompt), "prediction": p} for i, p in zip(idx, preds)]
+            )
+            finished += len(idx)
+            log.info("%s / %s: %d/%d generated", model_name, name, finished, len(missing))
+        seconds = time.perf_counter() - start
+        stats[name] = {"generated": len(missing), "seconds": round(seconds, 2),
+                       "examples_per_s": round(len(missing) / seconds, 3) if seconds else None}
+    del model
+    return stats
+
+
+def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
+    """Everything cheap that can be wrong, before any model loads."""
+    tasks = {name: get_task(name, cfg) for name in dict.fromkeys(cfg.tasks)}
+    data = {}
+    for name, task in tasks.items():
+        examples = task.load()
+        if not examples:
+            raise UserError(f"{name}: no examples")
+        ids = [e.id for e in examples]
+        if len(set(ids)) != len(ids):
+            raise UserError(f"{name}: example ids are not unique")
+        data[name] = sample_examples(examples, cfg.sample, cfg.seed)
+    for model in cfg.models:
+        load_tokenizer(model)  # a model without a tokenizer fails here, not after hours of work
+    out = Path(cfg.output)
+    check_writable_parent(out / "summary.json")
+    return tasks, data
+
+
+def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> tuple[dict, dict]:
+    """(summary per task, per-example rows per task) from the caches."""
+    summary: dict[str, Any] = {}
+    rows: dict[str, list[dict]] = {}
+    for name, task in tasks.items():
+        examples = data[name]
+        settings = settings_for(task, cfg)
+        per_model: dict[str, Any] = {}
+        task_rows = [
+            {"id": e.id, "prompt": e.prompt, "reference": e.reference, "predictions": {}, "scores": {}} for e in examples
+        ]
+        exec_cache = out / "cache" / f"{name}-reference-execution.json"
+        if hasattr(task, "execution") and exec_cache.is_file():
+            from codelora.sandbox import ExecutionResult
+
+            task.execution = {k: ExecutionResult(**v) for k, v in json.loads(exec_cache.read_text()).items()}
+        for model in cfg.models:
+            done = PredictionCache(cache_path(out, model, task, settings, cfg.seed)).load(examples)
+            preds = [done.get(e.id, "") for e in examples]
+            per_example, corpus = task.score(examples, preds)
+            corpus["missing"] = sum(e.id not in done for e in examples)
+            per_model[model] = corpus
+            for row, pred, scores in zip(task_rows, preds, per_example):
+                row["predictions"][model] = pred
+                row["scores"][model] = scores
+        if getattr(task, "execution", None):
+            write_json(exec_cache, {k: v.__dict__ for k, v in task.execution.items()})
+        if hasattr(task, "evaluator_files"):
+            for model in cfg.models:
+                files = task.evaluator_files(examples, [r["predictions"][model] for r in task_rows])
+                for fname, text in files.items():
+                    target = out / "evaluator" / name / (fname if fname == "answers.txt" else f"{model_slug(model)}.{fname}")
+                    with atomic_file(target) as handle:
+                        handle.write(text)
+        base = cfg.models[0]
+        deltas = {}
+        for model in cfg.models[1:]:
+            deltas[model] = {
+                m: round(per_model[model][m] - per_model[base][m], 2)
+                for m in task.metrics
+                if isinstance(per_model[model].get(m), (int, float)) and isinstance(per_model[base].get(m), (int, float))
+            }
+        summary[name] = {"n": len(examples), "metrics": list(task.metrics), "models": per_model,
+                         "delta_vs_baseline": deltas, **task.describe()}
+        rows[name] = task_rows
+    return summary, rows
+
+
+def run(cfg) -> int:
+    from codelora.config import save_config
+    from codelora.report import write_reports
+
+    tasks, data = validate(cfg)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    timing = {}
+    for model in cfg.models:
+        timing[model] = generate_missing(model, tasks, data, cfg, out)
+    summary_tasks, rows = score_all(tasks, data, cfg, out)
+    for name, task_rows in rows.items():
+        write_jsonl(out / "examples" / f"{name}.jsonl", task_rows)
+    summary = {
+        "models": cfg.models,
+        "baseline": cfg.models[0],
+        "tasks": summary_tasks,
+        "es_backend": ES_BACKEND,
+        "bleu": "smoothed corpus BLEU-4 (CodeXGLUE nmt-derived bleu.py, smooth=True), whitespace tokens",
+        "generation": {"num_beams": cfg.num_beams, "do_sample": cfg.do_sample, "seed": cfg.seed,
+                       "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True},
+        "timing": timing,
+        "sample": cfg.sample,
+    }
+    table = write_reports(summary, rows, out)
+    print(table)
+    log.info("wrote %s", out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from codelora.cli import run_stage
+    from codelora.config import BenchmarkConfig
+
+    return run_stage(
+        BenchmarkConfig,
+        run,
+        argv,
+        prog="benchmarking.py",
+        description="Benchmark a base model against finetuned models on code-completion tasks "
+        "(ES, EM, BLEU, pass@1); the first model is the baseline.",
+        examples=EXAMPLES,
+        section="benchmark",
+    )

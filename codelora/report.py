@@ -1,0 +1,164 @@
+"""Benchmark reports: markdown table, summary.json, bar chart PNG, self-contained HTML.
+
+All files are written atomically. The HTML embeds the chart as a data: URI and its CSS inline,
+so it can be mailed or attached to a model card as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from codelora.utils import atomic_file, write_json
+
+log = logging.getLogger(__name__)
+
+LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1"}
+N_SHOWN = 5  # examples per side (gains, losses) in the HTML
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{value:.2f}"
+    return "n/a"
+
+
+def _fmt_delta(value: Any) -> str:
+    return f"{value:+.2f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def short_name(model: str) -> str:
+    return model.rstrip("/").split("/")[-1] if "/" in model else model
+
+
+def markdown_table(summary: dict) -> str:
+    """One row per task and metric; a column per model and a Δ column per non-baseline model."""
+    models = summary["models"]
+    base = models[0]
+    header = ["task", "n", "metric", *[f"{short_name(m)}{' (base)' if m == base else ''}" for m in models]]
+    header += [f"Δ {short_name(m)} − base" for m in models[1:]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
+    for task, info in summary["tasks"].items():
+        for metric in info["metrics"]:
+            cells = [task, str(info["n"]), LABELS.get(metric, metric)]
+            cells += [_fmt(info["models"][m].get(metric)) for m in models]
+            cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric)) for m in models[1:]]
+            lines.append("| " + " | ".join(cells) + " |")
+        judge = {m: info["models"][m].get("judgeable") for m in models if info["models"][m].get("judgeable")}
+        if judge:
+            first = next(iter(judge.values()))
+            lines.append(f"| {task} | | pass@1 over judgeable ({first}) | "
+                         + " | ".join(_fmt(info["models"][m].get("pass@1_judgeable")) for m in models)
+                         + "".join(" | " for _ in models[1:]) + " |")
+    notes = {info["models"][m].get("pass@1_note") for info in summary["tasks"].values() for m in models} - {None}
+    text = "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"
+    return text
+
+
+def bar_chart_png(summary: dict) -> bytes:
+    """Grouped bars: one group per task/metric, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = summary["models"]
+    groups = [(t, m) for t, info in summary["tasks"].items() for m in info["metrics"]]
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 2), 4.0), dpi=100)
+    for k, model in enumerate(models):
+        values = []
+        for task, metric in groups:
+            v = summary["tasks"][task]["models"][model].get(metric)
+            values.append(v if isinstance(v, (int, float)) else 0.0)
+        xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(groups))]
+        bars = ax.bar(xs, values, width, label=short_name(model))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(groups)), [f"{t}\n{LABELS.get(m, m)}" for t, m in groups], fontsize=8)
+    ax.set_ylabel("score (0-100)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    ax.set_title("base vs finetuned")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+.ex{border:1px solid #ddd;margin:1em 0;padding:.5em}
+.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:.5em}
+pre{background:#f6f8fa;padding:.5em;overflow:auto;max-height:24em;white-space:pre-wrap;margin:0}
+.gain{color:#1a7f37}.loss{color:#cf222e}h3{margin-bottom:.2em}
+"""
+
+
+def _example_html(row: dict, models: list[str], metric: str, delta: float) -> str:
+    cls = "gain" if delta >= 0 else "loss"
+    prompt_tail = "\n".join(row["prompt"].splitlines()[-15:])
+    cols = [f"<div><b>reference</b><pre>{html.escape(row['reference'])}</pre></div>"]
+    for m in models:
+        score = row["scores"][m].get(metric)
+        cols.append(f"<div><b>{html.escape(short_name(m))}</b> ({metric} {_fmt(score)})"
+                    f"<pre>{html.escape(row['predictions'][m])}</pre></div>")
+    return (f"<div class='ex'><b>{html.escape(row['id'])}</b> <span class='{cls}'>Δ{metric} {delta:+.0f}</span>"
+            f"<details><summary>prompt (last lines)</summary><pre>{html.escape(prompt_tail)}</pre></details>"
+            f"<div class='cols'>{''.join(cols)}</div></div>")
+
+
+def html_report(summary: dict, rows: dict[str, list[dict]], table_md: str, png: bytes) -> str:
+    models = summary["models"]
+    base = models[0]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>codelora benchmark</title>"
+             f"<style>{_CSS}</style></head><body><h1>Benchmark: {html.escape(', '.join(models))}</h1>"]
+    parts.append("<table><tr>")
+    md_lines = [ln for ln in table_md.splitlines() if ln.startswith("|")]
+    for i, line in enumerate(md_lines):
+        if i == 1:
+            continue
+        tag = "th" if i == 0 else "td"
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        parts.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    parts.append(f"<p><img alt='bar chart' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>")
+    parts.append(f"<p>ES backend: {html.escape(summary.get('es_backend', ''))}</p>")
+    for task, task_rows in rows.items():
+        parts.append(f"<h2>{html.escape(task)}</h2>")
+        if len(models) < 2 or not task_rows:
+            continue
+        target = models[-1]
+        metric = "es"
+        scored = [(r["scores"][target].get(metric, 0) - r["scores"][base].get(metric, 0), r) for r in task_rows]
+        scored.sort(key=lambda x: x[0], reverse=True)
+        gains = [x for x in scored[:N_SHOWN] if x[0] > 0]
+        losses = [x for x in reversed(scored[-N_SHOWN:]) if x[0] < 0]
+        parts.append(f"<h3 class='gain'>Best gains ({html.escape(short_name(target))} vs base, ES)</h3>")
+        parts += [_example_html(r, models, metric, d) for d, r in gains] or ["<p>none</p>"]
+        parts.append("<h3 class='loss'>Worst losses</h3>")
+        parts += [_example_html(r, models, metric, d) for d, r in losses] or ["<p>none</p>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_reports(summary: dict, rows: dict[str, list[dict]], out: Path) -> str:
+    """summary.json, results.md, scores.png, report.html under `out`; returns the table."""
+    table = markdown_table(summary)
+    write_json(out / "summary.json", summary)
+    with atomic_file(out / "results.md") as handle:
+        handle.write(table)
+    png = bar_chart_png(summary)
+    with atomic_file(out / "scores.png", "wb") as handle:
+        handle.write(png)
+    with atomic_file(out / "report.html") as handle:
+        handle.write(html_report(summary, rows, table, png))
+    return table

@@ -1,0 +1,94 @@
+"""Benchmark tasks: one module per task, registered by name.
+
+A task turns its data into `Example`s (an id, the prompt the model completes, the reference the
+completion is scored against), says how generation stops for it and how many tokens it may take,
+and scores predictions: per example (for the JSONL and the HTML report) and for the corpus (for
+the table). Adding a task = one module with a `Task` subclass + one line in `_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from codelora.generation import StopRule
+from codelora.metrics import corpus_bleu, edit_similarity, exact_match
+from codelora.utils import UserError
+
+# metric keys, in table order
+METRICS = ("es", "em", "bleu", "pass@1")
+
+
+@dataclass
+class Example:
+    id: str
+    prompt: str
+    reference: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    name: str = ""
+    max_new_tokens: int = 128
+    metrics: tuple[str, ...] = ("es", "em", "bleu")
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    @abstractmethod
+    def load(self) -> list[Example]:
+        """Read the task's data; a missing or malformed input is a UserError."""
+
+    @abstractmethod
+    def stop_rule(self, example: Example) -> StopRule:
+        """How generation for `example` ends (EOS is always an end too)."""
+
+    @abstractmethod
+    def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
+        """(per-example scores, corpus scores) for `predictions` aligned with `examples`."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about how the task was run, for summary.json."""
+        return {}
+
+
+def text_scores(refs: Sequence[str], preds: Sequence[str]) -> tuple[list[dict], dict]:
+    """ES (fuzz.ratio), EM (whitespace tokens) per example; their means and corpus BLEU-4.
+
+    Strings arrive already normalised by the task, so the scores are those the task's evaluator
+    would print for these lines. ES and EM are reported on 0..100 like CodeXGLUE.
+    """
+    rows = [{"es": edit_similarity(p, r), "em": int(exact_match(p, r))} for p, r in zip(preds, refs)]
+    if not rows:
+        return rows, {"es": None, "em": None, "bleu": None, "n": 0}
+    corpus = {
+        "es": round(statistics.fmean(row["es"] for row in rows), 2),
+        "em": round(100 * statistics.fmean(row["em"] for row in rows), 2),
+        "bleu": corpus_bleu(list(refs), list(preds)).score,
+        "n": len(rows),
+    }
+    return rows, corpus
+
+
+_MODULES = {
+    "heldout": "codelora.tasks.heldout",
+    "codexglue": "codelora.tasks.codexglue",
+    "codexglue-line": "codelora.tasks.codexglue_line",
+    "mceval-kotlin": "codelora.tasks.kotlin",
+    "mbkp": "codelora.tasks.kotlin",
+}
+
+
+def task_names() -> list[str]:
+    return list(_MODULES)
+
+
+def get_task(name: str, cfg: Any) -> Task:
+    if name not in _MODULES:
+        raise UserError(f"unknown task '{name}' (known: {', '.join(_MODULES)})")
+    module = importlib.import_module(_MODULES[name])
+    return module.make_task(name, cfg)

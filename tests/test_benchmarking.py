@@ -1,0 +1,157 @@
+"""benchmarking.py end to end on tiny models: outputs, cache/resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codelora import benchmarking
+from codelora.benchmarking import PredictionCache, model_slug
+from codelora.tasks import Example
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    from datasets import Dataset, DatasetDict
+
+    def split(n: int, offset: int) -> Dataset:
+        rows = {
+            "prompt": [f"fun f{i}(x: Int): Int {{\n" for i in range(offset, offset + n)],
+            "completion": [f"    return x + {i}\n}}\n" for i in range(offset, offset + n)],
+            "path": [f"src/F{i}.kt" for i in range(offset, offset + n)],
+            "repo": ["demo"] * n,
+        }
+        return Dataset.from_dict(rows)
+
+    out = tmp_path_factory.mktemp("ds") / "prepared"
+    DatasetDict({"train": split(4, 0), "validation": split(2, 4), "test": split(5, 6)}).save_to_disk(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def second_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A 'finetuned' model: same architecture, different weights."""
+    from codelora.modeling import make_tiny_phi
+
+    out = tmp_path_factory.mktemp("tiny-phi-ft")
+    make_tiny_phi(tiny_tokenizer, out, seed=1, hidden_size=32, layers=2, heads=4)
+    return out
+
+
+def run(args: list[str]) -> int:
+    return benchmarking.main(args)
+
+
+def test_end_to_end_outputs(tmp_path, tiny_model_dir, second_model_dir, dataset_dir, capsys):
+    out = tmp_path / "results"
+    args = ["--models", str(tiny_model_dir), str(second_model_dir), "--tasks", "heldout",
+            "--dataset", str(dataset_dir), "--output", str(out), "--max-new-tokens", "8", "--batch-size", "2"]
+    assert run(args) == 0
+    printed = capsys.readouterr().out
+    assert "| heldout | 5 | ES |" in printed and "Δ" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    models = summary["models"]
+    heldout = summary["tasks"]["heldout"]
+    assert heldout["n"] == 5
+    rows = [json.loads(line) for line in (out / "examples" / "heldout.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {"prompt", "reference", "predictions", "scores"} <= set(rows[0])
+    # the corpus ES is the mean of the per-example ES, and the delta is finetuned - base
+    for m in models:
+        mean = sum(r["scores"][m]["es"] for r in rows) / len(rows)
+        assert heldout["models"][m]["es"] == round(mean, 2)
+        assert heldout["models"][m]["missing"] == 0
+    assert heldout["delta_vs_baseline"][models[1]]["es"] == round(
+        heldout["models"][models[1]]["es"] - heldout["models"][models[0]]["es"], 2)
+    assert (out / "results.md").read_text() in printed
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "Best gains" in page
+    assert (out / "config.yaml").is_file()
+
+
+def test_rerun_continues_from_cache(tmp_path, tiny_model_dir, dataset_dir, monkeypatch):
+    out = tmp_path / "results"
+    args = ["--models", str(tiny_model_dir), "--tasks", "heldout", "--dataset", str(dataset_dir),
+            "--output", str(out), "--max-new-tokens", "6", "--batch-size", "2"]
+
+    # crash after the first batch: its predictions must survive
+    real = benchmarking.generate
+    calls = {"n": 0}
+
+    def crashing(*a, **k):
+        for item in real(*a, **k):
+            yield item
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmarking, "generate", crashing)
+    assert run(args) == 130
+    caches = list((out / "cache").rglob("heldout-*.jsonl"))
+    assert len(caches) == 1 and len(caches[0].read_text().splitlines()) == 2
+
+    # the rerun generates only the 3 missing examples
+    generated = []
+
+    def counting(model, tok, prompts, *a, **k):
+        generated.extend(prompts)
+        yield from real(model, tok, prompts, *a, **k)
+
+    monkeypatch.setattr(benchmarking, "generate", counting)
+    assert run(args) == 0
+    assert len(generated) == 3
+    assert len(caches[0].read_text().splitlines()) == 5
+    # a third run loads no model at all
+    monkeypatch.setattr(benchmarking, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert run(args) == 0
+
+
+def test_cache_ignores_torn_line_and_changed_prompt(tmp_path):
+    cache = PredictionCache(tmp_path / "c.jsonl")
+    ex = [Example("a", "p1", "r"), Example("b", "p2", "r")]
+    cache.append([{"id": "a", "prompt_sha": benchmarking._sha("p1"), "prediction": "x"},
+                  {"id": "b", "prompt_sha": benchmarking._sha("OLD"), "prediction": "y"}])
+    with open(cache.path, "a") as handle:
+        handle.write('{"id": "b", "predic')  # killed mid-write
+    assert cache.load(ex) == {"a": "x"}
+
+
+def test_sample_is_seeded_and_shared(dataset_dir, tmp_path, tiny_model_dir):
+    exs = [Example(str(i), "p", "r") for i in range(10)]
+    a = benchmarking.sample_examples(exs, 3, seed=1)
+    assert a == benchmarking.sample_examples(exs, 3, seed=1)
+    assert [e.id for e in a] == sorted((e.id for e in a), key=int) and len(a) == 3
+    assert benchmarking.sample_examples(exs, 30, seed=1) == exs
+
+
+def test_model_slug_distinguishes_local_dirs(tmp_path):
+    (tmp_path / "a" / "merged").mkdir(parents=True)
+    (tmp_path / "b" / "merged").mkdir(parents=True)
+    assert model_slug("microsoft/phi-1_5") == "microsoft--phi-1_5"
+    assert model_slug(str(tmp_path / "a" / "merged")) != model_slug(str(tmp_path / "b" / "merged"))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tasks", "nope"], "unknown task 'nope'"),
+        (["--tasks", "heldout", "--dataset", "/no/such/dir"], "dataset directory not found"),
+        (["--tasks", "codexglue-line", "--codexglue-line-data", "/no/such.jsonl"], "no such file"),
+        (["--tasks", "codexglue", "--codexglue-data", "BAD"], ":2: malformed JSON line"),
+        (["--tasks", "heldout", "--models", "WEIGHTS"], "tokenizer"),
+    ],
+)
+def test_bad_input_is_one_clear_line(extra, message, tmp_path, dataset_dir, tiny_model_dir, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"signature": "def f():", "body": "pass", "docstring": "d", "id": "1"}\n{oops\n')
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    extra = [str(bad) if e == "BAD" else str(weights) if e == "WEIGHTS" else e for e in extra]
+    args = ["--models", str(tiny_model_dir), "--dataset", str(dataset_dir), "--output", str(tmp_path / "o"), *extra]
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
