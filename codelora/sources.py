@@ -368,7 +368,7 @@ def iter_records(cfg: ParseConfig, stats: ParseStats) -> Iterator[dict]:
                     stats.dropped[reason] += 1
                 else:
                     candidates.append(entry)
-            log.info("%s @ %s: %d tracked, %d candidates", src.label, (commit or "working dir")[:12],
+            log.info("%s @ %s: %d entries, %d candidates", src.label, (commit or "working dir")[:12],
                      len(entries), len(candidates))
             for entry in tqdm(candidates, desc=f"reading {Path(src.label).name}", unit="file",
                               disable=None, leave=False):

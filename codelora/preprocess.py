@@ -1,0 +1,343 @@
+"""preprocess_data.py: raw JSON Lines → cleaned, windowed, file-split DatasetDict (+ stats.json).
+
+Steps, each a `datasets.map` (batched, `num_proc` processes) over files, never over tokens:
+1. clean: strip the licence header, drop short files and files with huge literals (counted);
+2. split: every file goes to one split, chosen by a seeded shuffle of its whitespace-normalised
+   content, so whitespace-variant copies cannot straddle train and test;
+3. window: one batched fast-tokenizer call with offsets per batch of files, then prompt/completion
+   windows cut from the text (see codelora.windows).
+The output stores text only (prompt, completion, path, repo, commit, and the two token counts);
+training tokenizes again and appends the EOS token itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from codelora.cleaning import clean_text, normalize_whitespace
+from codelora.config import PreprocessConfig, config_to_dict, save_config
+from codelora.utils import UserError, atomic_dir, check_writable_parent, read_jsonl, write_json
+from codelora.windows import SPLITS, group_key, make_windows, split_groups, token_starts
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = "Clean, window and split parse_data.py output into a prompt/completion DatasetDict."
+EXAMPLES = """\
+  # the reference run (Phi-1.5 tokenizer, 98/1/1 split by file, whole-line completions)
+  python preprocess_data.py --input data/kotlin_code_raw.jsonl --tokenizer microsoft/phi-1_5 \\
+      --output data/kotlin_prepared_dataset --max-train-samples 100000
+  # reference-style ~100-token chunks, 4 processes, pushed to the Hub with a dataset card
+  python preprocess_data.py --mode chunk --completion-tokens 100 --stride 100 --num-proc 4 \\
+      --push-to-hub USER/kotlin-completions
+"""
+
+CLEAN_REASONS = ("too_few_lines", "long_digit_run", "long_token", "special_token_text")
+WINDOW_COLUMNS = ("prompt", "completion", "path", "repo", "commit", "prompt_tokens", "completion_tokens",
+                  "cut_mid_line")
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def load_tokenizer(name: str):
+    """The transformers tokenizer (for its special tokens) and a private copy of its fast backend,
+    with truncation and padding switched off so whole files are encoded."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, HTTP errors: all the user's input
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load tokenizer {name!r}: {first}") from None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UserError(f"tokenizer {name!r} has no fast (Rust) backend; offsets need one")
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return tokenizer, backend
+
+
+def _raw_records(path: str):
+    for i, row in enumerate(read_jsonl(path), 1):
+        text = row.get("file_text")
+        if not isinstance(text, str) or not isinstance(row.get("path"), str):
+            raise UserError(f"{path}: record {i} lacks a string file_text/path (not parse_data.py output?)")
+        yield {"file_text": text, "path": row["path"], "repo": str(row.get("repo") or ""),
+               "commit": row.get("commit")}
+
+
+def load_raw(path: str, cache_dir: Path):
+    """The raw records as an Arrow-backed Dataset in `cache_dir` (memory stays flat for big corpora)."""
+    from datasets import Dataset, Features, Value
+    from datasets.exceptions import DatasetGenerationError
+
+    features = Features({"file_text": Value("string"), "path": Value("string"), "repo": Value("string"),
+                         "commit": Value("string")})
+    try:
+        ds = Dataset.from_generator(_raw_records, gen_kwargs={"path": path}, features=features,
+                                    cache_dir=str(cache_dir), fingerprint=_fingerprint("raw", path))
+    except DatasetGenerationError as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+    if len(ds) == 0:
+        raise UserError(f"{path}: no records")
+    return ds
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ map functions
+# Module-level so datasets can pickle them into worker processes.
+
+
+def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int, max_digit_run: int,
+                 max_token_chars: int, special_tokens: tuple[str, ...]) -> dict[str, list]:
+    out: dict[str, list] = {"text": [], "drop_reason": [], "license_stripped": [], "group": []}
+    for raw in batch["file_text"]:
+        res = clean_text(raw, strip_license=strip_license, min_lines=min_lines, max_digit_run=max_digit_run,
+                         max_token_chars=max_token_chars, special_tokens=special_tokens)
+        out["text"].append(res.text or "")
+        out["drop_reason"].append(res.reason)
+        out["license_stripped"].append(res.license_stripped)
+        out["group"].append(group_key(normalize_whitespace(res.text)) if res.text else "")
+    return out
+
+
+def _window_batch(batch: dict[str, list], *, tokenizer, mode: str, prompt_tokens: int,
+                  completion_tokens: int, stride: int) -> dict[str, list]:
+    out: dict[str, list] = {name: [] for name in WINDOW_COLUMNS}
+    encodings = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+    for text, enc, path, repo, commit in zip(batch["text"], encodings, batch["path"], batch["repo"],
+                                             batch["commit"]):
+        for w in make_windows(text, token_starts(enc.offsets), mode=mode, prompt_tokens=prompt_tokens,
+                              completion_tokens=completion_tokens, stride=stride):
+            out["prompt"].append(text[w.prompt_start:w.split])
+            out["completion"].append(text[w.split:w.end])
+            out["path"].append(path)
+            out["repo"].append(repo)
+            out["commit"].append(commit)
+            out["prompt_tokens"].append(w.prompt_tokens)
+            out["completion_tokens"].append(w.completion_tokens)
+            out["cut_mid_line"].append(w.cut_mid_line)
+    return out
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def percentiles(values) -> dict[str, float]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.int64)
+    if arr.size == 0:
+        return {}
+    p = np.percentile(arr, [5, 25, 50, 75, 95, 99])
+    return {"min": int(arr.min()), "p5": float(p[0]), "p25": float(p[1]), "p50": float(p[2]),
+            "p75": float(p[3]), "p95": float(p[4]), "p99": float(p[5]), "max": int(arr.max()),
+            "mean": round(float(arr.mean()), 2)}
+
+
+def completion_overlap(train, test, top: int = 5) -> dict[str, Any]:
+    """How many test completions occur verbatim among train completions, and the commonest ones.
+
+    With a file-level split what remains is boilerplate that every file shares (closing braces,
+    `} else {`, blank-line-separated imports); the `top` list shows which.
+    """
+    seen: set[bytes] = set()
+    for batch in train.select_columns(["completion"]).iter(batch_size=10_000):
+        seen.update(hashlib.blake2b(c.encode(), digest_size=12).digest() for c in batch["completion"])
+    hits: Counter = Counter()
+    total = 0
+    for batch in test.select_columns(["completion"]).iter(batch_size=10_000):
+        for c in batch["completion"]:
+            total += 1
+            if hashlib.blake2b(c.encode(), digest_size=12).digest() in seen:
+                hits[c] += 1
+    count = sum(hits.values())
+    return {"test_completions": total, "also_in_train": count,
+            "fraction": round(count / total, 4) if total else 0.0,
+            "most_common": [{"completion": c[:120], "count": n} for c, n in hits.most_common(top)]}
+
+
+def read_parse_stats(input_path: Path) -> dict | None:
+    from codelora.sources import stats_path
+
+    side = stats_path(input_path)
+    try:
+        return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+def dataset_card(stats: dict, cfg: PreprocessConfig) -> str:
+    from codelora.hub import render_card
+
+    sources = stats["sources"]
+    lines = ["# Code completion dataset", "",
+             "Prompt/completion pairs cut from source files by "
+             "[codelora](https://github.com/) `preprocess_data.py`.", "", "## Source", ""]
+    lines += [f"- {s['repo']} at commit `{s['commit'] or 'n/a (plain directory)'}` ({s['files']} files)"
+              for s in sources]
+    files = stats["files"]
+    lines += ["", "## Filters", "", f"- input files: {files['input']}, kept: {files['kept']}",
+              f"- licence headers stripped: {files['license_stripped']}"]
+    lines += [f"- dropped `{reason}`: {n}" for reason, n in files["dropped"].items()]
+    parse = stats.get("parse")
+    if parse:
+        dropped = ", ".join(f"{k} {v}" for k, v in parse.get("dropped", {}).items()) or "none"
+        lines.append(f"- parse_data.py: {parse.get('seen')} files seen, {parse.get('kept')} kept; dropped: {dropped}")
+    lines += ["", "## Splits (by file)", "", "| split | files | examples |", "|---|---|---|"]
+    lines += [f"| {s} | {stats['files_per_split'][s]} | {stats['examples'][s]} |" for s in SPLITS]
+    lines += ["", "## Windows", "",
+              f"mode `{cfg.mode}`, prompt ≤ {cfg.prompt_tokens} tokens, completion ≤ {cfg.completion_tokens} "
+              f"tokens, stride {cfg.stride}, tokenizer `{cfg.tokenizer}`, seed {cfg.seed}. "
+              "`prompt + completion` is an exact slice of the cleaned file; no EOS text is included."]
+    meta = {"tags": ["code", "codelora"], "task_categories": ["text-generation"],
+            "size_categories": [_size_category(sum(stats["examples"].values()))]}
+    return render_card(meta, "\n".join(lines))
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "n>10M"
+
+
+def run_preprocess(cfg: PreprocessConfig) -> dict:
+    from datasets import DatasetDict
+
+    input_path, output = Path(cfg.input), Path(cfg.output)
+    # Every check that can fail fast runs before any heavy work.
+    if not input_path.is_file():
+        raise UserError(f"--input {input_path}: no such file (run parse_data.py first)")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} exists and is not a directory")
+    check_writable_parent(output)
+    token = None
+    if cfg.push_to_hub:
+        from codelora.hub import check_push_access
+
+        token = check_push_access(cfg.push_to_hub)
+    tokenizer, backend = load_tokenizer(cfg.tokenizer)
+    special = tuple(t for t in tokenizer.all_special_tokens if t)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Intermediate Arrow files live beside the output (same disk, not a small /tmp) and go away.
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as work:
+        raw = load_raw(str(input_path), Path(work))
+        nproc = cfg.num_proc if cfg.num_proc > 1 and len(raw) >= 2 * cfg.num_proc else None
+        clean_kwargs = dict(strip_license=cfg.strip_license, min_lines=cfg.min_lines,
+                            max_digit_run=cfg.max_digit_run, max_token_chars=cfg.max_token_chars,
+                            special_tokens=special)
+        cleaned = raw.map(_clean_batch, batched=True, batch_size=256, num_proc=nproc, fn_kwargs=clean_kwargs,
+                          remove_columns=["file_text"], desc="cleaning",
+                          new_fingerprint=_fingerprint("clean", raw._fingerprint, clean_kwargs))
+        reasons = cleaned["drop_reason"]
+        dropped = Counter(r for r in reasons if r)
+        sources = Counter(zip(cleaned["repo"], cleaned["commit"]))
+        kept_idx = [i for i, r in enumerate(reasons) if r is None]
+        if not kept_idx:
+            raise UserError(f"every file was dropped by the filters ({dict(dropped)}); nothing to write")
+        kept = cleaned.select(kept_idx)
+        assignment = split_groups(kept["group"], train_ratio=cfg.train_ratio,
+                                  validation_ratio=cfg.validation_ratio, seed=cfg.seed)
+        by_split = {s: [i for i, a in enumerate(assignment) if a == s] for s in SPLITS}
+        files = DatasetDict({s: kept.select(idx) for s, idx in by_split.items()})
+
+        window_kwargs = dict(tokenizer=backend, mode=cfg.mode, prompt_tokens=cfg.prompt_tokens,
+                             completion_tokens=cfg.completion_tokens, stride=cfg.stride)
+        wkey = {k: v for k, v in window_kwargs.items() if k != "tokenizer"} | {"tok": cfg.tokenizer}
+        windows = DatasetDict({
+            s: ds.map(_window_batch, batched=True, batch_size=64, num_proc=nproc if len(ds) >= 2 * cfg.num_proc
+                      else None, fn_kwargs=window_kwargs, remove_columns=ds.column_names,
+                      desc=f"windows ({s})", new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
+            for s, ds in files.items()
+        })
+        cut_mid_line = sum(sum(ds["cut_mid_line"]) for ds in windows.values())
+        windows = windows.remove_columns("cut_mid_line")
+        if len(windows["train"]) == 0:
+            raise UserError("no training windows: the kept files are too short for one window")
+        before_sampling = len(windows["train"])
+        if cfg.max_train_samples is not None and cfg.max_train_samples < before_sampling:
+            pick = random.Random(cfg.seed).sample(range(before_sampling), cfg.max_train_samples)
+            windows["train"] = windows["train"].select(sorted(pick))
+
+        stats = {
+            "input": str(input_path),
+            "tokenizer": cfg.tokenizer,
+            "sources": [{"repo": r, "commit": c, "files": n} for (r, c), n in sources.items()],
+            "files": {"input": len(raw), "kept": len(kept_idx),
+                      "license_stripped": int(sum(cleaned["license_stripped"])),
+                      "dropped": {r: dropped[r] for r in CLEAN_REASONS if dropped[r]}},
+            "files_per_split": {s: len(idx) for s, idx in by_split.items()},
+            "examples": {s: len(windows[s]) for s in SPLITS},
+            "train_examples_before_sampling": before_sampling,
+            "completions_cut_mid_line": int(cut_mid_line),
+            "token_lengths": {
+                "prompt": percentiles([v for s in SPLITS for v in windows[s]["prompt_tokens"]]),
+                "completion": percentiles([v for s in SPLITS for v in windows[s]["completion_tokens"]]),
+            },
+            "test_completions_in_train": completion_overlap(windows["train"], windows["test"]),
+            "parse": read_parse_stats(input_path),
+            "config": config_to_dict(cfg),
+        }
+        with atomic_dir(output) as tmp:
+            windows.save_to_disk(str(tmp))
+            write_json(tmp / "stats.json", stats)
+            save_config(cfg, tmp / "config.yaml")
+
+    print(format_summary(stats, output))
+    if cfg.push_to_hub:
+        from datasets import load_from_disk
+
+        from codelora.hub import push_dataset
+
+        # Reload: the in-memory DatasetDict pointed at the work directory, which is gone now.
+        url = push_dataset(load_from_disk(str(output)), cfg.push_to_hub, token=token,
+                           card=dataset_card(stats, cfg), private=cfg.private)
+        print(f"  pushed to {url}")
+    return stats
+
+
+def format_summary(stats: dict, output: Path) -> str:
+    files, ex = stats["files"], stats["examples"]
+    dropped = ", ".join(f"{k} {v}" for k, v in files["dropped"].items()) or "none"
+    overlap = stats["test_completions_in_train"]
+    return (
+        f"preprocess_data.py: {files['input']} files, {files['kept']} kept "
+        f"({files['license_stripped']} licence headers stripped); dropped: {dropped}\n"
+        f"  examples: train {ex['train']}, validation {ex['validation']}, test {ex['test']} -> {output}\n"
+        f"  test completions also in train: {overlap['also_in_train']}/{overlap['test_completions']} "
+        f"({100 * overlap['fraction']:.2f}%)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from codelora.cli import run_stage
+
+    return run_stage(PreprocessConfig, run_preprocess, argv, prog="preprocess_data.py",
+                     description=DESCRIPTION, examples=EXAMPLES, section="preprocess")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
