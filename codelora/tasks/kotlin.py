@@ -97,7 +97,7 @@ class KotlinTask(Task):
     def reference_results(self, examples: Sequence[Example]) -> list[ExecutionResult]:
         """Execution results of the canonical solutions; cached in memory for the run (the
         benchmark also caches them on disk via `self.execution`)."""
-        todo = [e for e in examples if e.id not in self.execution]
+        todo = list({e.id: e for e in examples if e.id not in self.execution}.values())
         if todo:
             log.info("%s: executing %d reference solutions to see which problems the compiler can judge",
                      self.name, len(todo))

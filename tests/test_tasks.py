@@ -1,0 +1,139 @@
+"""Tasks: prompt construction, data validation and scoring as the official evaluators score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from codelora.generation import brace_depth
+from codelora.metrics import corpus_bleu, edit_similarity
+from codelora.tasks import Example, get_task, task_names
+from codelora.tasks.codexglue import build_prompt, decode_body
+from codelora.tasks.codexglue_line import build_prompt as line_prompt
+from codelora.tasks.codexglue_line import space_tokens
+from codelora.utils import UserError
+
+MCEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mceval_kotlin.jsonl"
+
+
+def cfg(**kw):
+    base = dict(dataset="", codexglue_data=None, codexglue_line_data=None, mceval_data=None,
+                allow_code_execution=False, exec_timeout=30.0)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_registry():
+    assert {"heldout", "codexglue", "codexglue-line", "mceval-kotlin", "mbkp"} <= set(task_names())
+    with pytest.raises(UserError, match="unknown task 'x'.*known: heldout"):
+        get_task("x", cfg())
+
+
+# ------------------------------------------------------------------------------- codexglue
+
+
+def test_codexglue_prompt_has_one_colon_and_decoded_literals():
+    prompt = build_prompt("def do_transform(self, v=<NUM_LIT:1>, s=<STR_LIT>):", "Apply it.")
+    assert prompt == 'def do_transform(self, v=1, s=):\n    """Apply it."""\n'
+    assert "::" not in prompt
+
+
+def test_codexglue_body_decoding():
+    body = "if not self.transform:<EOL><INDENT>return<EOL><DEDENT>try:<EOL><INDENT>x = <NUM_LIT:2><EOL>"
+    assert decode_body(body) == "    if not self.transform:\n        return\n    try:\n        x = 2"
+
+
+def test_codexglue_scores_are_the_evaluator_lines(tmp_path):
+    rows = [
+        {"signature": "def f(a):", "body": "if a:<EOL><INDENT>return <NUM_LIT><EOL><DEDENT>return a", "docstring": "d", "id": "f1:m0"},
+        {"signature": "def g():", "body": "return '<STR_LIT:x>'", "docstring": "e", "id": "f1:m1"},
+    ]
+    task = get_task("codexglue", cfg(codexglue_data=str(write_jsonl(tmp_path / "t.jsonl", rows))))
+    examples = task.load()
+    assert [e.id for e in examples] == ["f1:m0", "f1:m1"]
+    assert examples[0].meta["answer"] == "if a: return 0 return a"
+    preds = ["    if a:\n        return 0\n    return a\n", "    return 'y'"]
+    per, corpus = task.score(examples, preds)
+    # line 1 equals the answer after whitespace collapsing; line 2: "return 'y'" vs "return 'x'"
+    assert per[0] == {"es": 100, "em": 1}
+    assert per[1]["es"] == edit_similarity("return 'y'", "return 'x'") == 90
+    assert corpus["es"] == 95.0 and corpus["em"] == 50.0
+    assert corpus["bleu"] == corpus_bleu(["if a: return 0 return a", "return 'x'"],
+                                         ["if a: return 0 return a", "return 'y'"]).score
+    files = task.evaluator_files(examples, preds)
+    assert files["answers.txt"] == "if a: return 0 return a\nreturn 'x'\n"
+    assert files["predictions.txt"] == "if a: return 0 return a\nreturn 'y'\n"
+
+
+def test_codexglue_missing_field(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"signature": "def f():", "docstring": "d"}])
+    with pytest.raises(UserError, match="record 1 lacks field"):
+        get_task("codexglue", cfg(codexglue_data=str(path))).load()
+
+
+# -------------------------------------------------------------------------- codexglue-line
+
+
+def test_line_prompt_and_tokens():
+    assert line_prompt("<s> import os <EOL> x = <NUM_LIT:3> <EOL> ") == "import os\nx = 3\n"
+    assert space_tokens("self.assertEqual(x, 'a b')==1") == "self . assertEqual ( x , 'a b' ) == 1"
+    assert space_tokens("a += b ** 2") == "a += b ** 2"
+
+
+def test_line_scores_match_evaluator(tmp_path):
+    rows = [{"input": "<s> def f ( ) : <EOL>", "gt": "return <NUM_LIT:1>"},
+            {"input": "<s> x = 1 <EOL>", "gt": "y = x"}]
+    task = get_task("codexglue-line", cfg(codexglue_line_data=str(write_jsonl(tmp_path / "l.jsonl", rows))))
+    examples = task.load()
+    per, corpus = task.score(examples, ["  return 1", "y=x+1"])
+    assert per[0] == {"es": 100, "em": 1}
+    assert per[1] == {"es": edit_similarity("y = x + 1", "y = x"), "em": 0}
+    assert corpus == {"es": round((100 + per[1]["es"]) / 2, 2), "em": 50.0, "n": 2}
+
+
+def test_line_needs_data():
+    with pytest.raises(UserError, match="--codexglue-line-data"):
+        get_task("codexglue-line", cfg()).load()
+
+
+# ---------------------------------------------------------------------------------- kotlin
+
+
+def test_mceval_loads_real_data_and_stops_at_the_closing_brace():
+    task = get_task("mceval-kotlin", cfg(mceval_data=str(MCEVAL)))
+    examples = task.load()
+    assert len(examples) == 50 and examples[0].id == "Kotlin/1"
+    ex = examples[0]
+    rule = task.stop_rule(ex)
+    generated = ex.reference + "\n\nfun other() {}\n"
+    assert generated[: rule(generated)] == ex.reference.rstrip()
+    # an MBKP-style prompt that already opened the body
+    mbkp = Example("m", "fun f(x: Int): Int {\n", "    return x\n}\n")
+    assert brace_depth(mbkp.prompt) == 1
+    text = "    if (x > 0) { return 1 }\n    return x\n}\nfun g() {}"
+    assert text[: task.stop_rule(mbkp)(text)] == "    if (x > 0) { return 1 }\n    return x\n}"
+
+
+def test_mceval_without_execution_reports_why(tmp_path):
+    task = get_task("mceval-kotlin", cfg(mceval_data=str(MCEVAL)))
+    examples = task.load()[:2]
+    per, corpus = task.score(examples, [examples[0].reference, ""])
+    assert per[0]["es"] == 100 and per[1]["es"] == 0
+    assert corpus["pass@1"] is None and "--allow-code-execution" in corpus["pass@1_note"]
+
+
+def test_mceval_missing_file_and_bad_line(tmp_path):
+    with pytest.raises(UserError, match="data file not found"):
+        get_task("mceval-kotlin", cfg(mceval_data=str(tmp_path / "none.jsonl"))).load()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(MCEVAL.read_text().splitlines()[0] + "\nnot json\n")
+    with pytest.raises(UserError, match=r"bad.jsonl:2: malformed JSON line"):
+        get_task("mceval-kotlin", cfg(mceval_data=str(bad))).load()
