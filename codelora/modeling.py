@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -75,4 +76,187 @@ def make_tiny_phi(tokenizer, out_dir: str | Path | None = None, seed: int = 0, *
         out_dir = Path(out_dir)
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
+    return model
+
+
+# ------------------------------------------------------------------------- device and dtype policy
+
+# Module names LoRA adapts on Phi: attention projections, attention output (`dense`), and the MLP.
+PHI_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def compute_dtype():
+    """The dtype matmuls run in: bf16 on a GPU that supports it, fp16 (with a warning) on one that
+    does not, fp32 on CPU — where bf16 matmuls are ~140x slower than fp32."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.float32
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    log.warning("this GPU does not support bf16: computing in fp16 (watch for overflow)")
+    return torch.float16
+
+
+def resolve_load_in_4bit(requested: bool | None) -> bool:
+    """Default: 4-bit NF4 with CUDA (QLoRA), unquantized on CPU (NF4 on CPU works but is slow)."""
+    return has_cuda() if requested is None else requested
+
+
+def quantization_config(dtype):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,  # quantize the quantization constants too: ~0.4 bit/param saved
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """Tokenizer with a pad token. Phi has none; we reuse EOS for *padding* only. Labels and
+    attention masks are built from explicit lengths, never by matching the pad id, so the EOS
+    that ends each completion stays a trained target."""
+    from transformers import AutoTokenizer
+
+    from codelora.utils import UserError
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load tokenizer from {name!r}: {err}") from None
+    if tok.eos_token_id is None:
+        raise UserError(f"tokenizer of {name!r} has no EOS token; completions could not be terminated")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(
+    name: str,
+    *,
+    load_in_4bit: bool = False,
+    dtype=None,
+    trust_remote_code: bool = False,
+    device_map: Any = None,
+):
+    """Load a causal LM: 4-bit NF4 (double quantization, `dtype` compute) or unquantized in `dtype`.
+
+    `dtype` defaults to `compute_dtype()`. Native transformers classes are used unless
+    `trust_remote_code` is given (Phi is native since transformers 4.37).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from codelora.utils import UserError
+
+    dtype = dtype or compute_dtype()
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(dtype)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load base model {name!r}: {err}") from None
+    # The KV cache is useless in training and conflicts with gradient checkpointing.
+    model.config.use_cache = False
+    log.info("loaded %s (%s%s)", name, "4-bit NF4, compute " if load_in_4bit else "", str(dtype).replace("torch.", ""))
+    return model
+
+
+# ------------------------------------------------------------------------------------------- LoRA
+
+
+def _is_adaptable(module) -> bool:
+    import torch
+
+    if isinstance(module, (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)):
+        return True
+    # bitsandbytes' Linear4bit/Linear8bitLt subclass nn.Linear, but be explicit for other backends.
+    return type(module).__name__ in ("Linear4bit", "Linear8bitLt")
+
+
+def matching_modules(model, targets: Iterable[str]) -> dict[str, list[str]]:
+    """For each target, the module names it selects with peft's list semantics (the full name, or
+    its last dotted components, equal the target)."""
+    names = [name for name, module in model.named_modules() if name and _is_adaptable(module)]
+    return {t: [n for n in names if n == t or n.endswith(f".{t}")] for t in targets}
+
+
+def validate_target_modules(model, targets: Iterable[str]) -> dict[str, list[str]]:
+    """Fail loudly when a target selects nothing: peft would silently skip it, and a run with a
+    misspelled target (or an architecture whose names differ, as Phi's did between its remote and
+    native code) trains less than asked — or nothing at all."""
+    from codelora.utils import UserError
+
+    found = matching_modules(model, targets)
+    missing = [t for t, hits in found.items() if not hits]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and _is_adaptable(m)})
+        raise UserError(
+            f"--target-modules {' '.join(missing)} match no linear/embedding module of "
+            f"{type(model).__name__}; available names: {' '.join(leaves)}"
+        )
+    return found
+
+
+def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str]):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
+        bias="none",
+        task_type=TaskType.CAUSAL_LM,
+    )
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total). 4-bit weights are packed two per byte, so count their logical size."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if type(param).__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str],
+             quantized: bool = False, gradient_checkpointing: bool = False):
+    """Wrap `model` with fresh LoRA adapters on `targets` (validated first); log the counts."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from codelora.utils import UserError
+
+    targets = list(targets)
+    found = validate_target_modules(model, targets)
+    if quantized:
+        # Casts norms to fp32 and enables input grads so checkpointed 4-bit blocks get gradients.
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
+    trainable, total = count_parameters(model)
+    if trainable == 0:
+        raise UserError("LoRA produced no trainable parameters; check --target-modules")
+    log.info(
+        "LoRA r=%d alpha=%d on %d modules (%s): trainable %s / %s parameters (%.3f%%)",
+        r, alpha, sum(len(v) for v in found.values()), ", ".join(targets),
+        f"{trainable:,}", f"{total:,}", 100 * trainable / total,
+    )
     return model

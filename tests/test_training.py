@@ -1,0 +1,321 @@
+"""train.py on a tiny Phi: labels, outputs, parameter deltas, resume, NaN guard, 4-bit CPU, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS
+
+from codelora import training
+from codelora.training import (
+    IGNORE_INDEX,
+    CompletionCollator,
+    LengthGroupedSampler,
+    encode_example,
+    non_padding_fraction,
+    tokenize_split,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_prepared_dataset(out: Path, n_train: int = 30) -> Path:
+    """A DatasetDict like preprocess_data.py writes: prompt/completion windows cut from files."""
+    import datasets
+
+    rows = []
+    files = (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 6
+    for i, text in enumerate(files):
+        cut = 8 + (i * 13) % (len(text) - 24)
+        rows.append({"prompt": text[:cut], "completion": text[cut:cut + 8 + (i * 5) % 40],
+                     "path": f"src/f{i % 8}.kt", "repo": "demo"})
+    dsd = datasets.DatasetDict(
+        train=datasets.Dataset.from_list(rows[:n_train]),
+        validation=datasets.Dataset.from_list(rows[n_train:n_train + 8]),
+        test=datasets.Dataset.from_list(rows[n_train + 8:]),
+    )
+    dsd.save_to_disk(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    return make_prepared_dataset(tmp_path_factory.mktemp("data") / "prepared")
+
+
+def base_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--base-model", str(model_dir), "--dataset", str(data), "--output-dir", str(out),
+            "--batch-size", "4", "--max-steps", "8", "--eval-steps", "4", "--save-steps", "4",
+            "--logging-steps", "1", "--learning-rate", "3e-2", "--warmup-ratio", "0", "--lora-r", "4",
+            "--lora-alpha", "8", "--max-length", "64", *extra]
+
+
+def step_losses(out: Path) -> dict[int, float]:
+    history = json.loads((out / "train_metrics.json").read_text())["log_history"]
+    return {row["step"]: row["loss"] for row in history if "loss" in row}
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+
+def test_labels_of_a_real_batch_train_completion_and_eos_only(tiny_tokenizer, dataset_dir):
+    import datasets
+
+    tok = tiny_tokenizer
+    eos = tok.eos_token_id
+    ds = tokenize_split(datasets.load_from_disk(str(dataset_dir))["train"], tok, 64, "train")
+    sampler = LengthGroupedSampler(ds["length"], 4, seed=0)
+    batch_idx = sampler.batches()[1]
+    features = [ds[i] for i in batch_idx]
+    batch = CompletionCollator(pad_token_id=eos)(features)
+    assert batch["input_ids"].shape[1] == max(f["length"] for f in features)  # padded to the longest only
+    raw = datasets.load_from_disk(str(dataset_dir))["train"]
+    for row, i in enumerate(batch_idx):
+        f, labels, ids = features[row], batch["labels"][row], batch["input_ids"][row]
+        n, p = f["length"], f["prompt_len"]
+        assert (labels[:p] == IGNORE_INDEX).all()  # prompt ignored
+        assert (labels[n:] == IGNORE_INDEX).all()  # padding ignored ...
+        assert (ids[n:] == eos).all()  # ... although the pad id is the EOS id
+        assert labels[n - 1].item() == eos  # the appended EOS is a target
+        assert torch.equal(labels[p:n], ids[p:n])  # every completion token is a target
+        assert (batch["attention_mask"][row] == (torch.arange(ids.numel()) < n).long()).all()
+        completion = tok(raw[i]["completion"], add_special_tokens=False)["input_ids"]
+        assert labels[p:n - 1].tolist() == completion  # the completion, exactly, then EOS
+
+
+def test_long_examples_lose_the_start_of_the_prompt_not_the_completion(tiny_tokenizer):
+    tok = tiny_tokenizer
+    prompt, completion = "fun main() {\n" * 20, "    return a + b\n}\n"
+    c_ids = tok(completion, add_special_tokens=False)["input_ids"]
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    enc = encode_example(tok, prompt, completion, max_length=len(c_ids) + 6)
+    assert enc["length"] == len(c_ids) + 6
+    assert enc["input_ids"][:5] == p_ids[-5:]  # the prompt's end survives
+    assert enc["input_ids"][5:] == c_ids + [tok.eos_token_id]
+    # A completion longer than max_length: cut on the right, and no EOS (the text goes on).
+    enc = encode_example(tok, prompt, completion, max_length=3)
+    assert enc["input_ids"] == c_ids[:3] and enc["prompt_len"] == 0
+
+
+def test_length_grouping_cuts_padding_and_is_deterministic_per_epoch():
+    lengths = [(i * 37) % 200 + 10 for i in range(400)]
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3)
+    grouped = sampler.batches()
+    assert sorted(i for b in grouped for i in b) == list(range(400))  # a permutation
+    assert grouped == LengthGroupedSampler(lengths, 8, seed=3).batches()  # same seed, same order
+    sampler.set_epoch(1)
+    assert sampler.batches() != grouped  # a new order each epoch
+    assert max(lengths[i] for i in grouped[0]) == max(lengths)  # longest batch first
+    plain = [list(range(i, i + 8)) for i in range(0, 400, 8)]
+    assert non_padding_fraction(lengths, grouped) > 0.95 > non_padding_fraction(lengths, plain)
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+
+def test_train_writes_adapter_and_changes_only_lora_weights(tiny_model_dir, dataset_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from codelora.modeling import add_lora
+    from codelora.utils import seed_everything
+
+    captured = {}
+    real_write = training._write_outputs
+
+    def spy(cfg, out, model, *args, **kwargs):
+        captured["model"] = model
+        return real_write(cfg, out, model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_write_outputs", spy)
+    out = tmp_path / "run"
+    assert training.main(base_args(tiny_model_dir, dataset_dir, out, "--max-steps", "12")) == 0
+
+    adapter = out / "adapter"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (adapter / name).is_file(), name
+    assert not list(out.glob(".adapter*"))  # no temp dirs left behind
+    assert (out / "config.yaml").is_file() and (out / "loss_curve.png").stat().st_size > 1000
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["global_step"] == 12 and metrics["eval_loss"] is not None
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    assert metrics["non_padding_fraction"] > 0.8
+    # It learned: a random tiny model's logits move slowly through a random lm_head, so the
+    # margins are small but well above step-to-step noise here.
+    losses = step_losses(out)
+    assert sum(losses[s] for s in (10, 11, 12)) / 3 < sum(losses[s] for s in (1, 2, 3)) / 3 - 0.05
+    evals = [r["eval_loss"] for r in metrics["log_history"] if "eval_loss" in r]
+    assert evals[-1] < evals[0]
+
+    # LoRA weights moved from their initialisation; every base weight is bit-identical.
+    trained = captured["model"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    seed_everything(42)
+    fresh = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                     r=4, alpha=8, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
+    fresh_params = dict(fresh.named_parameters())
+    base_params = dict(base.named_parameters())
+    n_lora = 0
+    for name, param in trained.named_parameters():
+        if "lora_" in name:
+            n_lora += 1
+            assert param.requires_grad
+            assert not torch.allclose(param, fresh_params[name]), f"{name} did not train"
+        else:
+            assert not param.requires_grad
+            base_name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert torch.equal(param, base_params[base_name]), f"frozen {name} changed"
+    assert n_lora == 2 * 6 * 2  # A and B on 6 module kinds in 2 layers
+    saved = load_file(adapter / "adapter_model.safetensors")
+    assert len(saved) == n_lora and any(t.abs().sum() > 0 for k, t in saved.items() if "lora_B" in k)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir)
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}
+
+
+def test_unknown_target_module_fails_loudly(tiny_model_dir, dataset_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = training.main(base_args(tiny_model_dir, dataset_dir, out, "--target-modules", "q_proj", "query_key_value"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "query_key_value" in err and "match no" in err and "fc1" in err  # names what exists
+    assert not (out / "adapter").exists()
+
+
+def test_push_without_credentials_fails_before_training(tiny_model_dir, dataset_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
+    loaded = []
+    monkeypatch.setattr(training, "load_prepared_dataset", lambda name: loaded.append(name))
+    out = tmp_path / "run"
+    code = training.main(base_args(tiny_model_dir, dataset_dir, out, "--push-to-hub", "someone/tiny-lora"))
+    err = capsys.readouterr().err
+    assert code == 2 and "no Hub credentials" in err
+    assert loaded == [] and not out.exists()  # nothing loaded, nothing written
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, dataset_dir, tmp_path, monkeypatch):
+    # Dropout 0 and two epochs (the resumed part crosses an epoch boundary, so the sampler's
+    # per-epoch order must be reproduced too): 30 examples / batch 4 = 8 steps per epoch.
+    args = ("--lora-dropout", "0", "--max-steps", "12", "--save-steps", "6", "--eval-steps", "6")
+    full = tmp_path / "full"
+    assert training.main(base_args(tiny_model_dir, dataset_dir, full, *args)) == 0
+
+    # Crash (like a preempted job) during step 8, after checkpoint-6 was written.
+    real_step = training._trainer_class()
+
+    class Crash(Exception):
+        pass
+
+    def crashing_class():
+        class Crashing(real_step):
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                if self.state.global_step == 7:
+                    raise Crash("simulated preemption")
+                return super().training_step(model, inputs, num_items_in_batch)
+        return Crashing
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(training, "_trainer_class", crashing_class)
+    assert training.main(base_args(tiny_model_dir, dataset_dir, part, *args)) == 1
+    assert not (part / "adapter").exists()
+    assert (part / "checkpoints" / "checkpoint-6").is_dir()
+    monkeypatch.undo()
+
+    assert training.main(base_args(tiny_model_dir, dataset_dir, part, *args, "--resume")) == 0
+    a, b = step_losses(full), step_losses(part)
+    assert set(range(7, 13)) <= set(b)
+    for step in range(7, 13):
+        assert b[step] == pytest.approx(a[step], abs=1e-5), step
+    metrics = json.loads((part / "train_metrics.json").read_text())
+    assert metrics["resumed_from"].endswith("checkpoint-6")
+    ja = json.loads((full / "train_metrics.json").read_text())
+    assert metrics["eval_loss"] == pytest.approx(ja["eval_loss"], abs=1e-5)
+
+
+def test_existing_checkpoints_need_resume(tiny_model_dir, dataset_dir, tmp_path, capsys):
+    (tmp_path / "run" / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    code = training.main(base_args(tiny_model_dir, dataset_dir, tmp_path / "run"))
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+        tiny_model_dir, dataset_dir, tmp_path, monkeypatch, capsys):
+    real = training._trainer_class()
+
+    def poisoned_class():
+        class Poisoned(real):
+            def compute_loss(self, model, inputs, *args, **kwargs):
+                loss = super().compute_loss(model, inputs, *args, **kwargs)
+                return loss * float("nan") if self.state.global_step == 5 else loss  # during step 6
+        return Poisoned
+
+    monkeypatch.setattr(training, "_trainer_class", poisoned_class)
+    out = tmp_path / "run"
+    code = training.main(base_args(tiny_model_dir, dataset_dir, out))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "non-finite loss" in err and "step 6" in err and "checkpoint-4" in err
+    assert (out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+    assert not (out / "checkpoints" / "checkpoint-8").exists()
+    assert not (out / "adapter").exists() and not (out / "train_metrics.json").exists()
+
+
+def test_4bit_nf4_trains_on_cpu(tiny_model_dir, dataset_dir, tmp_path, monkeypatch):
+    captured = {}
+    real_write = training._write_outputs
+
+    def spy(cfg, out, model, *args, **kwargs):
+        captured["model"] = model
+        return real_write(cfg, out, model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_write_outputs", spy)
+    out = tmp_path / "run4"
+    # Tiny layers (32 wide) are below bitsandbytes' block size; the mechanism is what is tested.
+    code = training.main(base_args(tiny_model_dir, dataset_dir, out, "--load-in-4bit", "true", "--max-steps", "4"))
+    assert code == 0
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["load_in_4bit"] is True and metrics["global_step"] == 4
+    model = captured["model"]
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "Linear4bit" in kinds  # the base really was quantized
+    weight = model.base_model.model.model.layers[0].mlp.fc1.base_layer.weight
+    assert type(weight).__name__ == "Params4bit" and weight.quant_type == "nf4"
+    b = model.base_model.model.model.layers[0].mlp.fc1.lora_B["default"].weight
+    assert b.dtype == torch.float32 and b.abs().sum() > 0  # fp32 compute; LoRA trained
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_accelerate_ddp_two_processes(tiny_model_dir, dataset_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "ACCELERATE_USE_CPU": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(REPO / "train.py"),
+           *base_args(tiny_model_dir, dataset_dir, out, "--max-steps", "10", "--batch-size", "2")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["global_step"] == 10
+    losses = step_losses(out)
+    assert losses[10] < losses[1]
+    # Only the main process wrote: one adapter, no stray temp dirs from a second writer.
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter", "checkpoints", "config.yaml", "logs", "loss_curve.png", "train_metrics.json"]
+    assert proc.stderr.count("adapter written to") == 1
