@@ -255,6 +255,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from codelora import hub
     from codelora.modeling import add_lora, compute_dtype, load_base_model, load_tokenizer, resolve_load_in_4bit
 
+    if int(os.environ.get("RANK", "0")) > 0:
+        logging.getLogger("codelora").setLevel(logging.WARNING)  # one copy of each log line under DDP
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     check_writable_parent(out / "adapter")

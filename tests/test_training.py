@@ -304,7 +304,10 @@ def test_accelerate_ddp_two_processes(tiny_model_dir, dataset_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "ACCELERATE_USE_CPU": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is installed
+    # (accelerate's simple launcher); `--multi_gpu` goes through torchrun, and with
+    # ACCELERATE_USE_CPU and no GPU the two processes talk over gloo on the CPU.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(REPO / "train.py"),
            *base_args(tiny_model_dir, dataset_dir, out, "--max-steps", "10", "--batch-size", "2")]
