@@ -1,0 +1,405 @@
+"""Run the whole chain from one YAML file: [bootstrap →] parse → preprocess → train → merge → benchmark.
+
+Each stage runs through its own module's `main(argv)` (exactly what `codelora <stage> --config
+FILE` runs), so the pipeline adds no second code path. A stage is skipped when its output exists
+and was made from the same resolved configuration and the same inputs; an interrupted pipeline
+therefore continues where it stopped, and a changed setting reruns the stage it belongs to and
+everything downstream of it.
+
+usage:
+  codelora pipeline --config configs/kotlin-phi-1_5.yaml
+  codelora pipeline --config configs/demo.yaml --dry-run               # show what would run
+  codelora pipeline --config configs/demo.yaml --force                 # redo everything
+  codelora pipeline --config configs/demo.yaml --force-stages train    # redo train, then merge, benchmark
+  codelora pipeline --config configs/demo.yaml --stages parse preprocess
+
+How "up to date" is decided. After a stage succeeds, the pipeline writes `.codelora-stage.json`
+inside its output directory (beside it, as `.NAME.codelora-stage.json`, for a file output) with:
+  fingerprint  sha256 of the stage's resolved config (defaults < YAML section) and of the
+               identity of every local input it names: an upstream output's `output_id`, a
+               local git repository's HEAD commit, or a plain file's/directory's size+mtime listing;
+  output_id    a fresh id for this output: downstream fingerprints include it, so a redone stage
+               always invalidates what was built from its previous output;
+  artifact     a size+mtime listing of the output, so an output edited or replaced by hand is
+               not trusted.
+The marker is deleted before a stage runs, so a crash can never leave an old marker beside a new
+output. Settings that do not change the artifact (push_to_hub, private, num_proc, resume,
+overwrite) are left out of the fingerprint. Training that was interrupted with the same
+fingerprint is continued from its last checkpoint (`--resume`); checkpoints left by a different
+configuration are moved aside, not mixed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codelora.cli import COMMANDS, run_stage
+from codelora.config import (
+    SECTIONS,
+    BenchmarkConfig,
+    BootstrapConfig,
+    MergeConfig,
+    ParseConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    TrainConfig,
+    build_config,
+    config_to_dict,
+    load_yaml,
+)
+from codelora.utils import UserError, atomic_file
+
+log = logging.getLogger(__name__)
+
+MARKER = ".codelora-stage.json"
+ATTEMPT = ".codelora-attempt.json"  # in train's output_dir while training runs: what --resume may continue
+# Settings that say where to publish or how fast to run, not what to build.
+NOT_FINGERPRINTED = frozenset({"push_to_hub", "hf_repository", "private", "num_proc", "resume", "overwrite"})
+HASH_LIMIT = 64 * 1024 * 1024  # input files up to this size are hashed; larger ones by size+mtime
+LISTING_LIMIT = 100_000  # entries in a directory listing signature (a bound, not a real-world limit)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    config_cls: type
+    output_fields: tuple[str, ...]  # fields naming the stage's outputs (not inputs)
+    artifact: Callable[[Any], Path]  # the output the marker vouches for
+    is_dir: bool = True
+    resumable: bool = False  # has checkpoints in output_dir/checkpoints and a `resume` flag
+
+    @property
+    def module(self) -> str:
+        return COMMANDS[self.name]
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("bootstrap", BootstrapConfig, ("output",), lambda c: Path(c.output)),
+        Stage("parse", ParseConfig, ("output",), lambda c: Path(c.output), is_dir=False),
+        Stage("preprocess", PreprocessConfig, ("output",), lambda c: Path(c.output)),
+        Stage("train", TrainConfig, ("output_dir",), lambda c: Path(c.output_dir) / "adapter", resumable=True),
+        Stage("merge", MergeConfig, ("output",), lambda c: Path(c.output)),
+        Stage("benchmark", BenchmarkConfig, ("output",), lambda c: Path(c.output)),
+    ]
+}
+
+
+# ------------------------------------------------------------------------------ fingerprints
+
+
+def marker_path(stage: Stage, artifact: Path) -> Path:
+    return artifact / MARKER if stage.is_dir else artifact.with_name(f".{artifact.name}{MARKER}")
+
+
+def _sha256(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def path_signature(path: Path) -> str:
+    """Identity of a local file or directory as it is now (markers and temp files excluded).
+
+    Files up to HASH_LIMIT are hashed (inputs such as a raw JSONL are cheap to hash and mtimes
+    lie after a copy); directories are listed with size and mtime (datasets and models are
+    large, and only ever replaced whole by our atomic writes).
+    """
+    if path.is_file():
+        stat = path.stat()
+        if stat.st_size <= HASH_LIMIT:
+            return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
+    entries = []
+    for i, item in enumerate(sorted(path.rglob("*"))):
+        if i >= LISTING_LIMIT:
+            break
+        rel = item.relative_to(path).as_posix()
+        if item.is_file() and not item.name.endswith((MARKER, ATTEMPT)) and ".tmp" not in item.name:
+            stat = item.stat()
+            entries.append(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return "listing:" + _sha256("\n".join(entries))
+
+
+def read_marker(stage: Stage, artifact: Path) -> dict[str, Any] | None:
+    """The marker, if present, readable, and still describing the artifact as it is now."""
+    path = marker_path(stage, artifact)
+    if not artifact.exists() or not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(marker, dict) or marker.get("artifact") != path_signature(artifact):
+        return None
+    return marker
+
+
+def _git_head(path: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def input_identity(value: str, producers: dict[Path, Stage]) -> str | None:
+    """What an input string refers to, when it is something local; None for Hub ids, URLs etc."""
+    text = value[len("file://"):] if value.startswith("file://") else value
+    if not text or "\n" in text or len(text) > 4096:
+        return None
+    path = Path(text).expanduser()
+    try:
+        if not path.exists():
+            return None
+        resolved = path.resolve()
+    except OSError:
+        return None
+    producer = producers.get(resolved)
+    if producer is not None:
+        marker = read_marker(producer, resolved)
+        if marker is not None:
+            return f"output:{marker.get('output_id')}"
+    if path.is_dir() and (path / ".git").exists():
+        head = _git_head(path)
+        if head:
+            return f"git:{head}"
+    return path_signature(path)
+
+
+def stage_inputs(stage: Stage, cfg: Any) -> list[str]:
+    """Every string setting except the stage's own outputs: the candidates for local inputs."""
+    values = []
+    for f in dataclasses.fields(cfg):
+        if f.name in stage.output_fields or f.name in NOT_FINGERPRINTED:
+            continue
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, list) else [value]
+        values += [v for v in items if isinstance(v, str)]
+    return values
+
+
+def fingerprint(stage: Stage, cfg: Any, producers: dict[Path, Stage]) -> tuple[str, dict[str, str]]:
+    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in NOT_FINGERPRINTED}
+    inputs = {}
+    for value in stage_inputs(stage, cfg):
+        identity = input_identity(value, producers)
+        if identity is not None:
+            inputs[value] = identity
+    blob = json.dumps({"stage": stage.name, "config": settings, "inputs": inputs}, sort_keys=True, default=str)
+    return _sha256(blob), inputs
+
+
+# ------------------------------------------------------------------------------ running
+
+
+@dataclass
+class Plan:
+    stage: Stage
+    cfg: Any
+    artifact: Path
+
+
+def load_plans(pcfg: PipelineConfig, config_path: str) -> list[Plan]:
+    """Every selected stage's config, resolved and validated before anything runs."""
+    values = load_yaml(config_path)
+    if not any(key in SECTIONS for key in values):
+        raise UserError(f"{config_path}: the pipeline needs a sectioned config (parse:, preprocess:, train: ...)")
+    unused = [k for k in values if k in STAGES and k not in pcfg.stages]
+    if unused:
+        log.info("config sections not selected by --stages: %s", ", ".join(unused))
+    plans = []
+    for name in pcfg.stages:
+        stage = STAGES[name]
+        cfg = build_config(stage.config_cls, values, {}, section=name)
+        plans.append(Plan(stage, cfg, stage.artifact(cfg)))
+    return plans
+
+
+def _status(plan: Plan, fp: str, forced: bool) -> tuple[bool, str]:
+    """(run?, why) for one stage."""
+    if forced:
+        return True, "forced"
+    if not plan.artifact.exists():
+        return True, "no output yet"
+    path = marker_path(plan.stage, plan.artifact)
+    if not path.is_file():
+        return True, "output not made by the pipeline (no marker)"
+    marker = read_marker(plan.stage, plan.artifact)
+    if marker is None:
+        return True, "output changed since it was made"
+    if marker.get("fingerprint") != fp:
+        return True, "config or inputs changed"
+    return False, "up to date"
+
+
+def _stage_argv(plan: Plan, config_path: str, fp: str, debug: bool) -> list[str]:
+    argv = ["--config", config_path]
+    names = {f.name for f in dataclasses.fields(plan.cfg)}
+    # The pipeline decided to rebuild this output, so replacing it is intended.
+    if "overwrite" in names and plan.artifact.exists():
+        argv.append("--overwrite")
+    if plan.stage.resumable and "resume" in names and _prepare_checkpoints(plan, fp):
+        argv.append("--resume")
+    return argv + (["--debug"] if debug else [])
+
+
+def _prepare_checkpoints(plan: Plan, fp: str) -> bool:
+    """True when checkpoints of an interrupted run with this very fingerprint can be continued.
+
+    Checkpoints from any other configuration are moved aside (never deleted, never resumed).
+    """
+    out = Path(plan.cfg.output_dir)
+    ckpts, attempt = out / "checkpoints", out / ATTEMPT
+    has_ckpts = ckpts.is_dir() and any(ckpts.glob("checkpoint-*"))
+    same = attempt.is_file() and json.loads(attempt.read_text(encoding="utf-8")).get("fingerprint") == fp
+    if has_ckpts and not same:
+        aside = out / f"checkpoints.superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        ckpts.rename(aside)
+        log.warning("moved checkpoints of a different configuration to %s", aside)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(attempt) as handle:
+        json.dump({"fingerprint": fp}, handle)
+    return has_ckpts and same
+
+
+def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug: bool) -> int:
+    stage = plan.stage
+    marker = marker_path(stage, plan.artifact)
+    marker.unlink(missing_ok=True)  # a crash from here on must not leave an old marker trusted
+    argv = _stage_argv(plan, config_path, fp, debug)
+    log.info("▶ %s: codelora %s %s", stage.name, stage.name, " ".join(argv))
+    module = importlib.import_module(stage.module)
+    start = time.monotonic()
+    try:
+        rc = module.main(argv)
+    except SystemExit as exit_:  # argparse inside a stage
+        rc = exit_.code if isinstance(exit_.code, int) else 1
+    seconds = time.monotonic() - start
+    if rc:
+        return int(rc)
+    if not plan.artifact.exists():
+        raise UserError(f"stage {stage.name} finished but wrote no {plan.artifact}")
+    with atomic_file(marker) as handle:
+        json.dump({
+            "stage": stage.name, "fingerprint": fp, "output_id": uuid.uuid4().hex,
+            "artifact": path_signature(plan.artifact), "inputs": inputs,
+            "config": config_to_dict(plan.cfg), "seconds": round(seconds, 1),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }, handle, indent=2, default=str)
+    if stage.resumable:
+        (Path(plan.cfg.output_dir) / ATTEMPT).unlink(missing_ok=True)
+    log.info("✔ %s done in %.1fs", stage.name, seconds)
+    return 0
+
+
+def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) -> int:
+    plans = load_plans(pcfg, config_path)
+    # Outputs of *every* stage the config describes can be inputs, not only the selected ones.
+    producers = {p.artifact.resolve(): p.stage for p in plans}
+    for name, stage in STAGES.items():
+        if name not in pcfg.stages:
+            try:
+                cfg = build_config(stage.config_cls, load_yaml(config_path), {}, section=name)
+            except UserError:
+                continue  # a section that does not validate on its own is no producer
+            producers.setdefault(stage.artifact(cfg).resolve(), stage)
+    rebuilt: set[Path] = set()
+    summary = []
+    for plan in plans:
+        fp, inputs = fingerprint(plan.stage, plan.cfg, producers)
+        run, why = _status(plan, fp, pcfg.force or plan.stage.name in pcfg.force_stages)
+        if pcfg.dry_run and not run:
+            # Upstream stages that will run change this stage's inputs.
+            upstream = [v for v in stage_inputs(plan.stage, plan.cfg) if _resolve(v) in rebuilt]
+            if upstream:
+                run, why = True, f"input {upstream[0]} will be rebuilt"
+        if pcfg.dry_run:
+            summary.append((plan.stage.name, "would run" if run else "skip", why))
+            if run:
+                rebuilt.add(plan.artifact.resolve())
+            continue
+        if not run:
+            log.info("⏭ %s: %s (%s)", plan.stage.name, why, plan.artifact)
+            _warn_unpushed(plan)
+            summary.append((plan.stage.name, "skipped", why))
+            continue
+        log.info("%s: %s", plan.stage.name, why)
+        rc = run_one(plan, config_path, fp, inputs, debug)
+        if rc:
+            log.error("stage %s failed (exit code %d); finished stages are kept: rerun the same command "
+                      "to continue from %s", plan.stage.name, rc, plan.stage.name)
+            return rc
+        summary.append((plan.stage.name, "ran", why))
+    for name, status, why in summary:
+        log.info("  %-10s %-9s %s", name, status, why)
+    if pcfg.dry_run:
+        for name, status, why in summary:
+            print(f"{name:<10} {status:<9} {why}")
+    return 0
+
+
+def _resolve(value: str) -> Path | None:
+    text = value[len("file://"):] if value.startswith("file://") else value
+    try:
+        return Path(text).expanduser().resolve() if text else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def _warn_unpushed(plan: Plan) -> None:
+    target = getattr(plan.cfg, "push_to_hub", None)
+    if target:
+        log.warning("%s was skipped, so nothing was pushed to %s: add --force-stages %s to push",
+                    plan.stage.name, target, plan.stage.name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # run_stage consumes --config; the pipeline also needs the path itself, to hand to each stage.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--debug", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        # A flat file would fail below as "unknown key for pipeline": say what is really wrong.
+        try:
+            values = load_yaml(known.config)
+        except UserError as err:
+            print(f"codelora pipeline: error: {err}", file=sys.stderr)
+            return 2
+        if not any(key in SECTIONS for key in values):
+            print(f"codelora pipeline: error: {known.config}: the pipeline needs a sectioned config "
+                  "(parse:, preprocess:, train: ...; see configs/)", file=sys.stderr)
+            return 2
+
+    def pipeline(cfg: PipelineConfig) -> int:
+        if not known.config:
+            raise UserError("--config: the pipeline needs a sectioned YAML file (see configs/)")
+        return run_pipeline(cfg, known.config, debug=known.debug)
+
+    return run_stage(
+        PipelineConfig,
+        pipeline,
+        argv,
+        prog="codelora pipeline",
+        description=__doc__.split("\n\n")[0],
+        examples=__doc__.split("usage:\n", 1)[1].split("\n\n")[0],
+        section="pipeline",
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

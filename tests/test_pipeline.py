@@ -1,0 +1,276 @@
+"""codelora pipeline: stage order, skipping up-to-date stages, reruns on change, resume after a crash.
+
+The stages are small fakes installed as the real stage modules (sys.modules), each a genuine
+`main(argv)` built on cli.run_stage with the real config class, so the pipeline is exercised
+exactly as it drives the real ones: `--config FILE` plus the flags it adds. They write small
+artifacts derived from their inputs and config, so staleness is observable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from codelora import cli, pipeline
+from codelora.config import BenchmarkConfig, BootstrapConfig, MergeConfig, ParseConfig, PreprocessConfig, TrainConfig
+from codelora.utils import UserError, atomic_dir, write_json
+from conftest import git, make_git_repo
+
+CALLS: list[tuple[str, list[str]]] = []
+CRASH: dict[str, int] = {}  # stage -> exit code to return once, after leaving partial work behind
+
+
+def _fake_stage(name: str, cls: type, work) -> types.ModuleType:
+    module = types.ModuleType(f"fake_{name}")
+
+    def main(argv=None):
+        CALLS.append((name, list(argv)))
+        return cli.run_stage(cls, work, argv, prog=f"fake {name}", description="", section=name)
+
+    module.main = main
+    return module
+
+
+def _parse(cfg: ParseConfig):
+    root = Path(cfg.repo[0].removeprefix("file://"))
+    files = sorted(p for p in root.rglob("*") if p.suffix in cfg.extensions and ".git" not in p.parts)
+    rows = [{"path": p.name, "text": p.read_text()} for p in files]
+    Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.output).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _preprocess(cfg: PreprocessConfig):
+    rows = [json.loads(line) for line in Path(cfg.input).read_text().splitlines()]
+    with atomic_dir(cfg.output) as tmp:
+        write_json(tmp / "data.json", {"n": len(rows), "stride": cfg.stride, "tokenizer": cfg.tokenizer})
+
+
+def _train(cfg: TrainConfig):
+    out = Path(cfg.output_dir)
+    ckpts = out / "checkpoints"
+    if ckpts.is_dir() and any(ckpts.iterdir()) and not cfg.resume:
+        raise UserError(f"{ckpts} already holds checkpoints: pass --resume")  # as training.py does
+    if code := CRASH.pop("train", None):
+        (ckpts / "checkpoint-5").mkdir(parents=True, exist_ok=True)
+        return code
+    data = json.loads((Path(cfg.dataset) / "data.json").read_text())
+    with atomic_dir(out / "adapter") as tmp:
+        write_json(tmp / "adapter.json", {"lr": cfg.learning_rate, "examples": data["n"], "resumed": cfg.resume})
+
+
+def _merge(cfg: MergeConfig):
+    if Path(cfg.output).exists() and not cfg.overwrite:
+        raise UserError(f"{cfg.output} already exists (pass --overwrite to replace it)")  # as merging.py does
+    adapter = json.loads((Path(cfg.adapter) / "adapter.json").read_text())
+    with atomic_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
+        write_json(tmp / "model.json", {"adapter": adapter})
+
+
+def _benchmark(cfg: BenchmarkConfig):
+    with atomic_dir(cfg.output) as tmp:
+        write_json(tmp / "results.json", {"models": cfg.models})
+
+
+def _bootstrap(cfg: BootstrapConfig):
+    with atomic_dir(cfg.output) as tmp:
+        write_json(tmp / "config.json", {"steps": cfg.steps})
+
+
+FAKES = {"parse": (ParseConfig, _parse), "preprocess": (PreprocessConfig, _preprocess),
+         "train": (TrainConfig, _train), "merge": (MergeConfig, _merge), "benchmark": (BenchmarkConfig, _benchmark),
+         "bootstrap": (BootstrapConfig, _bootstrap)}
+
+
+@pytest.fixture(autouse=True)
+def fake_stages(monkeypatch):
+    CALLS.clear()
+    CRASH.clear()
+    for name, (cls, work) in FAKES.items():
+        monkeypatch.setitem(sys.modules, cli.COMMANDS[name], _fake_stage(name, cls, work))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A source repo and a sectioned config whose paths are relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    make_git_repo(tmp_path / "src", {"a.kt": "fun a() = 1\n", "b.kt": "fun b() = 2\n", "c.txt": "no"})
+    config = {
+        "pipeline": {"stages": ["parse", "preprocess", "train", "merge", "benchmark"]},
+        "bootstrap": {"inputs": ["src"], "output": "runs/base"},
+        "parse": {"repo": [f"file://{tmp_path / 'src'}"], "output": "data/raw.jsonl"},
+        "preprocess": {"input": "data/raw.jsonl", "output": "data/prepared", "tokenizer": "runs/base"},
+        "train": {"base_model": "runs/base", "dataset": "data/prepared", "output_dir": "runs/demo"},
+        "merge": {"adapter": "runs/demo/adapter", "output": "runs/demo/merged"},
+        "benchmark": {"models": ["runs/base", "runs/demo/merged"], "dataset": "data/prepared",
+                      "output": "results/demo"},
+    }
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def ran() -> list[str]:
+    names = [name for name, _ in CALLS]
+    CALLS.clear()
+    return names
+
+
+def edit(path: Path, section: str, **values) -> None:
+    config = yaml.safe_load(path.read_text())
+    config[section].update(values)
+    path.write_text(yaml.safe_dump(config))
+
+
+ALL = ["parse", "preprocess", "train", "merge", "benchmark"]
+
+
+def test_runs_in_order_then_skips_everything(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == ALL
+    assert all(argv[:2] == ["--config", str(project)] for _, argv in CALLS)
+    marker = json.loads((tmp_path / "runs/demo/adapter" / pipeline.MARKER).read_text())
+    assert marker["stage"] == "train" and marker["config"]["dataset"] == "data/prepared"
+    assert "data/prepared" in marker["inputs"] and marker["inputs"]["data/prepared"].startswith("output:")
+    assert (tmp_path / "data/.raw.jsonl.codelora-stage.json").is_file()  # a file output's marker sits beside it
+    before = (tmp_path / "runs/demo/merged/model.json").stat().st_mtime_ns
+
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == []
+    assert (tmp_path / "runs/demo/merged/model.json").stat().st_mtime_ns == before
+
+
+def test_changed_setting_reruns_its_stage_and_everything_downstream(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    ran()
+    edit(project, "train", learning_rate=1e-3)
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == ["train", "merge", "benchmark"]
+    assert json.loads((tmp_path / "runs/demo/merged/model.json").read_text())["adapter"]["lr"] == 1e-3
+    # A setting that does not change the artifact leaves it alone.
+    edit(project, "preprocess", num_proc=2)
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == []
+
+
+def test_new_commit_in_source_repo_reruns_from_parse(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    ran()
+    (tmp_path / "src" / "d.kt").write_text("fun d() = 4\n")
+    git(tmp_path / "src", "add", "-A")
+    git(tmp_path / "src", "commit", "-q", "-m", "more")
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == ALL
+    assert json.loads((tmp_path / "data/prepared/data.json").read_text())["n"] == 3
+
+
+def test_interrupted_pipeline_continues_where_it_stopped(project, tmp_path):
+    CRASH["train"] = 1
+    assert pipeline.main(["--config", str(project)]) == 1
+    assert ran() == ["parse", "preprocess", "train"]
+    assert not (tmp_path / "runs/demo/adapter").exists()
+
+    assert pipeline.main(["--config", str(project)]) == 0
+    calls = list(CALLS)
+    assert ran() == ["train", "merge", "benchmark"]
+    assert "--resume" in calls[0][1]  # same configuration: continue from its checkpoint
+    assert json.loads((tmp_path / "runs/demo/adapter/adapter.json").read_text())["resumed"] is True
+
+
+def test_checkpoints_of_another_configuration_are_moved_aside_not_resumed(project, tmp_path):
+    CRASH["train"] = 1
+    assert pipeline.main(["--config", str(project)]) == 1
+    edit(project, "train", learning_rate=5e-4)
+    ran()
+    assert pipeline.main(["--config", str(project)]) == 0
+    train_argv = next(argv for name, argv in CALLS if name == "train")
+    assert "--resume" not in train_argv
+    assert len(list((tmp_path / "runs/demo").glob("checkpoints.superseded-*"))) == 1
+
+
+def test_hand_edited_output_is_rebuilt(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    ran()
+    (tmp_path / "runs/demo/merged/model.json").write_text('{"tampered": true}')
+    assert pipeline.main(["--config", str(project)]) == 0
+    merge_argv = next(argv for name, argv in CALLS if name == "merge")
+    assert ran() == ["merge", "benchmark"]
+    assert "--overwrite" in merge_argv  # merge refuses to replace its output without it
+    assert "tampered" not in (tmp_path / "runs/demo/merged/model.json").read_text()
+
+
+def test_failed_stage_leaves_no_marker_to_trust(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    edit(project, "train", learning_rate=1e-3)
+    CRASH["train"] = 3
+    assert pipeline.main(["--config", str(project)]) == 3
+    assert not (tmp_path / "runs/demo/adapter" / pipeline.MARKER).exists()
+    edit(project, "train", learning_rate=2e-4)  # back to the original setting: still rebuilt
+    ran()
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran()[0] == "train"
+
+
+def test_force_and_force_stages(project):
+    assert pipeline.main(["--config", str(project)]) == 0
+    ran()
+    assert pipeline.main(["--config", str(project), "--force-stages", "merge"]) == 0
+    assert ran() == ["merge", "benchmark"]
+    assert pipeline.main(["--config", str(project), "--force"]) == 0
+    assert ran() == ALL
+
+
+def test_dry_run_plans_without_running(project, capsys):
+    assert pipeline.main(["--config", str(project), "--dry-run"]) == 0
+    assert ran() == []
+    out = capsys.readouterr().out
+    assert out.count("would run") == 5 and "no output yet" in out
+    assert pipeline.main(["--config", str(project)]) == 0
+    edit(project, "preprocess", stride=32)
+    ran()
+    capsys.readouterr()
+    assert pipeline.main(["--config", str(project), "--dry-run"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["parse"].startswith("skip")
+    assert lines["preprocess"].startswith("would run") and "config or inputs changed" in lines["preprocess"]
+    assert "will be rebuilt" in lines["train"] and "will be rebuilt" in lines["benchmark"]
+    assert ran() == []
+
+
+def test_bootstrap_stage_feeds_downstream(project, tmp_path):
+    edit(project, "pipeline", stages=["bootstrap", *ALL])
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == ["bootstrap", *ALL]
+    edit(project, "bootstrap", steps=7)
+    assert pipeline.main(["--config", str(project)]) == 0
+    # preprocess (tokenizer), train (base model) and benchmark (baseline model) all read it.
+    assert ran() == ["bootstrap", "preprocess", "train", "merge", "benchmark"]
+
+
+def test_through_the_codelora_command(project):
+    assert cli.main(["pipeline", "--config", str(project), "--stages", "parse", "preprocess"]) == 0
+    assert ran() == ["parse", "preprocess"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("flat", [], "needs a sectioned config"),
+        ("ok", ["--stages", "deploy"], "unknown stage"),
+        ("none", [], "--config: the pipeline needs"),
+        ("badtrain", [], "give --epochs > 0 or --max-steps > 0"),
+    ],
+)
+def test_config_errors_fail_before_any_stage(project, tmp_path, capsys, setup, args, message):
+    if setup == "flat":
+        project.write_text(yaml.safe_dump({"output": "x"}))
+    if setup == "badtrain":
+        edit(project, "train", epochs=0, max_steps=-1)
+    argv = [] if setup == "none" else ["--config", str(project)]
+    assert pipeline.main([*argv, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert ran() == []
