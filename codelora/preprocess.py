@@ -95,6 +95,12 @@ def load_raw(path: str, cache_dir: Path):
     return ds
 
 
+def column(ds, name: str) -> list:
+    """A whole column as a Python list, read through Arrow in one go (iterating `ds[name]` in
+    datasets 5 formats row by row: ~100x slower on a million rows). Respects select() indices."""
+    return ds.with_format("arrow")[name].to_pylist()
+
+
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
@@ -250,14 +256,14 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         cleaned = raw.map(_clean_batch, batched=True, batch_size=256, num_proc=nproc, fn_kwargs=clean_kwargs,
                           remove_columns=["file_text"], desc="cleaning",
                           new_fingerprint=_fingerprint("clean", raw._fingerprint, clean_kwargs))
-        reasons = cleaned["drop_reason"]
+        reasons = column(cleaned, "drop_reason")
         dropped = Counter(r for r in reasons if r)
-        sources = Counter(zip(cleaned["repo"], cleaned["commit"]))
+        sources = Counter(zip(column(cleaned, "repo"), column(cleaned, "commit")))
         kept_idx = [i for i, r in enumerate(reasons) if r is None]
         if not kept_idx:
             raise UserError(f"every file was dropped by the filters ({dict(dropped)}); nothing to write")
         kept = cleaned.select(kept_idx)
-        assignment = split_groups(kept["group"], train_ratio=cfg.train_ratio,
+        assignment = split_groups(column(kept, "group"), train_ratio=cfg.train_ratio,
                                   validation_ratio=cfg.validation_ratio, seed=cfg.seed)
         by_split = {s: [i for i, a in enumerate(assignment) if a == s] for s in SPLITS}
         files = DatasetDict({s: kept.select(idx) for s, idx in by_split.items()})
@@ -271,7 +277,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
                       desc=f"windows ({s})", new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
             for s, ds in files.items()
         })
-        cut_mid_line = sum(sum(ds["cut_mid_line"]) for ds in windows.values())
+        cut_mid_line = sum(sum(column(ds, "cut_mid_line")) for ds in windows.values())
         windows = windows.remove_columns("cut_mid_line")
         if len(windows["train"]) == 0:
             raise UserError("no training windows: the kept files are too short for one window")
@@ -285,15 +291,15 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
             "tokenizer": cfg.tokenizer,
             "sources": [{"repo": r, "commit": c, "files": n} for (r, c), n in sources.items()],
             "files": {"input": len(raw), "kept": len(kept_idx),
-                      "license_stripped": int(sum(cleaned["license_stripped"])),
+                      "license_stripped": int(sum(column(cleaned, "license_stripped"))),
                       "dropped": {r: dropped[r] for r in CLEAN_REASONS if dropped[r]}},
             "files_per_split": {s: len(idx) for s, idx in by_split.items()},
             "examples": {s: len(windows[s]) for s in SPLITS},
             "train_examples_before_sampling": before_sampling,
             "completions_cut_mid_line": int(cut_mid_line),
             "token_lengths": {
-                "prompt": percentiles([v for s in SPLITS for v in windows[s]["prompt_tokens"]]),
-                "completion": percentiles([v for s in SPLITS for v in windows[s]["completion_tokens"]]),
+                "prompt": percentiles([v for s in SPLITS for v in column(windows[s], "prompt_tokens")]),
+                "completion": percentiles([v for s in SPLITS for v in column(windows[s], "completion_tokens")]),
             },
             "test_completions_in_train": completion_overlap(windows["train"], windows["test"]),
             "parse": read_parse_stats(input_path),
