@@ -274,3 +274,52 @@ def test_config_errors_fail_before_any_stage(project, tmp_path, capsys, setup, a
     assert pipeline.main([*argv, *args]) == 2
     assert message in capsys.readouterr().err
     assert ran() == []
+
+
+# ------------------------------------------------------------------------------ shipped configs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _plans(name: str) -> dict[str, object]:
+    from codelora.config import PipelineConfig, build_config, load_yaml
+
+    values = load_yaml(CONFIGS / name)
+    pcfg = build_config(PipelineConfig, values, {}, section="pipeline")
+    return {p.stage.name: p for p in pipeline.load_plans(pcfg, str(CONFIGS / name))}
+
+
+@pytest.mark.parametrize("name", ["kotlin-phi-1_5.yaml", "demo.yaml"])
+def test_shipped_configs_validate_and_chain_stage_to_stage(name):
+    plans = _plans(name)
+    cfg = {k: p.cfg for k, p in plans.items()}
+    art = {k: str(p.artifact) for k, p in plans.items()}
+    assert cfg["preprocess"].input == art["parse"]
+    assert cfg["train"].dataset == art["preprocess"] == cfg["benchmark"].dataset
+    assert cfg["merge"].adapter == art["train"]
+    assert cfg["benchmark"].models[-1] == art["merge"]  # finetuned last, baseline first
+    assert cfg["benchmark"].models[0] == cfg["train"].base_model == (cfg["merge"].base_model or cfg["train"].base_model)
+    assert cfg["preprocess"].tokenizer == cfg["train"].base_model
+
+
+def test_reference_config_is_the_kotlin_qlora_run():
+    cfg = {k: p.cfg for k, p in _plans("kotlin-phi-1_5.yaml").items()}
+    assert cfg["parse"].repo == ["https://github.com/JetBrains/kotlin"] and cfg["parse"].extensions == [".kt"]
+    assert cfg["train"].base_model == "microsoft/phi-1_5" and cfg["train"].load_in_4bit is True
+    assert set(cfg["benchmark"].tasks) == {"heldout", "codexglue", "mceval-kotlin"}
+
+
+def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart():
+    plans = _plans("demo.yaml")
+    cfg = {k: p.cfg for k, p in plans.items()}
+    assert list(plans) == ["bootstrap", "parse", "preprocess", "train", "merge", "benchmark"]
+    assert cfg["train"].base_model == str(plans["bootstrap"].artifact)
+    # Every bootstrap package is excluded from the finetuning corpus, so the base never saw it.
+    packages = {Path(p).name for p in cfg["bootstrap"].inputs}
+    assert packages <= set(cfg["parse"].exclude_dirs)
+    assert all(Path(p).parent == Path(cfg["parse"].repo[0]) for p in cfg["bootstrap"].inputs)
+    # Nothing names the Hub: every model, tokenizer and dataset is a local path under .demo/.
+    local = [cfg["preprocess"].tokenizer, cfg["train"].base_model, *cfg["benchmark"].models, cfg["train"].dataset]
+    assert all(p.startswith(".demo/") for p in local)
+    assert cfg["train"].load_in_4bit is False and cfg["benchmark"].tasks == ["heldout"]
+    assert cfg["bootstrap"].max_positions >= cfg["preprocess"].prompt_tokens + cfg["preprocess"].completion_tokens
