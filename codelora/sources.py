@@ -210,16 +210,19 @@ def checkout_source(src: Source, revision: str | None, depth: int) -> Iterator[t
     repo = None
     try:
         if src.kind == "git":
+            # Resolve in the source repository itself, so every revision the user can name there
+            # works (HEAD~3, origin/main, a worktree's HEAD); the clone borrows all its objects.
+            rev = revision or "HEAD"
+            try:
+                with git.Repo(src.location) as origin:
+                    commit = _resolve(origin, rev)
+            except git.GitCommandError:
+                what = f"unknown revision {rev!r}" if revision else "it has no commits"
+                raise UserError(f"cannot read {src.spec}: {what}") from None
             try:
                 repo = git.Repo.clone_from(src.location, tmp / "repo", bare=True, shared=True, env=env)
             except git.GitCommandError as err:
                 raise UserError(f"cannot clone {src.spec}: {_git_error(err)}") from None
-            rev = revision or "HEAD"
-            try:
-                commit = _resolve(repo, rev)
-            except git.GitCommandError:
-                what = f"unknown revision {rev!r}" if revision else "it has no commits"
-                raise UserError(f"cannot read {src.spec}: {what}") from None
         else:
             repo = git.Repo.init(tmp / "repo", bare=True)
             repo.git.update_environment(**env)

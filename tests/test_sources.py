@@ -126,6 +126,12 @@ def test_local_revision_and_subdirectory(kotlin_repo, tmp_path, capsys):
     assert all(r["path"].startswith("src/") for r in rows)
     # Committed content, not the dirty working tree.
     assert {r["path"]: r["file_text"] for r in rows}["src/Util.kt"] == UTIL_KT
+    # Any revision git can name in the source works locally (here: before the links were added).
+    code, _, _ = run(["--repo", str(kotlin_repo), "--revision", "HEAD~1", "--output", str(out)], capsys)
+    assert code == 0
+    stats = json.loads(sources.stats_path(out).read_text())
+    assert stats["sources"][0]["commit"] == git(kotlin_repo, "rev-parse", "HEAD~1")
+    assert "symlink" not in stats["dropped"] and stats["seen"] == 12
 
 
 def test_plain_directory_does_not_follow_links(tmp_path, capsys):
