@@ -43,6 +43,14 @@ WINDOW_COLUMNS = ("prompt", "completion", "path", "repo", "commit", "prompt_toke
                   "cut_mid_line")
 
 
+def window_features():
+    """One schema for every split, also when a split is empty or all its commits are null."""
+    from datasets import Features, Value
+
+    types = {"prompt_tokens": "int32", "completion_tokens": "int32", "cut_mid_line": "bool"}
+    return Features({name: Value(types.get(name, "string")) for name in WINDOW_COLUMNS})
+
+
 # ------------------------------------------------------------------------------ loading
 
 
@@ -228,7 +236,7 @@ def _size_category(n: int) -> str:
 
 
 def run_preprocess(cfg: PreprocessConfig) -> dict:
-    from datasets import DatasetDict
+    from datasets import Dataset, DatasetDict
 
     input_path, output = Path(cfg.input), Path(cfg.output)
     # Every check that can fail fast runs before any heavy work.
@@ -271,10 +279,12 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         window_kwargs = dict(tokenizer=backend, mode=cfg.mode, prompt_tokens=cfg.prompt_tokens,
                              completion_tokens=cfg.completion_tokens, stride=cfg.stride)
         wkey = {k: v for k, v in window_kwargs.items() if k != "tokenizer"} | {"tok": cfg.tokenizer}
+        features = window_features()
         windows = DatasetDict({
             s: ds.map(_window_batch, batched=True, batch_size=64, num_proc=nproc if len(ds) >= 2 * cfg.num_proc
-                      else None, fn_kwargs=window_kwargs, remove_columns=ds.column_names,
+                      else None, fn_kwargs=window_kwargs, remove_columns=ds.column_names, features=features,
                       desc=f"windows ({s})", new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
+            if len(ds) else Dataset.from_dict({name: [] for name in WINDOW_COLUMNS}, features=features)
             for s, ds in files.items()
         })
         cut_mid_line = sum(sum(column(ds, "cut_mid_line")) for ds in windows.values())
@@ -306,7 +316,9 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
             "config": config_to_dict(cfg),
         }
         with atomic_dir(output) as tmp:
-            windows.save_to_disk(str(tmp))
+            # datasets 5.2 writes zero shards for an empty split, which load_from_disk then cannot
+            # read; one explicit (empty) shard keeps an empty validation/test split loadable.
+            windows.save_to_disk(str(tmp), num_shards={s: 1 for s in SPLITS if len(windows[s]) == 0} or None)
             write_json(tmp / "stats.json", stats)
             save_config(cfg, tmp / "config.yaml")
 

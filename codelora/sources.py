@@ -362,6 +362,9 @@ def iter_records(cfg: ParseConfig, stats: ParseStats) -> Iterator[dict]:
                 def reader(sha: str, repo=repo) -> bytes:
                     return repo.odb.stream(bytes.fromhex(sha)).read()
 
+            if src.prefix and not entries:
+                raise UserError(f"--repo {src.spec}: lies inside the git repository {src.location}, which "
+                                "tracks no files there (copy it elsewhere to read it as a plain directory)")
             stats.sources.append({"repo": src.label, "commit": commit, "files": len(entries)})
             stats.seen += len(entries)
             candidates = []

@@ -207,3 +207,13 @@ def test_repeated_run_replaces_output(prepared, raw_jsonl, tiny_tokenizer_dir, t
     before = Counter(load_from_disk(str(out))["train"]["path"])
     run_pre(raw_jsonl, tiny_tokenizer_dir, out, "--max-train-samples", "10")
     assert len(load_from_disk(str(out))["train"]) == 10 and sum(before.values()) > 10
+
+
+def test_empty_split_keeps_the_schema(raw_jsonl, tiny_tokenizer_dir, tmp_path):
+    code = preprocess_main(["--input", str(raw_jsonl), "--tokenizer", str(tiny_tokenizer_dir),
+                            "--output", str(tmp_path / "ds"), "--train-ratio", "0.9", "--validation-ratio", "0"])
+    assert code == 0
+    dd = load_from_disk(str(tmp_path / "ds"))
+    assert len(dd["validation"]) == 0 and len(dd["test"]) > 0
+    assert dd["validation"].features == dd["train"].features
+    assert dd["train"].features["commit"].dtype == "string"

@@ -251,3 +251,12 @@ def test_repeated_repo_flag_accumulates():
     assert merge(["--repo=a", "--repo=b"], "--repo") == ["--repo", "a", "b"]
     assert merge(["--repo", "a", "--repo=--upload-pack=x"], "--repo") == ["--repo=--upload-pack=x"]
     assert merge(["--output", "o"], "--repo") == ["--output", "o"]
+
+
+def test_untracked_directory_inside_a_repository(kotlin_repo, tmp_path, capsys):
+    ignored = kotlin_repo / "ignored"
+    ignored.mkdir()
+    (ignored / "A.kt").write_text(UTIL_KT)
+    out = tmp_path / "raw.jsonl"
+    code, _, err = run(["--repo", str(ignored), "--output", str(out)], capsys)
+    assert code == 2 and "tracks no files there" in err and not out.exists()
