@@ -20,8 +20,9 @@ inside its output directory (beside it, as `.NAME.codelora-stage.json`, for a fi
                local git repository's HEAD commit, or a plain file's/directory's size+mtime listing;
   output_id    a fresh id for this output: downstream fingerprints include it, so a redone stage
                always invalidates what was built from its previous output;
-  artifact     a size+mtime listing of the output, so an output edited or replaced by hand is
-               not trusted.
+  artifact     size and mtime of every file of the output, so an output edited, truncated or
+               replaced by hand is not trusted (files added later, such as the cache files
+               datasets writes beside a saved dataset, are allowed).
 The marker is deleted before a stage runs, so a crash can never leave an old marker beside a new
 output. Settings that do not change the artifact (push_to_hub, private, num_proc, resume,
 overwrite) are left out of the fingerprint. Training that was interrupted with the same
@@ -110,27 +111,36 @@ def _sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def path_signature(path: Path) -> str:
-    """Identity of a local file or directory as it is now (markers and temp files excluded).
+def _ignored(name: str) -> bool:
+    """Files that are not part of an artifact: our markers, temp files, and the `cache-*.arrow`
+    files datasets writes beside a saved dataset whenever a consumer maps over it."""
+    return name.endswith((MARKER, ATTEMPT)) or ".tmp" in name or (name.startswith("cache-") and name.endswith(".arrow"))
 
-    Files up to HASH_LIMIT are hashed (inputs such as a raw JSONL are cheap to hash and mtimes
-    lie after a copy); directories are listed with size and mtime (datasets and models are
-    large, and only ever replaced whole by our atomic writes).
-    """
+
+def artifact_entries(path: Path) -> dict[str, list[int]]:
+    """relative path -> [size, mtime_ns] for the files of an output (a file output: one entry)."""
     if path.is_file():
         stat = path.stat()
-        if stat.st_size <= HASH_LIMIT:
-            return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-        return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
-    entries = []
+        return {"": [stat.st_size, stat.st_mtime_ns]}
+    entries = {}
     for i, item in enumerate(sorted(path.rglob("*"))):
         if i >= LISTING_LIMIT:
             break
-        rel = item.relative_to(path).as_posix()
-        if item.is_file() and not item.name.endswith((MARKER, ATTEMPT)) and ".tmp" not in item.name:
+        if item.is_file() and not _ignored(item.name):
             stat = item.stat()
-            entries.append(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}")
-    return "listing:" + _sha256("\n".join(entries))
+            entries[item.relative_to(path).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return entries
+
+
+def path_signature(path: Path) -> str:
+    """Identity of a local input that no stage of this pipeline made (its markers say nothing).
+
+    Files up to HASH_LIMIT are hashed (mtimes lie after a copy); directories are listed with
+    size and mtime (datasets and models are large and only ever replaced whole).
+    """
+    if path.is_file() and path.stat().st_size <= HASH_LIMIT:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return "listing:" + _sha256(json.dumps(artifact_entries(path), sort_keys=True))
 
 
 def read_marker(stage: Stage, artifact: Path) -> dict[str, Any] | None:
@@ -142,9 +152,18 @@ def read_marker(stage: Stage, artifact: Path) -> dict[str, Any] | None:
         marker = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    if not isinstance(marker, dict) or marker.get("artifact") != path_signature(artifact):
+    if not isinstance(marker, dict) or not _unchanged(marker.get("artifact"), artifact):
         return None
     return marker
+
+
+def _unchanged(recorded: Any, artifact: Path) -> bool:
+    """Every file the stage wrote is still there, same size and mtime. Files added later (by a
+    consumer, e.g. datasets' cache files) do not make an output stale; edits and deletions do."""
+    if not isinstance(recorded, dict) or not recorded:
+        return False
+    current = artifact_entries(artifact)
+    return all(current.get(rel) == value for rel, value in recorded.items())
 
 
 def _git_head(path: Path) -> str | None:
@@ -296,7 +315,7 @@ def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug
     with atomic_file(marker) as handle:
         json.dump({
             "stage": stage.name, "fingerprint": fp, "output_id": uuid.uuid4().hex,
-            "artifact": path_signature(plan.artifact), "inputs": inputs,
+            "artifact": artifact_entries(plan.artifact), "inputs": inputs,
             "config": config_to_dict(plan.cfg), "seconds": round(seconds, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }, handle, indent=2, default=str)
@@ -317,6 +336,8 @@ def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) ->
             except UserError:
                 continue  # a section that does not validate on its own is no producer
             producers.setdefault(stage.artifact(cfg).resolve(), stage)
+    if not pcfg.dry_run:
+        _check_credentials(plans)
     rebuilt: set[Path] = set()
     summary = []
     for plan in plans:
@@ -350,6 +371,16 @@ def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) ->
         for name, status, why in summary:
             print(f"{name:<10} {status:<9} {why}")
     return 0
+
+
+def _check_credentials(plans: list[Plan]) -> None:
+    """Every Hub target the run will push to, checked before the first stage starts: a missing or
+    rejected token must not surface hours later, at the end of training."""
+    from codelora import hub
+
+    for target in dict.fromkeys(getattr(p.cfg, "push_to_hub", None) for p in plans):
+        if target:
+            hub.check_push_access(target)
 
 
 def _resolve(value: str) -> Path | None:

@@ -203,6 +203,19 @@ def test_hand_edited_output_is_rebuilt(project, tmp_path):
     assert "tampered" not in (tmp_path / "runs/demo/merged/model.json").read_text()
 
 
+def test_files_added_by_consumers_do_not_make_an_output_stale(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    ran()
+    # datasets writes cache-*.arrow beside a saved dataset when train/benchmark map over it.
+    (tmp_path / "data/prepared/cache-0123abcd.arrow").write_bytes(b"arrow")
+    (tmp_path / "runs/demo/merged/notes.txt").write_text("added later")
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == []
+    (tmp_path / "data/prepared/data.json").unlink()  # a file the stage wrote is gone: rebuild
+    assert pipeline.main(["--config", str(project)]) == 0
+    assert ran() == ["preprocess", "train", "merge", "benchmark"]
+
+
 def test_failed_stage_leaves_no_marker_to_trust(project, tmp_path):
     assert pipeline.main(["--config", str(project)]) == 0
     edit(project, "train", learning_rate=1e-3)
@@ -323,3 +336,16 @@ def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart():
     assert all(p.startswith(".demo/") for p in local)
     assert cfg["train"].load_in_4bit is False and cfg["benchmark"].tasks == ["heldout"]
     assert cfg["bootstrap"].max_positions >= cfg["preprocess"].prompt_tokens + cfg["preprocess"].completion_tokens
+
+
+def test_push_credentials_are_checked_before_the_first_stage(project, tmp_path, monkeypatch, capsys):
+    from hub_server import FakeHub, point_clients_at
+
+    edit(project, "merge", push_to_hub="tester/merged")
+    with FakeHub(tmp_path / "hub", tokens={"hf_good": ("tester", "write")}) as server:
+        point_clients_at(monkeypatch, server.url, tmp_path / "hf-home", token="hf_revoked")
+        assert pipeline.main(["--config", str(project)]) == 2
+        assert "rejected the token (HTTP 401)" in capsys.readouterr().err
+        assert ran() == []  # not even parse ran
+        point_clients_at(monkeypatch, server.url, tmp_path / "hf-home", token=None)
+        assert pipeline.main(["--config", str(project), "--dry-run"]) == 0  # a dry run pushes nothing
