@@ -293,8 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
         while True:  # bounded: every chunk adds to `total`, capped at MAX_BODY
             size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                while self.rfile.readline(1024).strip():  # trailers, then the blank line
-                    pass
+                for _ in range(100):  # trailers (at most 100), then the blank line
+                    if not self.rfile.readline(1024).strip():
+                        break
                 return b"".join(parts)
             total += size
             if total > MAX_BODY:

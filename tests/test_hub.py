@@ -290,3 +290,40 @@ def test_is_hub_id(name, expected, tmp_path, monkeypatch):
     if name == "data/x":  # an existing local directory wins over the Hub reading
         (tmp_path / "data" / "x").mkdir(parents=True)
         assert hub.is_hub_id(name) is False
+
+
+# ------------------------------------------------------------------------------ the fake itself
+
+
+def test_fake_hub_ranges_chunked_bodies_and_unknown_routes(hub_env, tmp_path):
+    import http.client
+    from urllib.parse import urlsplit
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "data.txt").write_text("0123456789")
+    hub.push_folder(folder, "tester/ranges", token=WRITE)
+    host = urlsplit(hub_env.url)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+
+    def request(method, path, body=None, headers=None, chunked=False):
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+
+    status, headers, body = request("GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=2-5"})
+    assert (status, body, headers["Content-Range"]) == (206, b"2345", "bytes 2-5/10")
+    assert request("GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=-3"})[2] == b"789"
+    assert request("GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=20-"})[0] == 416
+    status, headers, _ = request("HEAD", "/tester/ranges/resolve/main/missing.txt")
+    assert status == 404 and headers["X-Error-Code"] == "EntryNotFound" and "X-Repo-Commit" in headers
+
+    bad_card = json.dumps({"content": "---\nlicense: [unclosed\n---\n\n# x\n"}).encode()
+    pieces = iter([bad_card[:10], bad_card[10:]])  # an iterable body is sent chunked
+    status, _, body = request("POST", "/api/validate-yaml", body=pieces, chunked=True,
+                              headers={"Content-Type": "application/json"})
+    assert status == 400 and b"invalid YAML" in body
+
+    assert request("GET", "/api/spaces/tester/x")[0] == 404
+    assert hub_env.unhandled == [("GET", "/api/spaces/tester/x")]
+    conn.close()
