@@ -79,15 +79,21 @@ def parse_results(output: str) -> list[Figure]:
         rest = match.group("rest")
         target = _TARGET.search(rest)
         ok = _OK.search(rest)
-        figures.append(Figure(match.group("name"), match.group("value"),
-                              target.group("target").strip() if target else "",
-                              None if ok is None else ok.group("ok").lower() == "true"))
+        figures.append(
+            Figure(
+                match.group("name"),
+                match.group("value"),
+                target.group("target").strip() if target else "",
+                None if ok is None else ok.group("ok").lower() == "true",
+            )
+        )
     return figures
 
 
 def discover(bench_dir: Path, only: list[str] | None = None) -> list[Path]:
-    scripts = sorted(p for p in bench_dir.glob("*.py")
-                     if p.name != Path(__file__).name and not p.name.startswith("_"))
+    scripts = sorted(
+        p for p in bench_dir.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_")
+    )
     if only:
         wanted = {name.removesuffix(".py") for name in only}
         missing = wanted - {p.stem for p in scripts}
@@ -101,8 +107,9 @@ def run_script(script: Path, timeout: float, log_dir: Path) -> ScriptRun:
     start = time.monotonic()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
         output, code = proc.stdout + proc.stderr, proc.returncode
         figures = parse_results(proc.stdout)
     except subprocess.TimeoutExpired as err:
@@ -140,7 +147,9 @@ def render(runs: list[ScriptRun]) -> str:
             lines.append(f"| {run.script} | (no RESULT lines) | | | {'✗' if not run.passed else '—'} |")
         for fig in run.figures:
             mark = {True: "✓", False: "✗", None: "—"}[fig.ok]
-            lines.append(f"| {run.script} | {fig.name} | {fig.value} | {fig.target.replace('|', '/')} | {mark} |")
+            lines.append(
+                f"| {run.script} | {fig.name} | {fig.value} | {fig.target.replace('|', '/')} | {mark} |"
+            )
     lines += ["", "| script | exit code | seconds |", "|---|---|---|"]
     for run in runs:
         code = "timeout" if run.returncode is None else str(run.returncode)
@@ -170,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_all: {script.name} ...", flush=True)
         run = run_script(script, args.timeout, args.bench_dir / "out")
         status = "ok" if run.passed else "FAILED" if run.returncode != 0 else "target missed"
-        print(f"run_all: {script.name}: {status} in {run.seconds:.0f} s, {len(run.figures)} figure(s)", flush=True)
+        print(
+            f"run_all: {script.name}: {status} in {run.seconds:.0f} s, {len(run.figures)} figure(s)",
+            flush=True,
+        )
         for fig in run.figures:
             print(f"    {fig.name} = {fig.value}  target {fig.target or '-'}  ok {fig.ok}")
         runs.append(run)

@@ -43,8 +43,11 @@ def collect_files(cfg: BootstrapConfig) -> list[Path]:
         if root.is_file():
             candidates = [(root, root.name)]
         elif root.is_dir():
-            candidates = [(p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*"))
-                          if p.is_file() and p.suffix in cfg.extensions]
+            candidates = [
+                (p, p.relative_to(root).as_posix())
+                for p in sorted(root.rglob("*"))
+                if p.is_file() and p.suffix in cfg.extensions
+            ]
         else:
             raise UserError(f"--inputs: {root} does not exist")
         for path, rel in candidates:
@@ -95,7 +98,7 @@ def get_batch(stream, seq_length: int, batch_size: int, generator):
     import torch
 
     starts = torch.randint(0, len(stream) - seq_length - 1, (batch_size,), generator=generator)
-    block = torch.stack([stream[s:s + seq_length + 1] for s in starts.tolist()])
+    block = torch.stack([stream[s : s + seq_length + 1] for s in starts.tolist()])
     return block[:, :-1], block[:, 1:]
 
 
@@ -114,9 +117,12 @@ def estimate_loss(model, stream, seq_length: int, max_batches: int = 8) -> float
     losses = []
     with torch.no_grad():
         for i in range(0, n, 8):
-            logits = model(x[i:i + 8]).logits
-            losses.append(F.cross_entropy(logits.reshape(-1, logits.size(-1)), y[i:i + 8].reshape(-1),
-                                          reduction="sum").item())
+            logits = model(x[i : i + 8]).logits
+            losses.append(
+                F.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)), y[i : i + 8].reshape(-1), reduction="sum"
+                ).item()
+            )
     model.train()
     return sum(losses) / (n * seq_length)
 
@@ -128,12 +134,20 @@ def pretrain(model, train_stream, eval_stream, cfg: BootstrapConfig) -> dict[str
 
     decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices decay; norms and biases don't
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate, betas=(0.9, 0.95))
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+        betas=(0.9, 0.95),
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     initial = estimate_loss(model, eval_stream, cfg.seq_length)
-    log.info("pretraining %d steps of %d x %d tokens; eval loss before: %.3f", cfg.steps, cfg.batch_size,
-             cfg.seq_length, initial)
+    log.info(
+        "pretraining %d steps of %d x %d tokens; eval loss before: %.3f",
+        cfg.steps,
+        cfg.batch_size,
+        cfg.seq_length,
+        initial,
+    )
     model.train()
     start, step, loss_value = time.monotonic(), 0, float("nan")
     for step in range(cfg.steps):
@@ -149,16 +163,27 @@ def pretrain(model, train_stream, eval_stream, cfg: BootstrapConfig) -> dict[str
         loss_value = loss.item()
         elapsed = time.monotonic() - start
         if step % 25 == 0 or step == cfg.steps - 1:
-            log.info("step %d/%d  loss %.3f  lr %.2e  %.0fs", step + 1, cfg.steps, loss_value, lr_at(step, cfg),
-                     elapsed)
+            log.info(
+                "step %d/%d  loss %.3f  lr %.2e  %.0fs",
+                step + 1,
+                cfg.steps,
+                loss_value,
+                lr_at(step, cfg),
+                elapsed,
+            )
         if cfg.max_seconds is not None and elapsed > cfg.max_seconds:
             log.info("time budget of %.0fs reached after %d steps", cfg.max_seconds, step + 1)
             break
     final = estimate_loss(model, eval_stream, cfg.seq_length)
     seconds = time.monotonic() - start
     log.info("eval loss %.3f -> %.3f in %.0fs", initial, final, seconds)
-    return {"steps_done": step + 1, "seconds": round(seconds, 2), "last_train_loss": loss_value,
-            "eval_loss_before": initial, "eval_loss_after": final}
+    return {
+        "steps_done": step + 1,
+        "seconds": round(seconds, 2),
+        "last_train_loss": loss_value,
+        "eval_loss_before": initial,
+        "eval_loss_after": final,
+    }
 
 
 def bootstrap(cfg: BootstrapConfig) -> Path:
@@ -173,7 +198,9 @@ def bootstrap(cfg: BootstrapConfig) -> Path:
     files = collect_files(cfg)
     texts = read_texts(files)
     if not texts:
-        raise UserError(f"no text files found in {', '.join(cfg.inputs)} (extensions: {' '.join(cfg.extensions)})")
+        raise UserError(
+            f"no text files found in {', '.join(cfg.inputs)} (extensions: {' '.join(cfg.extensions)})"
+        )
     n_chars = sum(len(t) for t in texts)
     log.info("bootstrap corpus: %d files, %.1f MB of text", len(texts), n_chars / 1e6)
 
@@ -187,22 +214,42 @@ def bootstrap(cfg: BootstrapConfig) -> Path:
     # The held-out tail: a contiguous stretch of documents the model never trains on.
     train_stream, eval_stream = stream[:-n_eval], stream[-n_eval:]
 
-    model = make_tiny_phi(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, layers=cfg.layers,
-                          heads=cfg.heads, max_positions=cfg.max_positions)
+    model = make_tiny_phi(
+        tokenizer,
+        seed=cfg.seed,
+        hidden_size=cfg.hidden_size,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        max_positions=cfg.max_positions,
+    )
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %d layers x %d wide, %.2fM parameters, vocabulary %d", cfg.layers, cfg.hidden_size,
-             n_params / 1e6, len(tokenizer))
+    log.info(
+        "model: %d layers x %d wide, %.2fM parameters, vocabulary %d",
+        cfg.layers,
+        cfg.hidden_size,
+        n_params / 1e6,
+        len(tokenizer),
+    )
     stats = pretrain(model, train_stream, eval_stream, cfg)
 
     with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp / "bootstrap_config.yaml")
-        write_json(tmp / "bootstrap.json", {
-            "files": len(texts), "characters": n_chars, "tokens": len(stream), "train_tokens": len(train_stream),
-            "eval_tokens": len(eval_stream), "vocab_size": len(tokenizer), "parameters": n_params, **stats,
-            "file_list": [str(p) for p in files],
-        })
+        write_json(
+            tmp / "bootstrap.json",
+            {
+                "files": len(texts),
+                "characters": n_chars,
+                "tokens": len(stream),
+                "train_tokens": len(train_stream),
+                "eval_tokens": len(eval_stream),
+                "vocab_size": len(tokenizer),
+                "parameters": n_params,
+                **stats,
+                "file_list": [str(p) for p in files],
+            },
+        )
     log.info("wrote %s", out)
     return out
 

@@ -64,9 +64,7 @@ def check_push_access(repo_id: str) -> str:
         raise UserError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set (unset it to push)")
     token = get_token()
     if not token:
-        raise UserError(
-            f"cannot push to {repo_id}: no Hub credentials (run `hf auth login` or set HF_TOKEN)"
-        )
+        raise UserError(f"cannot push to {repo_id}: no Hub credentials (run `hf auth login` or set HF_TOKEN)")
     try:
         info = HfApi(token=token).whoami(cache=False)
     except HfHubHTTPError as err:
@@ -77,7 +75,9 @@ def check_push_access(repo_id: str) -> str:
     except OfflineModeIsEnabled:
         raise UserError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set (unset it to push)") from None
     except Exception as err:  # noqa: BLE001 - httpx transport errors, DNS, TLS: all "cannot reach"
-        raise UserError(f"cannot push to {repo_id}: cannot reach the Hub at {constants.ENDPOINT} ({err})") from None
+        raise UserError(
+            f"cannot push to {repo_id}: cannot reach the Hub at {constants.ENDPOINT} ({err})"
+        ) from None
     _check_write_permission(repo_id, info)
     return token
 
@@ -87,8 +87,9 @@ def _check_write_permission(repo_id: str, whoami: Mapping[str, Any]) -> None:
     user = whoami.get("name")
     orgs = {org.get("name") for org in whoami.get("orgs", []) if isinstance(org, Mapping)}
     if user and namespace != user and namespace not in orgs:
-        raise UserError(f"cannot push to {repo_id}: the token belongs to {user!r}, who is not a member of "
-                        f"{namespace!r}")
+        raise UserError(
+            f"cannot push to {repo_id}: the token belongs to {user!r}, who is not a member of {namespace!r}"
+        )
     access = whoami.get("auth", {}).get("accessToken", {}) if isinstance(whoami.get("auth"), Mapping) else {}
     role = access.get("role")
     if role == "read":
@@ -104,8 +105,10 @@ def _check_write_permission(repo_id: str, whoami: Mapping[str, Any]) -> None:
                 if isinstance(s, Mapping) and "repo.write" in s.get("permissions", [])
             }
             if not ({namespace, repo_id} & allowed):
-                raise UserError(f"cannot push to {repo_id}: the fine-grained token has no repo.write "
-                                f"permission for {namespace!r}")
+                raise UserError(
+                    f"cannot push to {repo_id}: the fine-grained token has no repo.write "
+                    f"permission for {namespace!r}"
+                )
 
 
 # --------------------------------------------------------------------------------------- cards
@@ -126,7 +129,7 @@ def parse_card(text: str) -> tuple[dict[str, Any], str]:
     meta = yaml.safe_load(match.group(1)) or {}
     if not isinstance(meta, dict):
         raise ValueError("card metadata must be a YAML mapping")
-    return meta, text[match.end():]
+    return meta, text[match.end() :]
 
 
 def _fmt(value: Any) -> str:
@@ -135,7 +138,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}".rstrip("0").rstrip(".")
+        return (
+            f"{value:.4g}"
+            if abs(value) < 1e-3 or abs(value) >= 1e5
+            else f"{value:.4f}".rstrip("0").rstrip(".")
+        )
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (list, tuple)):
@@ -168,8 +175,13 @@ def _versions(*packages: str) -> dict[str, str]:
 
 def _size_category(n: int) -> str:
     """The Hub's size_categories bucket for a row count."""
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
         if n < limit:
             return label
     return "10M<n<100M"
@@ -221,13 +233,18 @@ def dataset_card(
         "## Source",
         markdown_table(["repository", "commit"], source_rows),
         "## Splits",
-        markdown_table(["split", "files", "examples"], split_rows + [("**total**", sum((split_files or {}).values())
-                                                                      if split_files else None, total)]),
+        markdown_table(
+            ["split", "files", "examples"],
+            split_rows + [("**total**", sum((split_files or {}).values()) if split_files else None, total)],
+        ),
         "## Filters and cleaning",
         _kv_table(filters),
     ]
     if windowing:
-        sections += ["## Windowing", _kv_table({**({"tokenizer": tokenizer} if tokenizer else {}), **windowing})]
+        sections += [
+            "## Windowing",
+            _kv_table({**({"tokenizer": tokenizer} if tokenizer else {}), **windowing}),
+        ]
     if stats:
         sections += ["## Statistics", _kv_table(stats, "statistic")]
     sections += [
@@ -236,8 +253,8 @@ def dataset_card(
         "- `completion` (string): the code that follows, the training target.",
         "## Usage",
         "```python\nfrom datasets import load_dataset\n\n"
-        f"ds = load_dataset(\"{repo_id or 'USER/NAME'}\")\n"
-        "print(ds[\"train\"][0][\"prompt\"])\n```",
+        f'ds = load_dataset("{repo_id or "USER/NAME"}")\n'
+        'print(ds["train"][0]["prompt"])\n```',
         "## Licence",
         f"The examples are excerpts of the source repositories and keep their licence (`{license}`).",
     ]
@@ -269,7 +286,11 @@ def adapter_card(
     }
     results = {"eval_loss": eval_loss, "train_loss": train_loss, **(metrics or {})}
     results = {k: v for k, v in results.items() if v is not None}
-    if "eval_loss" in results and isinstance(results["eval_loss"], (int, float)) and results["eval_loss"] < 50:
+    if (
+        "eval_loss" in results
+        and isinstance(results["eval_loss"], (int, float))
+        and results["eval_loss"] < 50
+    ):
         results["eval_perplexity"] = math.exp(results["eval_loss"])
     sections = [
         f"# {title or 'LoRA adapter for ' + base_model}",
@@ -277,20 +298,25 @@ def adapter_card(
         f"`{dataset}` with loss on the completion tokens only. Load it on top of its base model, or use "
         "the merged model if one was published.",
         "## Usage",
-        "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        f"base = AutoModelForCausalLM.from_pretrained(\"{base_model}\")\n"
-        f"model = PeftModel.from_pretrained(base, \"{repo_id or 'USER/NAME'}\")\n"
-        f"tokenizer = AutoTokenizer.from_pretrained(\"{repo_id or 'USER/NAME'}\")\n```",
+        "```python\nfrom peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")\n'
+        f'model = PeftModel.from_pretrained(base, "{repo_id or "USER/NAME"}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id or "USER/NAME"}")\n```',
         "## Training data",
-        f"`{dataset}`" + (f" ([dataset card](https://huggingface.co/datasets/{dataset}))" if is_hub_id(dataset) else ""),
+        f"`{dataset}`"
+        + (f" ([dataset card](https://huggingface.co/datasets/{dataset}))" if is_hub_id(dataset) else ""),
         "## Hyperparameters",
         _kv_table(hyperparameters, "hyperparameter"),
     ]
     if results:
         sections += ["## Results", _kv_table(results, "metric")]
-    sections += ["## Framework versions",
-                 _kv_table(_versions("peft", "transformers", "torch", "datasets", "bitsandbytes"), "package",
-                           "version")]
+    sections += [
+        "## Framework versions",
+        _kv_table(
+            _versions("peft", "transformers", "torch", "datasets", "bitsandbytes"), "package", "version"
+        ),
+    ]
     return render_card(metadata, "\n\n".join(sections))
 
 
@@ -328,7 +354,9 @@ def merged_card(
         {
             "task": {"type": "text-generation"},
             "dataset": {"name": str(row["task"]), "type": str(row["task"])},
-            "metrics": [{"type": str(row["metric"]), "value": float(row[finetuned_key]), "name": str(row["metric"])}],
+            "metrics": [
+                {"type": str(row["metric"]), "value": float(row[finetuned_key]), "name": str(row["metric"])}
+            ],
         }
         for row in benchmark
         if isinstance(row.get(finetuned_key), (int, float)) and not isinstance(row.get(finetuned_key), bool)
@@ -341,27 +369,44 @@ def merged_card(
         "transformers model: no peft needed at inference).",
         "## Usage",
         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        f"model = AutoModelForCausalLM.from_pretrained(\"{repo_id or 'USER/NAME'}\")\n"
-        f"tokenizer = AutoTokenizer.from_pretrained(\"{repo_id or 'USER/NAME'}\")\n```",
+        f'model = AutoModelForCausalLM.from_pretrained("{repo_id or "USER/NAME"}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id or "USER/NAME"}")\n```',
     ]
     if benchmark:
-        extra = [k for row in benchmark for k in row if k not in ("task", "metric", baseline_key, finetuned_key)]
+        extra = [
+            k for row in benchmark for k in row if k not in ("task", "metric", baseline_key, finetuned_key)
+        ]
         extra = list(dict.fromkeys(extra))
         headers = ["task", "metric", baseline_key, finetuned_key, "Δ", *extra]
         rows = []
         for row in benchmark:
             base, tuned = row.get(baseline_key), row.get(finetuned_key)
-            delta = tuned - base if isinstance(base, (int, float)) and isinstance(tuned, (int, float)) else None
-            rows.append([row.get("task"), row.get("metric"), base, tuned,
-                         f"{delta:+.4g}" if delta is not None else None, *(row.get(k) for k in extra)])
-        sections += ["## Benchmark", f"Base model (`{base_model}`) against this model, same prompts and decoding.",
-                     markdown_table(headers, rows)]
+            delta = (
+                tuned - base if isinstance(base, (int, float)) and isinstance(tuned, (int, float)) else None
+            )
+            rows.append(
+                [
+                    row.get("task"),
+                    row.get("metric"),
+                    base,
+                    tuned,
+                    f"{delta:+.4g}" if delta is not None else None,
+                    *(row.get(k) for k in extra),
+                ]
+            )
+        sections += [
+            "## Benchmark",
+            f"Base model (`{base_model}`) against this model, same prompts and decoding.",
+            markdown_table(headers, rows),
+        ]
     if dataset:
         sections += ["## Training data", f"`{dataset}`"]
     if hyperparameters:
         sections += ["## Training hyperparameters", _kv_table(hyperparameters, "hyperparameter")]
-    sections += ["## Framework versions",
-                 _kv_table(_versions("transformers", "peft", "torch"), "package", "version")]
+    sections += [
+        "## Framework versions",
+        _kv_table(_versions("transformers", "peft", "torch"), "package", "version"),
+    ]
     return render_card(metadata, "\n\n".join(sections))
 
 
@@ -377,9 +422,17 @@ def _folder_files(folder: Path) -> list[str]:
     return files
 
 
-def push_folder(folder: str | Path, repo_id: str, *, token: str, card: str | None = None,
-                repo_type: str = "model", private: bool = False, message: str = "Upload with codelora",
-                delete_stale: bool = True) -> str:
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str,
+    card: str | None = None,
+    repo_type: str = "model",
+    private: bool = False,
+    message: str = "Upload with codelora",
+    delete_stale: bool = True,
+) -> str:
     """Create `repo_id` if needed and upload `folder` (plus README.md = card) in ONE commit.
 
     One commit, so the repo never shows weights without their card or a half-uploaded model.
@@ -396,7 +449,9 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str, card: str | Non
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     files = [f for f in _folder_files(folder) if card is None or f != "README.md"]
-    operations: list[Any] = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
+    operations: list[Any] = [
+        CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files
+    ]
     if card is not None:
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
     if delete_stale:
@@ -424,8 +479,13 @@ def push_dataset(dataset_dict, repo_id: str, *, token: str, card: str, private: 
     generated, _ = parse_card(Path(generated_path).read_text(encoding="utf-8"))
     merged = {**ours, **{k: v for k, v in generated.items() if k in ("dataset_info", "configs")}}
     api = HfApi(token=token)
-    api.upload_file(path_or_fileobj=render_card(merged, body).encode("utf-8"), path_in_repo="README.md",
-                    repo_id=repo_id, repo_type="dataset", commit_message="Add dataset card")
+    api.upload_file(
+        path_or_fileobj=render_card(merged, body).encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="Add dataset card",
+    )
     url = f"{api.endpoint}/datasets/{repo_id}"
     log.info("pushed dataset (%s) to %s", ", ".join(f"{k}: {len(v)}" for k, v in dataset_dict.items()), url)
     return url

@@ -93,7 +93,9 @@ STAGES: dict[str, Stage] = {
         Stage("bootstrap", BootstrapConfig, ("output",), lambda c: Path(c.output)),
         Stage("parse", ParseConfig, ("output",), lambda c: Path(c.output), is_dir=False),
         Stage("preprocess", PreprocessConfig, ("output",), lambda c: Path(c.output)),
-        Stage("train", TrainConfig, ("output_dir",), lambda c: Path(c.output_dir) / "adapter", resumable=True),
+        Stage(
+            "train", TrainConfig, ("output_dir",), lambda c: Path(c.output_dir) / "adapter", resumable=True
+        ),
         Stage("merge", MergeConfig, ("output",), lambda c: Path(c.output)),
         Stage("benchmark", BenchmarkConfig, ("output",), lambda c: Path(c.output)),
     ]
@@ -114,7 +116,11 @@ def _sha256(data: bytes | str) -> str:
 def _ignored(name: str) -> bool:
     """Files that are not part of an artifact: our markers, temp files, and the `cache-*.arrow`
     files datasets writes beside a saved dataset whenever a consumer maps over it."""
-    return name.endswith((MARKER, ATTEMPT)) or ".tmp" in name or (name.startswith("cache-") and name.endswith(".arrow"))
+    return (
+        name.endswith((MARKER, ATTEMPT))
+        or ".tmp" in name
+        or (name.startswith("cache-") and name.endswith(".arrow"))
+    )
 
 
 def artifact_entries(path: Path) -> dict[str, list[int]]:
@@ -168,8 +174,13 @@ def _unchanged(recorded: Any, artifact: Path) -> bool:
 
 def _git_head(path: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=30, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -177,7 +188,7 @@ def _git_head(path: Path) -> str | None:
 
 def input_identity(value: str, producers: dict[Path, Stage]) -> str | None:
     """What an input string refers to, when it is something local; None for Hub ids, URLs etc."""
-    text = value[len("file://"):] if value.startswith("file://") else value
+    text = value[len("file://") :] if value.startswith("file://") else value
     if not text or "\n" in text or len(text) > 4096:
         return None
     path = Path(text).expanduser()
@@ -218,7 +229,9 @@ def fingerprint(stage: Stage, cfg: Any, producers: dict[Path, Stage]) -> tuple[s
         identity = input_identity(value, producers)
         if identity is not None:
             inputs[value] = identity
-    blob = json.dumps({"stage": stage.name, "config": settings, "inputs": inputs}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"stage": stage.name, "config": settings, "inputs": inputs}, sort_keys=True, default=str
+    )
     return _sha256(blob), inputs
 
 
@@ -236,7 +249,9 @@ def load_plans(pcfg: PipelineConfig, config_path: str) -> list[Plan]:
     """Every selected stage's config, resolved and validated before anything runs."""
     values = load_yaml(config_path)
     if not any(key in SECTIONS for key in values):
-        raise UserError(f"{config_path}: the pipeline needs a sectioned config (parse:, preprocess:, train: ...)")
+        raise UserError(
+            f"{config_path}: the pipeline needs a sectioned config (parse:, preprocess:, train: ...)"
+        )
     unused = [k for k in values if k in STAGES and k not in pcfg.stages]
     if unused:
         log.info("config sections not selected by --stages: %s", ", ".join(unused))
@@ -313,12 +328,21 @@ def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug
     if not plan.artifact.exists():
         raise UserError(f"stage {stage.name} finished but wrote no {plan.artifact}")
     with atomic_file(marker) as handle:
-        json.dump({
-            "stage": stage.name, "fingerprint": fp, "output_id": uuid.uuid4().hex,
-            "artifact": artifact_entries(plan.artifact), "inputs": inputs,
-            "config": config_to_dict(plan.cfg), "seconds": round(seconds, 1),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }, handle, indent=2, default=str)
+        json.dump(
+            {
+                "stage": stage.name,
+                "fingerprint": fp,
+                "output_id": uuid.uuid4().hex,
+                "artifact": artifact_entries(plan.artifact),
+                "inputs": inputs,
+                "config": config_to_dict(plan.cfg),
+                "seconds": round(seconds, 1),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            handle,
+            indent=2,
+            default=str,
+        )
     if stage.resumable:
         (Path(plan.cfg.output_dir) / ATTEMPT).unlink(missing_ok=True)
     log.info("✔ %s done in %.1fs", stage.name, seconds)
@@ -361,8 +385,13 @@ def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) ->
         log.info("%s: %s", plan.stage.name, why)
         rc = run_one(plan, config_path, fp, inputs, debug)
         if rc:
-            log.error("stage %s failed (exit code %d); finished stages are kept: rerun the same command "
-                      "to continue from %s", plan.stage.name, rc, plan.stage.name)
+            log.error(
+                "stage %s failed (exit code %d); finished stages are kept: rerun the same command "
+                "to continue from %s",
+                plan.stage.name,
+                rc,
+                plan.stage.name,
+            )
             return rc
         summary.append((plan.stage.name, "ran", why))
     for name, status, why in summary:
@@ -384,7 +413,7 @@ def _check_credentials(plans: list[Plan]) -> None:
 
 
 def _resolve(value: str) -> Path | None:
-    text = value[len("file://"):] if value.startswith("file://") else value
+    text = value[len("file://") :] if value.startswith("file://") else value
     try:
         return Path(text).expanduser().resolve() if text else None
     except (OSError, RuntimeError):
@@ -394,8 +423,12 @@ def _resolve(value: str) -> Path | None:
 def _warn_unpushed(plan: Plan) -> None:
     target = getattr(plan.cfg, "push_to_hub", None)
     if target:
-        log.warning("%s was skipped, so nothing was pushed to %s: add --force-stages %s to push",
-                    plan.stage.name, target, plan.stage.name)
+        log.warning(
+            "%s was skipped, so nothing was pushed to %s: add --force-stages %s to push",
+            plan.stage.name,
+            target,
+            plan.stage.name,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -412,8 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"codelora pipeline: error: {err}", file=sys.stderr)
             return 2
         if not any(key in SECTIONS for key in values):
-            print(f"codelora pipeline: error: {known.config}: the pipeline needs a sectioned config "
-                  "(parse:, preprocess:, train: ...; see configs/)", file=sys.stderr)
+            print(
+                f"codelora pipeline: error: {known.config}: the pipeline needs a sectioned config "
+                "(parse:, preprocess:, train: ...; see configs/)",
+                file=sys.stderr,
+            )
             return 2
 
     def pipeline(cfg: PipelineConfig) -> int:

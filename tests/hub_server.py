@@ -41,7 +41,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -51,8 +50,25 @@ import yaml
 
 MAX_BODY = 256 * 1024 * 1024  # refuse request bodies above 256 MiB: tests push kilobytes to megabytes
 # Extensions the Hub's default .gitattributes routes through LFS, whatever their size.
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".parquet", ".arrow", ".h5", ".onnx",
-                ".msgpack", ".model", ".npy", ".npz", ".pkl", ".zip", ".gz", ".tar")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".parquet",
+    ".arrow",
+    ".h5",
+    ".onnx",
+    ".msgpack",
+    ".model",
+    ".npy",
+    ".npz",
+    ".pkl",
+    ".zip",
+    ".gz",
+    ".tar",
+)
 INVALID_TOKEN = "Invalid credentials in Authorization header"
 
 
@@ -115,8 +131,13 @@ def git_blob_oid(data: bytes) -> str:
 class FakeHub:
     """The server plus its state. `tokens` maps a token to (user name, role)."""
 
-    def __init__(self, root: str | Path, tokens: dict[str, tuple[str, str]] | None = None,
-                 orgs: dict[str, list[str]] | None = None, lfs_threshold: int = 10 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        tokens: dict[str, tuple[str, str]] | None = None,
+        orgs: dict[str, list[str]] | None = None,
+        lfs_threshold: int = 10 * 1024 * 1024,
+    ) -> None:
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.objects.mkdir(parents=True, exist_ok=True)
@@ -148,8 +169,9 @@ class FakeHub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-hub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-hub", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -192,7 +214,9 @@ class FakeHub:
     def get_repo(self, repo_type: str, repo_id: str, token: str | None, write: bool = False) -> Repo:
         user = self.user_for(token)
         repo = self.repos.get((repo_type, repo_id))
-        visible = repo is not None and (not repo.private or (user is not None and self.may_write(user, repo.owner)))
+        visible = repo is not None and (
+            not repo.private or (user is not None and self.may_write(user, repo.owner))
+        )
         if not visible:
             raise HubError(404, "Repository not found", "RepoNotFound")
         assert repo is not None
@@ -305,10 +329,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
-        return auth[len("Bearer "):].strip() or None if auth.startswith("Bearer ") else None
+        return auth[len("Bearer ") :].strip() or None if auth.startswith("Bearer ") else None
 
-    def _send(self, status: int, body: bytes = b"", content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -343,9 +372,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(401, INVALID_TOKEN)
         name, role = user
         orgs = [{"type": "org", "name": org, "roleInOrg": "write"} for org in self.fake.orgs.get(name, [])]
-        self._json({"type": "user", "id": hashlib.md5(name.encode()).hexdigest()[:24], "name": name,
-                    "fullname": name.title(), "orgs": orgs,
-                    "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": role}}})
+        self._json(
+            {
+                "type": "user",
+                "id": hashlib.md5(name.encode()).hexdigest()[:24],
+                "name": name,
+                "fullname": name.title(),
+                "orgs": orgs,
+                "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": role}},
+            }
+        )
 
     def h_create_repo(self, body: bytes) -> None:
         user = self.fake.user_for(self._token())
@@ -365,15 +401,20 @@ class _Handler(BaseHTTPRequestHandler):
         if key in self.fake.repos:
             # Like the Hub, a 409 still names the repo URL (create_repo(exist_ok=True) returns it).
             message = "You already created this repo"
-            self._json({"error": message, "url": self._repo_url(self.fake.repos[key])}, status=409,
-                       headers={"X-Error-Message": message})
+            self._json(
+                {"error": message, "url": self._repo_url(self.fake.repos[key])},
+                status=409,
+                headers={"X-Error-Message": message},
+            )
             return
         repo = Repo(repo_type, key[1], owner=namespace, private=payload.get("visibility") == "private")
         # The Hub creates repos with one commit holding .gitattributes.
         attributes = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in LFS_SUFFIXES).encode()
         self._apply_commit(repo, "Initial commit", "", {".gitattributes": self._regular_blob(attributes)}, [])
         self.fake.repos[key] = repo
-        self._json({"url": self._repo_url(repo), "name": key[1], "id": hashlib.md5(key[1].encode()).hexdigest()})
+        self._json(
+            {"url": self._repo_url(repo), "name": key[1], "id": hashlib.md5(key[1].encode()).hexdigest()}
+        )
 
     def h_validate_yaml(self, body: bytes) -> None:
         content = json.loads(body or b"{}").get("content", "")
@@ -399,12 +440,24 @@ class _Handler(BaseHTTPRequestHandler):
             if blob.lfs:
                 entry["lfs"] = {"size": blob.size, "sha256": blob.sha256, "pointerSize": blob.pointer_size}
             siblings.append(entry)
-        self._json({
-            "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
-            "author": repo.owner, "sha": commit.oid, "lastModified": commit.date, "createdAt": commit.date,
-            "private": repo.private, "gated": False, "disabled": False, "downloads": 0, "likes": 0,
-            "tags": list(card.get("tags", []) or []), "cardData": card, "siblings": siblings,
-        })
+        self._json(
+            {
+                "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
+                "id": repo.repo_id,
+                "author": repo.owner,
+                "sha": commit.oid,
+                "lastModified": commit.date,
+                "createdAt": commit.date,
+                "private": repo.private,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": list(card.get("tags", []) or []),
+                "cardData": card,
+                "siblings": siblings,
+            }
+        )
 
     def _card_data(self, commit: Commit) -> dict[str, Any]:
         blob = commit.files.get("README.md")
@@ -417,7 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def h_refs(self, body: bytes, kind: str, ns: str, name: str) -> None:
         repo = self._repo(kind, ns, name)
-        branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid} for b, oid in repo.branches.items()]
+        branches = [
+            {"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid} for b, oid in repo.branches.items()
+        ]
         self._json({"branches": branches, "converts": [], "tags": []})
 
     def h_commits(self, body: bytes, kind: str, ns: str, name: str, rev: str) -> None:
@@ -425,8 +480,15 @@ class _Handler(BaseHTTPRequestHandler):
         commit: Commit | None = repo.resolve(rev)
         history = []
         while commit is not None:  # bounded by the number of commits in the repo
-            history.append({"id": commit.oid, "title": commit.title, "message": commit.message,
-                            "date": commit.date, "authors": [{"user": repo.owner}]})
+            history.append(
+                {
+                    "id": commit.oid,
+                    "title": commit.title,
+                    "message": commit.message,
+                    "date": commit.date,
+                    "authors": [{"user": repo.owner}],
+                }
+            )
             commit = repo.commits.get(commit.parent) if commit.parent else None
         self._json(history)
 
@@ -460,7 +522,7 @@ class _Handler(BaseHTTPRequestHandler):
         def wanted(p: str) -> bool:
             if not p.startswith(prefix):
                 return False
-            return recursive or "/" not in p[len(prefix):]
+            return recursive or "/" not in p[len(prefix) :]
 
         entries = [self._dir_entry(d, commit) for d in sorted(dirs) if wanted(d)]
         entries += [self._file_entry(p, b) for p, b in sorted(commit.files.items()) if wanted(p)]
@@ -518,8 +580,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "verify": {"href": f"{self.fake.url}/__lfs/verify", "header": {}},
                 }
             objects.append(entry)
-        self._json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
-                   headers={"Content-Type": "application/vnd.git-lfs+json"})
+        self._json(
+            {"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+            headers={"Content-Type": "application/vnd.git-lfs+json"},
+        )
 
     def h_lfs_upload(self, body: bytes, oid: str) -> None:
         if self.fake.tickets.pop(self.query.get("ticket", ""), None) != oid:
@@ -576,13 +640,28 @@ class _Handler(BaseHTTPRequestHandler):
                 deleted.append((path, key == "deletedFolder"))
             else:
                 raise HubError(400, f"unsupported commit operation {key!r}")
-        oid = self._apply_commit(repo, header.get("summary", ""), header.get("description", ""), added,
-                                 deleted, branch=rev)
-        self._json({"success": True, "commitOid": oid, "commitUrl": f"{self._repo_url(repo)}/commit/{oid}",
-                    "pullRequestUrl": None, "commitMessage": header.get("summary", "")})
+        oid = self._apply_commit(
+            repo, header.get("summary", ""), header.get("description", ""), added, deleted, branch=rev
+        )
+        self._json(
+            {
+                "success": True,
+                "commitOid": oid,
+                "commitUrl": f"{self._repo_url(repo)}/commit/{oid}",
+                "pullRequestUrl": None,
+                "commitMessage": header.get("summary", ""),
+            }
+        )
 
-    def _apply_commit(self, repo: Repo, title: str, message: str, added: dict[str, Blob],
-                      deleted: list[tuple[str, bool]], branch: str = "main") -> str:
+    def _apply_commit(
+        self,
+        repo: Repo,
+        title: str,
+        message: str,
+        added: dict[str, Blob],
+        deleted: list[tuple[str, bool]],
+        branch: str = "main",
+    ) -> str:
         parent = repo.branches.get(branch)
         files = dict(repo.commits[parent].files) if parent else {}
         for path, is_folder in deleted:
@@ -592,8 +671,9 @@ class _Handler(BaseHTTPRequestHandler):
             for p in doomed:
                 del files[p]
         files.update(added)
-        digest = json.dumps([parent, title, message, len(repo.commits),
-                             sorted((p, b.git_oid) for p, b in files.items())])
+        digest = json.dumps(
+            [parent, title, message, len(repo.commits), sorted((p, b.git_oid) for p, b in files.items())]
+        )
         oid = hashlib.sha1(digest.encode()).hexdigest()
         repo.commits[oid] = Commit(oid, title, message, parent, files)
         repo.branches[branch] = oid
@@ -608,8 +688,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": commit.oid, "Accept-Ranges": "bytes"}
         if blob is None:
             # The Hub sends X-Repo-Commit on a 404 too: the client caches the absence per commit.
-            self._json({"error": "Entry not found"}, status=404,
-                       headers={**headers, "X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
+            self._json(
+                {"error": "Entry not found"},
+                status=404,
+                headers={**headers, "X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"},
+            )
             return
         headers["ETag"] = f'"{blob.git_oid}"'
         if blob.lfs:
@@ -620,7 +703,7 @@ class _Handler(BaseHTTPRequestHandler):
         if range_header and self.command == "GET":
             start, end = self._parse_range(range_header, len(data))
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            data, status = data[start:end + 1], 206
+            data, status = data[start : end + 1], 206
         self._send(status, data, content_type="application/octet-stream", headers=headers)
 
     @staticmethod
@@ -638,7 +721,9 @@ class _Handler(BaseHTTPRequestHandler):
         return start, end
 
 
-def hub_url_for(fake: FakeHub, repo_id: str, path: str, repo_type: str = "model", revision: str = "main") -> str:
+def hub_url_for(
+    fake: FakeHub, repo_id: str, path: str, repo_type: str = "model", revision: str = "main"
+) -> str:
     """The resolve URL of a file (handy in assertions)."""
     prefix = "datasets/" if repo_type == "dataset" else ""
     return f"{fake.url}/{prefix}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
@@ -658,12 +743,22 @@ def point_clients_at(monkeypatch: Any, url: str, home: Path, token: str | None) 
     from huggingface_hub import constants
 
     home.mkdir(parents=True, exist_ok=True)
-    env = {"HF_ENDPOINT": url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(home),
-           "HF_HUB_CACHE": str(home / "hub"), "HF_TOKEN_PATH": str(home / "token")}
+    env = {
+        "HF_ENDPOINT": url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_TOKEN_PATH": str(home / "token"),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HUGGING_FACE_HUB_TOKEN",
-                "HF_OIDC_RESOURCE"):
+    for key in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_OIDC_RESOURCE",
+    ):
         monkeypatch.delenv(key, raising=False)
     if token is None:
         monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -8,20 +8,32 @@ from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location("run_all", Path(__file__).resolve().parents[1] / "bench" / "run_all.py")
+_SPEC = importlib.util.spec_from_file_location(
+    "run_all", Path(__file__).resolve().parents[1] / "bench" / "run_all.py"
+)
 run_all = importlib.util.module_from_spec(_SPEC)
 sys.modules.setdefault("run_all", run_all)  # dataclasses look their module up there
 _SPEC.loader.exec_module(run_all)
 
 
 def test_parse_results_reads_the_convention():
-    out = "\n".join([
-        "warming up", "RESULT speedup=12.5 target=>=10x ok=true", "RESULT fill=0.91 target=>= 0.95 ok=false",
-        "  RESULT tokens_per_s=1234", "RESULTS are in", run_all.result_line("ratio", 1.23456, ">=1.0", True),
-    ])
+    out = "\n".join(
+        [
+            "warming up",
+            "RESULT speedup=12.5 target=>=10x ok=true",
+            "RESULT fill=0.91 target=>= 0.95 ok=false",
+            "  RESULT tokens_per_s=1234",
+            "RESULTS are in",
+            run_all.result_line("ratio", 1.23456, ">=1.0", True),
+        ]
+    )
     figs = [(f.name, f.value, f.target, f.ok) for f in run_all.parse_results(out)]
-    assert figs == [("speedup", "12.5", ">=10x", True), ("fill", "0.91", ">= 0.95", False),
-                    ("tokens_per_s", "1234", "", None), ("ratio", "1.235", ">=1.0", True)]
+    assert figs == [
+        ("speedup", "12.5", ">=10x", True),
+        ("fill", "0.91", ">= 0.95", False),
+        ("tokens_per_s", "1234", "", None),
+        ("ratio", "1.235", ">=1.0", True),
+    ]
 
 
 @pytest.fixture

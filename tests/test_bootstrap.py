@@ -6,13 +6,31 @@ import json
 
 import pytest
 import torch
+from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS
 
 from codelora import bootstrap
 from codelora.config import BootstrapConfig
-from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS
 
-TINY = ["--vocab-size", "320", "--hidden-size", "32", "--layers", "2", "--heads", "4", "--seq-length", "32",
-        "--max-positions", "64", "--batch-size", "8", "--learning-rate", "3e-3", "--warmup-steps", "5"]
+TINY = [
+    "--vocab-size",
+    "320",
+    "--hidden-size",
+    "32",
+    "--layers",
+    "2",
+    "--heads",
+    "4",
+    "--seq-length",
+    "32",
+    "--max-positions",
+    "64",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "3e-3",
+    "--warmup-steps",
+    "5",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +80,20 @@ def test_bootstrap_pretrains_a_loadable_model(corpus, tmp_path):
 
     root, extra = corpus
     out = tmp_path / "base"
-    rc = bootstrap.main(["--inputs", str(root), str(extra), "--exclude", "test_*", "--output", str(out),
-                         "--steps", "40", *TINY])
+    rc = bootstrap.main(
+        [
+            "--inputs",
+            str(root),
+            str(extra),
+            "--exclude",
+            "test_*",
+            "--output",
+            str(out),
+            "--steps",
+            "40",
+            *TINY,
+        ]
+    )
     assert rc == 0
     stats = json.loads((out / "bootstrap.json").read_text())
     assert stats["files"] == 12 * len(PYTHON_SNIPPETS) + 1 and stats["steps_done"] == 40
@@ -89,8 +119,12 @@ def test_bootstrap_pretrains_a_loadable_model(corpus, tmp_path):
 def test_time_budget_stops_early(corpus, tmp_path):
     root, _ = corpus
     out = tmp_path / "base"
-    assert bootstrap.main(["--inputs", str(root), "--output", str(out), "--steps", "10000",
-                           "--max-seconds", "0.5", *TINY]) == 0
+    assert (
+        bootstrap.main(
+            ["--inputs", str(root), "--output", str(out), "--steps", "10000", "--max-seconds", "0.5", *TINY]
+        )
+        == 0
+    )
     assert json.loads((out / "bootstrap.json").read_text())["steps_done"] < 10000
 
 

@@ -11,10 +11,10 @@ import json
 
 import pytest
 import torch
+from hub_server import FakeHub, point_clients_at
 
 from codelora import hub
 from codelora.utils import UserError
-from hub_server import FakeHub, point_clients_at
 
 WRITE, READ, OTHER = "hf_test_write", "hf_test_read", "hf_other_user"
 
@@ -51,18 +51,26 @@ def test_dataset_round_trip(hub_env, tmp_path):
     from huggingface_hub import DatasetCard
 
     sizes = {"train": 40, "validation": 5, "test": 7}
-    dd = DatasetDict({
-        split: Dataset.from_dict({
-            "prompt": [f"fun f{split}{i}(x: Int): Int {{\n" for i in range(n)],
-            "completion": [f"    return x + {i}\n}}\n" for i in range(n)],
-        })
-        for split, n in sizes.items()
-    })
+    dd = DatasetDict(
+        {
+            split: Dataset.from_dict(
+                {
+                    "prompt": [f"fun f{split}{i}(x: Int): Int {{\n" for i in range(n)],
+                    "completion": [f"    return x + {i}\n}}\n" for i in range(n)],
+                }
+            )
+            for split, n in sizes.items()
+        }
+    )
     card = hub.dataset_card(
-        title="Kotlin completions", sources=[{"repo": "https://github.com/JetBrains/kotlin", "commit": "abc123def"}],
-        split_sizes=sizes, split_files={"train": 8, "validation": 1, "test": 2},
-        filters={"min_bytes": 32, "exclude_dirs": ["build", "gen"]}, windowing={"mode": "lines", "stride": 64},
-        license="apache-2.0", repo_id="tester/kotlin-ds",
+        title="Kotlin completions",
+        sources=[{"repo": "https://github.com/JetBrains/kotlin", "commit": "abc123def"}],
+        split_sizes=sizes,
+        split_files={"train": 8, "validation": 1, "test": 2},
+        filters={"min_bytes": 32, "exclude_dirs": ["build", "gen"]},
+        windowing={"mode": "lines", "stride": 64},
+        license="apache-2.0",
+        repo_id="tester/kotlin-ds",
     )
     token = hub.check_push_access("tester/kotlin-ds")
     hub.push_dataset(dd, "tester/kotlin-ds", token=token, card=card)
@@ -98,8 +106,13 @@ def adapter_dir(tmp_path, tiny_model_dir, tiny_tokenizer):
 
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"], init_lora_weights=False,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "fc1"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(base, config)
     out = tmp_path / "adapter"
     model.save_pretrained(out)
@@ -114,8 +127,13 @@ def test_adapter_round_trip(hub_env, adapter_dir, tiny_model_dir):
 
     folder, expected = adapter_dir
     hyper = {"lora_r": 4, "lora_alpha": 8, "learning_rate": 2e-4, "load_in_4bit": True, "max_steps": 10}
-    card = hub.adapter_card(base_model=str(tiny_model_dir), dataset="tester/kotlin-ds", hyperparameters=hyper,
-                            eval_loss=1.25, repo_id="tester/adapter")
+    card = hub.adapter_card(
+        base_model=str(tiny_model_dir),
+        dataset="tester/kotlin-ds",
+        hyperparameters=hyper,
+        eval_loss=1.25,
+        repo_id="tester/adapter",
+    )
     token = hub.check_push_access("tester/adapter")
     hub.push_folder(folder, "tester/adapter", token=token, card=card)
 
@@ -157,10 +175,18 @@ def test_merged_round_trip(hub_env, tmp_path, tiny_model_dir, tiny_tokenizer):
 
     # Second push: the card arrives, the stale file leaves, in the same commit.
     (folder / "stale.bin").unlink()
-    bench = [{"task": "heldout", "metric": "exact_match", "base": 0.125, "finetuned": 0.5, "n": 64},
-             {"task": "codexglue", "metric": "bleu", "base": 10.0, "finetuned": 12.5, "n": 32}]
-    card = hub.merged_card(base_model="microsoft/phi-1_5", adapter="tester/adapter", benchmark=bench,
-                           dataset="tester/kotlin-ds", model_name="phi-1_5-kotlin", repo_id="codelora-org/merged")
+    bench = [
+        {"task": "heldout", "metric": "exact_match", "base": 0.125, "finetuned": 0.5, "n": 64},
+        {"task": "codexglue", "metric": "bleu", "base": 10.0, "finetuned": 12.5, "n": 32},
+    ]
+    card = hub.merged_card(
+        base_model="microsoft/phi-1_5",
+        adapter="tester/adapter",
+        benchmark=bench,
+        dataset="tester/kotlin-ds",
+        model_name="phi-1_5-kotlin",
+        repo_id="codelora-org/merged",
+    )
     hub.push_folder(folder, "codelora-org/merged", token=token, card=card)
 
     model = AutoModelForCausalLM.from_pretrained("codelora-org/merged")
@@ -250,9 +276,12 @@ def test_dataset_card_is_standard_and_complete():
     from huggingface_hub import DatasetCard
 
     text = hub.dataset_card(
-        title="t", sources=[{"repo": "a/b", "commit": "c0ffee"}, {"repo": "/local/repo", "commit": ""}],
-        split_sizes={"train": 1500, "validation": 10, "test": 12}, filters={"max_bytes": 1000},
-        stats={"files_kept": 30, "files_dropped_vendored": 4}, tokenizer="microsoft/phi-1_5",
+        title="t",
+        sources=[{"repo": "a/b", "commit": "c0ffee"}, {"repo": "/local/repo", "commit": ""}],
+        split_sizes={"train": 1500, "validation": 10, "test": 12},
+        filters={"max_bytes": 1000},
+        stats={"files_kept": 30, "files_dropped_vendored": 4},
+        tokenizer="microsoft/phi-1_5",
         windowing={"prompt_tokens": 256},
     )
     data = DatasetCard(text).data
@@ -267,8 +296,12 @@ def test_adapter_card_names_hub_base_model(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "kotlin_prepared_dataset").mkdir(parents=True)  # trained from a local directory
-    text = hub.adapter_card(base_model="microsoft/phi-1_5", dataset="data/kotlin_prepared_dataset",
-                            hyperparameters={"load_in_4bit": False, "lora_r": 16}, eval_loss=2.0)
+    text = hub.adapter_card(
+        base_model="microsoft/phi-1_5",
+        dataset="data/kotlin_prepared_dataset",
+        hyperparameters={"load_in_4bit": False, "lora_r": 16},
+        eval_loss=2.0,
+    )
     data = ModelCard(text).data
     assert data.base_model == "microsoft/phi-1_5" and data.library_name == "peft"
     assert "qlora" not in data.tags and "lora" in data.tags
@@ -282,8 +315,17 @@ def test_merged_card_without_benchmark_has_no_model_index():
     assert meta["library_name"] == "transformers" and "/models/base" in body
 
 
-@pytest.mark.parametrize(("name", "expected"), [("microsoft/phi-1_5", True), ("data/x", True), ("./a/b", False),
-                                                 ("/abs/path", False), ("single", False), (None, False)])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("microsoft/phi-1_5", True),
+        ("data/x", True),
+        ("./a/b", False),
+        ("/abs/path", False),
+        ("single", False),
+        (None, False),
+    ],
+)
 def test_is_hub_id(name, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert hub.is_hub_id(name) is expected
@@ -311,7 +353,9 @@ def test_fake_hub_ranges_chunked_bodies_and_unknown_routes(hub_env, tmp_path):
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
 
-    status, headers, body = request("GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=2-5"})
+    status, headers, body = request(
+        "GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=2-5"}
+    )
     assert (status, body, headers["Content-Range"]) == (206, b"2345", "bytes 2-5/10")
     assert request("GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=-3"})[2] == b"789"
     assert request("GET", "/tester/ranges/resolve/main/data.txt", headers={"Range": "bytes=20-"})[0] == 416
@@ -320,8 +364,9 @@ def test_fake_hub_ranges_chunked_bodies_and_unknown_routes(hub_env, tmp_path):
 
     bad_card = json.dumps({"content": "---\nlicense: [unclosed\n---\n\n# x\n"}).encode()
     pieces = iter([bad_card[:10], bad_card[10:]])  # an iterable body is sent chunked
-    status, _, body = request("POST", "/api/validate-yaml", body=pieces, chunked=True,
-                              headers={"Content-Type": "application/json"})
+    status, _, body = request(
+        "POST", "/api/validate-yaml", body=pieces, chunked=True, headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and b"invalid YAML" in body
 
     assert request("GET", "/api/spaces/tester/x")[0] == 404

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import git, make_git_repo
 
 from codelora import cli, pipeline
-from codelora.config import BenchmarkConfig, BootstrapConfig, MergeConfig, ParseConfig, PreprocessConfig, TrainConfig
+from codelora.config import (
+    BenchmarkConfig,
+    BootstrapConfig,
+    MergeConfig,
+    ParseConfig,
+    PreprocessConfig,
+    TrainConfig,
+)
 from codelora.utils import UserError, atomic_dir, write_json
-from conftest import git, make_git_repo
 
 CALLS: list[tuple[str, list[str]]] = []
 CRASH: dict[str, int] = {}  # stage -> exit code to return once, after leaving partial work behind
@@ -60,7 +67,9 @@ def _train(cfg: TrainConfig):
         return code
     data = json.loads((Path(cfg.dataset) / "data.json").read_text())
     with atomic_dir(out / "adapter") as tmp:
-        write_json(tmp / "adapter.json", {"lr": cfg.learning_rate, "examples": data["n"], "resumed": cfg.resume})
+        write_json(
+            tmp / "adapter.json", {"lr": cfg.learning_rate, "examples": data["n"], "resumed": cfg.resume}
+        )
 
 
 def _merge(cfg: MergeConfig):
@@ -81,9 +90,14 @@ def _bootstrap(cfg: BootstrapConfig):
         write_json(tmp / "config.json", {"steps": cfg.steps})
 
 
-FAKES = {"parse": (ParseConfig, _parse), "preprocess": (PreprocessConfig, _preprocess),
-         "train": (TrainConfig, _train), "merge": (MergeConfig, _merge), "benchmark": (BenchmarkConfig, _benchmark),
-         "bootstrap": (BootstrapConfig, _bootstrap)}
+FAKES = {
+    "parse": (ParseConfig, _parse),
+    "preprocess": (PreprocessConfig, _preprocess),
+    "train": (TrainConfig, _train),
+    "merge": (MergeConfig, _merge),
+    "benchmark": (BenchmarkConfig, _benchmark),
+    "bootstrap": (BootstrapConfig, _bootstrap),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -106,8 +120,11 @@ def project(tmp_path, monkeypatch):
         "preprocess": {"input": "data/raw.jsonl", "output": "data/prepared", "tokenizer": "runs/base"},
         "train": {"base_model": "runs/base", "dataset": "data/prepared", "output_dir": "runs/demo"},
         "merge": {"adapter": "runs/demo/adapter", "output": "runs/demo/merged"},
-        "benchmark": {"models": ["runs/base", "runs/demo/merged"], "dataset": "data/prepared",
-                      "output": "results/demo"},
+        "benchmark": {
+            "models": ["runs/base", "runs/demo/merged"],
+            "dataset": "data/prepared",
+            "output": "results/demo",
+        },
     }
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -136,7 +153,9 @@ def test_runs_in_order_then_skips_everything(project, tmp_path):
     marker = json.loads((tmp_path / "runs/demo/adapter" / pipeline.MARKER).read_text())
     assert marker["stage"] == "train" and marker["config"]["dataset"] == "data/prepared"
     assert "data/prepared" in marker["inputs"] and marker["inputs"]["data/prepared"].startswith("output:")
-    assert (tmp_path / "data/.raw.jsonl.codelora-stage.json").is_file()  # a file output's marker sits beside it
+    assert (
+        tmp_path / "data/.raw.jsonl.codelora-stage.json"
+    ).is_file()  # a file output's marker sits beside it
     before = (tmp_path / "runs/demo/merged/model.json").stat().st_mtime_ns
 
     assert pipeline.main(["--config", str(project)]) == 0
@@ -311,7 +330,11 @@ def test_shipped_configs_validate_and_chain_stage_to_stage(name):
     assert cfg["train"].dataset == art["preprocess"] == cfg["benchmark"].dataset
     assert cfg["merge"].adapter == art["train"]
     assert cfg["benchmark"].models[-1] == art["merge"]  # finetuned last, baseline first
-    assert cfg["benchmark"].models[0] == cfg["train"].base_model == (cfg["merge"].base_model or cfg["train"].base_model)
+    assert (
+        cfg["benchmark"].models[0]
+        == cfg["train"].base_model
+        == (cfg["merge"].base_model or cfg["train"].base_model)
+    )
     assert cfg["preprocess"].tokenizer == cfg["train"].base_model
 
 
@@ -332,10 +355,18 @@ def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart():
     assert packages <= set(cfg["parse"].exclude_dirs)
     assert all(Path(p).parent == Path(cfg["parse"].repo[0]) for p in cfg["bootstrap"].inputs)
     # Nothing names the Hub: every model, tokenizer and dataset is a local path under .demo/.
-    local = [cfg["preprocess"].tokenizer, cfg["train"].base_model, *cfg["benchmark"].models, cfg["train"].dataset]
+    local = [
+        cfg["preprocess"].tokenizer,
+        cfg["train"].base_model,
+        *cfg["benchmark"].models,
+        cfg["train"].dataset,
+    ]
     assert all(p.startswith(".demo/") for p in local)
     assert cfg["train"].load_in_4bit is False and cfg["benchmark"].tasks == ["heldout"]
-    assert cfg["bootstrap"].max_positions >= cfg["preprocess"].prompt_tokens + cfg["preprocess"].completion_tokens
+    assert (
+        cfg["bootstrap"].max_positions
+        >= cfg["preprocess"].prompt_tokens + cfg["preprocess"].completion_tokens
+    )
 
 
 def test_push_credentials_are_checked_before_the_first_stage(project, tmp_path, monkeypatch, capsys):
