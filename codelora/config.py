@@ -186,7 +186,7 @@ class BenchmarkConfig:
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
     seed: int = opt(42, "seed for sampling and generation")
-    batch_size: int = opt(16, "generation batch size")
+    batch_size: int = opt(32, "generation batch size (prompts are length-sorted and left-padded)")
     max_new_tokens: int | None = opt(None, "override each task's max_new_tokens")
     num_beams: int = opt(1, "beam search width (1 = greedy)")
     do_sample: bool = opt(False, "sample instead of greedy/beam")

@@ -137,3 +137,18 @@ def test_mceval_missing_file_and_bad_line(tmp_path):
     bad.write_text(MCEVAL.read_text().splitlines()[0] + "\nnot json\n")
     with pytest.raises(UserError, match=r"bad.jsonl:2: malformed JSON line"):
         get_task("mceval-kotlin", cfg(mceval_data=str(bad))).load()
+
+
+def test_heldout_budget_comes_from_the_recorded_completion_lengths(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = {"prompt": ["a\n", "b\n"], "completion": ["x\n", "y\n"], "path": ["p", "q"], "repo": ["r", "r"],
+            "completion_tokens": [3, 17]}
+    DatasetDict({"test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "ds"))
+    task = get_task("heldout", cfg(dataset=str(tmp_path / "ds")))
+    assert task.max_new_tokens == 128  # before loading: the default
+    examples = task.load()
+    assert task.max_new_tokens == 17 + 8
+    assert [e.reference for e in examples] == ["x\n", "y\n"] and examples[0].meta == {"path": "p", "repo": "r"}
+    per, corpus = task.score(examples, ["x", "z\n"])  # trailing whitespace does not count
+    assert [r["es"] for r in per] == [100, 0] and corpus["em"] == 50.0

@@ -16,11 +16,23 @@ from codelora.tasks import Example, Task, text_scores
 from codelora.utils import UserError
 
 REQUIRED = ("prompt", "completion")
+DEFAULT_MAX_NEW_TOKENS = 128
+SLACK_TOKENS = 8  # room for EOS and for a model tokenizer that splits a little finer
+
+
+def completion_budget(completion_token_counts: list[int]) -> int:
+    """max_new_tokens for completions known to be at most max(counts) tokens long.
+
+    Every row keeps generating until the *last* row of its batch stops, so an over-generous
+    budget costs the whole batch; the preprocess stage bounds completions (--completion-tokens)
+    and records each one's length, which gives a tight, safe budget.
+    """
+    return max(completion_token_counts, default=DEFAULT_MAX_NEW_TOKENS - SLACK_TOKENS) + SLACK_TOKENS
 
 
 class HeldoutTask(Task):
     name = "heldout"
-    max_new_tokens = 128
+    max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # or from the dataset's completion_tokens column
 
     def load(self) -> list[Example]:
         from datasets import DatasetDict, load_from_disk
@@ -38,6 +50,8 @@ class HeldoutTask(Task):
         missing = [c for c in REQUIRED if c not in test.column_names]
         if missing:
             raise UserError(f"heldout: {path} test split lacks column(s) {', '.join(missing)}")
+        if "completion_tokens" in test.column_names:
+            self.max_new_tokens = completion_budget([int(n) for n in test["completion_tokens"]])
         examples = []
         for i, row in enumerate(test):
             meta = {k: row[k] for k in ("path", "repo") if k in row}
