@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generation speed: benchmarking.py's procedure vs the reference project's, same model, same examples.
 
-    .venv/bin/python bench/generation.py            # ~2-3 min on 2 CPU cores
+    .venv/bin/python bench/generation.py            # ~2-4 min on 2 CPU cores (training the tiny model)
     .venv/bin/python bench/generation.py --examples 60 --train-steps 300
 
 Both procedures run in this one process on the same tiny Phi model and the same held-out-style
@@ -111,7 +111,7 @@ def timed(fn, *args) -> tuple[list[str], float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=40)
-    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both procedures)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "out" / "generation.json"))

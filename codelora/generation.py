@@ -252,6 +252,8 @@ def generate_batch(
         use_cache=True,
         stopping_criteria=stops,
     )
+    if settings.num_beams == 1 and not settings.do_sample:
+        return _greedy_compacting(model, tokenizer, enc, settings.max_new_tokens, rules)
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:  # silence "temperature is set but do_sample=False" from a model's generation_config
@@ -262,6 +264,58 @@ def generate_batch(
     predictions = []
     for text, row_rule in zip(texts, rules):
         cut = row_rule(text)
+        predictions.append(text if cut is None else text[:cut])
+    return predictions
+
+
+def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequence[StopRule]) -> list[str]:
+    """Greedy decoding with a KV cache that drops rows as soon as they finish.
+
+    `generate` keeps computing every row until the last one stops (finished rows are fed pad
+    tokens), so a batch costs rows x longest completion. Here a row leaves the batch, and its
+    slice of the KV cache is freed, once it emits EOS or its stop rule fires, so a batch costs the
+    sum of its completions' lengths. Greedy choices are the same as `generate(do_sample=False)`
+    (tests/test_generation.py checks this); beams and sampling go through `generate`.
+    """
+    import torch
+
+    eos = tokenizer.eos_token_id
+    input_ids, attention = enc["input_ids"], enc["attention_mask"]
+    n = input_ids.shape[0]
+    generated: list[list[int]] = [[] for _ in range(n)]
+    alive = torch.arange(n, device=input_ids.device)  # original row index of each batch row
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
+    with torch.inference_mode():
+        out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+        cache = out.past_key_values
+        for _ in range(max_new_tokens):
+            next_tokens = out.logits[:, -1, :].argmax(-1)
+            keep = []
+            for row, (orig, tok) in enumerate(zip(alive.tolist(), next_tokens.tolist())):
+                if tok == eos:
+                    continue
+                generated[orig].append(tok)
+                rule = rules[orig]
+                if rule is not stop_at_eos and rule(tokenizer.decode(generated[orig], skip_special_tokens=True)) is not None:
+                    continue
+                keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=input_ids.device)
+                for layer in cache.layers:
+                    layer.batch_select_indices(index)
+                alive, next_tokens, attention = alive[index], next_tokens[index], attention[index]
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
+            positions = attention.sum(-1, keepdim=True) - 1
+            out = model(
+                input_ids=next_tokens[:, None], attention_mask=attention, position_ids=positions,
+                past_key_values=cache, use_cache=True,
+            )
+    predictions = []
+    for tokens, rule in zip(generated, rules):
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = rule(text)
         predictions.append(text if cut is None else text[:cut])
     return predictions
 

@@ -128,3 +128,16 @@ def test_model_without_tokenizer_is_a_user_error(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="tokenizer"):
         load_model(str(tmp_path / "weights-only"))
     assert generation.STOP_RULES["line"] is stop_at_line_end
+
+
+def test_compacting_greedy_equals_transformers_generate(tiny):
+    """The fast greedy path must choose exactly the tokens `generate(do_sample=False)` chooses."""
+    model, tok = tiny
+    settings = GenerationSettings(max_new_tokens=10, batch_size=4)
+    ours = generate_batch(model, tok, PROMPTS, settings, stop_at_eos)
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    theirs = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert ours == theirs
+    # beams take the transformers path and still return one prediction per prompt
+    assert len(generate_batch(model, tok, PROMPTS, GenerationSettings(max_new_tokens=4, num_beams=2), stop_at_eos)) == 4
