@@ -155,3 +155,25 @@ def test_bad_input_is_one_clear_line(extra, message, tmp_path, dataset_dir, tiny
     assert run(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir):
+    """Method generation end to end: evaluator files for the official script, pass@1 marked off."""
+    data = tmp_path / "cg.jsonl"
+    rows = [{"signature": f"def f{i}(a=<NUM_LIT:1>):", "body": "return a<EOL>", "docstring": "d", "id": f"f{i}"}
+            for i in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    mceval = Path(__file__).resolve().parents[2] / "shared" / "data" / "mceval_kotlin.jsonl"
+    args = ["--models", str(tiny_model_dir), "--tasks", "codexglue", "mceval-kotlin", "--codexglue-data", str(data),
+            "--mceval-data", str(mceval), "--sample", "2", "--max-new-tokens", "6", "--output", str(out)]
+    assert run(args) == 0
+    answers = (out / "evaluator" / "codexglue" / "answers.txt").read_text()
+    assert answers.splitlines() == ["return a", "return a"]
+    preds = list((out / "evaluator" / "codexglue").glob("*.predictions.txt"))
+    assert len(preds) == 1 and len(preds[0].read_text().splitlines()) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"]["codexglue"]["n"] == 2 and summary["tasks"]["mceval-kotlin"]["n"] == 2
+    kotlin = summary["tasks"]["mceval-kotlin"]["models"][str(tiny_model_dir)]
+    assert kotlin["pass@1"] is None and "allow-code-execution" in kotlin["pass@1_note"]
+    assert "pass@1: not run" in (out / "results.md").read_text()
