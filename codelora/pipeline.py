@@ -38,6 +38,7 @@ import hashlib
 import importlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +82,9 @@ class Stage:
     artifact: Callable[[Any], Path]  # the output the marker vouches for
     is_dir: bool = True
     resumable: bool = False  # has checkpoints in output_dir/checkpoints and a `resume` flag
+    # Keeps resumable caches inside its output (benchmark: predictions per model directory):
+    # valid only for a rerun of the same fingerprint, so a changed run starts from an empty output.
+    caches_in_output: bool = False
 
     @property
     def module(self) -> str:
@@ -97,7 +101,7 @@ STAGES: dict[str, Stage] = {
             "train", TrainConfig, ("output_dir",), lambda c: Path(c.output_dir) / "adapter", resumable=True
         ),
         Stage("merge", MergeConfig, ("output",), lambda c: Path(c.output)),
-        Stage("benchmark", BenchmarkConfig, ("output",), lambda c: Path(c.output)),
+        Stage("benchmark", BenchmarkConfig, ("output",), lambda c: Path(c.output), caches_in_output=True),
     ]
 }
 
@@ -310,10 +314,30 @@ def _prepare_checkpoints(plan: Plan, fp: str) -> bool:
     return has_ckpts and same
 
 
+def _prepare_output_caches(plan: Plan, fp: str) -> None:
+    """Empty a cache-keeping output unless it holds an interrupted attempt with this fingerprint.
+
+    The benchmark caches predictions per model *path*; after a model at the same path was
+    rebuilt, those predictions belong to the old model and must not be scored as the new one's.
+    """
+    out, attempt = plan.artifact, plan.artifact / ATTEMPT
+    same = attempt.is_file() and json.loads(attempt.read_text(encoding="utf-8")).get("fingerprint") == fp
+    if out.exists() and not same:
+        log.info(
+            "%s: clearing %s (made by a different configuration or from other inputs)", plan.stage.name, out
+        )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(attempt) as handle:
+        json.dump({"fingerprint": fp}, handle)
+
+
 def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug: bool) -> int:
     stage = plan.stage
     marker = marker_path(stage, plan.artifact)
     marker.unlink(missing_ok=True)  # a crash from here on must not leave an old marker trusted
+    if stage.caches_in_output:
+        _prepare_output_caches(plan, fp)
     argv = _stage_argv(plan, config_path, fp, debug)
     log.info("▶ %s: codelora %s %s", stage.name, stage.name, " ".join(argv))
     module = importlib.import_module(stage.module)
@@ -345,6 +369,8 @@ def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug
         )
     if stage.resumable:
         (Path(plan.cfg.output_dir) / ATTEMPT).unlink(missing_ok=True)
+    if stage.caches_in_output:
+        (plan.artifact / ATTEMPT).unlink(missing_ok=True)
     log.info("✔ %s done in %.1fs", stage.name, seconds)
     return 0
 

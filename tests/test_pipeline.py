@@ -81,8 +81,16 @@ def _merge(cfg: MergeConfig):
 
 
 def _benchmark(cfg: BenchmarkConfig):
-    with atomic_dir(cfg.output) as tmp:
-        write_json(tmp / "results.json", {"models": cfg.models})
+    # Like benchmarking.py: predictions cached per model path inside the output, reused on rerun.
+    out = Path(cfg.output)
+    cache = out / "cache.json"
+    scores = json.loads(cache.read_text()) if cache.is_file() else {}
+    for model in cfg.models:
+        weights = Path(model) / "model.json"
+        scores.setdefault(model, weights.read_text() if weights.is_file() else model)
+    out.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(scores))
+    write_json(out / "results.json", {"models": cfg.models, "scores": scores})
 
 
 def _bootstrap(cfg: BootstrapConfig):
@@ -380,3 +388,11 @@ def test_push_credentials_are_checked_before_the_first_stage(project, tmp_path, 
         assert ran() == []  # not even parse ran
         point_clients_at(monkeypatch, server.url, tmp_path / "hf-home", token=None)
         assert pipeline.main(["--config", str(project), "--dry-run"]) == 0  # a dry run pushes nothing
+
+
+def test_rebuilt_model_is_not_scored_from_stale_benchmark_caches(project, tmp_path):
+    assert pipeline.main(["--config", str(project)]) == 0
+    edit(project, "train", learning_rate=1e-3)
+    assert pipeline.main(["--config", str(project)]) == 0
+    scores = json.loads((tmp_path / "results/demo/results.json").read_text())["scores"]
+    assert '"lr": 0.001' in scores["runs/demo/merged"]  # the new model's output, not the cached old one
