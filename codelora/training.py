@@ -238,7 +238,7 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return Path(found) if found else None
 
 
-def _device_settings(quantized: bool) -> dict[str, Any]:
+def _device_settings() -> dict[str, Any]:
     """Mixed-precision flags for TrainingArguments: fp32 on CPU, bf16 (or fp16) autocast on GPU."""
     from codelora.modeling import compute_dtype
 
@@ -253,7 +253,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers import TrainingArguments
 
     from codelora import hub
-    from codelora.modeling import add_lora, compute_dtype, load_base_model, load_tokenizer, resolve_load_in_4bit
+    from codelora.modeling import (
+        add_lora,
+        compute_dtype,
+        count_parameters,
+        load_base_model,
+        load_tokenizer,
+        resolve_load_in_4bit,
+    )
 
     if int(os.environ.get("RANK", "0")) > 0:
         logging.getLogger("codelora").setLevel(logging.WARNING)  # one copy of each log line under DDP
@@ -307,8 +314,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                      targets=cfg.target_modules, quantized=quantized,
                      gradient_checkpointing=cfg.gradient_checkpointing)
-    from codelora.modeling import count_parameters
-
     trainable, total = count_parameters(model)
 
     lengths = train_ds["length"]
@@ -352,7 +357,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         remove_unused_columns=False,  # the collator needs prompt_len, which the model does not take
         ddp_find_unused_parameters=False,
         dataloader_drop_last=False,
-        **_device_settings(quantized),
+        **_device_settings(),
     )
     trainer = _trainer_class()(
         model=model,
@@ -366,9 +371,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - start
+    # The Trainer evaluates at the last step itself; evaluate again only if that did not happen.
+    evals = [row for row in trainer.state.log_history if "eval_loss" in row]
     eval_loss = None
     if has_eval:
-        eval_loss = float(trainer.evaluate()["eval_loss"])
+        last = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else None
+        eval_loss = float(last["eval_loss"] if last else trainer.evaluate()["eval_loss"])
 
     # Everything below is the main process's job; the others just wait for it.
     tokens = trainer.tokens_trained

@@ -1,0 +1,71 @@
+"""modeling.py: pad-token policy, device/dtype policy, target-module validation, LoRA wrapping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codelora import modeling
+from codelora.utils import UserError
+
+
+def test_tokenizer_gets_a_pad_token_without_losing_eos(tiny_tokenizer_dir):
+    tok = modeling.load_tokenizer(str(tiny_tokenizer_dir))
+    assert tok.pad_token_id is not None
+    assert tok.eos_token_id is not None
+    # EOS still encodes and decodes as itself: padding reuses its id, it is not redefined.
+    ids = tok("fun main()" + tok.eos_token, add_special_tokens=False)["input_ids"]
+    assert ids[-1] == tok.eos_token_id
+
+
+def test_cpu_policy_is_fp32_without_quantization():
+    assert not torch.cuda.is_available()  # these machines; the GPU branch is exercised by bench/train_gpu.py
+    assert modeling.compute_dtype() == torch.float32
+    assert modeling.resolve_load_in_4bit(None) is False
+    assert modeling.resolve_load_in_4bit(True) is True
+    q = modeling.quantization_config(torch.float32)
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.float32
+
+
+def test_load_base_model_is_native_phi_in_fp32(tiny_model_dir):
+    model = modeling.load_base_model(str(tiny_model_dir), dtype=torch.float32)
+    assert type(model).__name__ == "PhiForCausalLM"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.config.use_cache is False
+
+
+def test_missing_model_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot load base model"):
+        modeling.load_base_model(str(tmp_path / "nope"), dtype=torch.float32)
+
+
+def test_default_targets_match_every_phi_projection(tiny_model_dir):
+    model = modeling.load_base_model(str(tiny_model_dir), dtype=torch.float32)
+    found = modeling.validate_target_modules(model, modeling.PHI_TARGET_MODULES)
+    # 2 layers: one of each per layer; `dense` must not also catch anything outside attention.
+    assert {t: len(v) for t, v in found.items()} == {t: 2 for t in modeling.PHI_TARGET_MODULES}
+    assert found["dense"] == ["model.layers.0.self_attn.dense", "model.layers.1.self_attn.dense"]
+
+
+def test_a_target_matching_nothing_fails_and_lists_what_exists(tiny_model_dir):
+    model = modeling.load_base_model(str(tiny_model_dir), dtype=torch.float32)
+    # The names Phi had under trust_remote_code: peft would silently adapt only q_proj here.
+    with pytest.raises(UserError) as err:
+        modeling.add_lora(model, r=4, alpha=8, dropout=0.0, targets=["q_proj", "Wqkv", "out_proj"])
+    message = str(err.value)
+    assert "Wqkv out_proj" in message and "fc2" in message and "lm_head" in message
+    assert not any("lora" in n for n, _ in model.named_parameters())  # nothing was wrapped
+
+
+def test_add_lora_freezes_the_base_and_counts(tiny_model_dir, caplog):
+    model = modeling.load_base_model(str(tiny_model_dir), dtype=torch.float32)
+    total_before = sum(p.numel() for p in model.parameters())
+    with caplog.at_level("INFO", logger="codelora"):
+        peft_model = modeling.add_lora(model, r=4, alpha=8, dropout=0.0, targets=["fc1", "fc2"])
+    trainable, total = modeling.count_parameters(peft_model)
+    # fc1: 32->128, fc2: 128->32; LoRA r=4 adds 4*(in+out) per module, in 2 layers.
+    assert trainable == 2 * 2 * 4 * (32 + 128)
+    assert total == total_before + trainable
+    assert all(("lora_" in n) == p.requires_grad for n, p in peft_model.named_parameters())
+    assert f"trainable {trainable:,} / {total:,}" in caplog.text
