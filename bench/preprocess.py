@@ -89,6 +89,10 @@ def main() -> int:
     print(f"preprocess {result['preprocess_np1_tok_per_s']:,} tok/s vs raw encode "
           f"{result['baseline_tok_per_s']:,} tok/s = {result['ratio_np1_vs_baseline']}x (target >= 0.5x); "
           f"num_proc=2 speedup {result['speedup_np2_over_np1']}x")
+    # Lines for bench/run_all.py (its RESULT convention).
+    ratio, speedup = result["ratio_np1_vs_baseline"], result["speedup_np2_over_np1"]
+    print(f"RESULT preprocess_vs_raw_encode={ratio:.3g} target=>=0.5x ok={str(ratio >= 0.5).lower()}")
+    print(f"RESULT preprocess_num_proc2_speedup={speedup:.3g}")
     return 0
 
 
