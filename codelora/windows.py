@@ -8,15 +8,25 @@ split across tokens).
 
 Completion shapes (`mode`):
 
-- `lines` (default): whole lines, as many as fit in `completion_tokens`, starting at a line start
-  and ending just after a newline (or at the end of the file). The model sees completions that
-  stop at a line end and training appends EOS there, so it learns where a completion stops,
-  which is what an editor needs; a cut in the middle of a token or line teaches it to stop
-  anywhere. A single line longer than the budget is cut at the budget (counted in `cut_mid_line`).
-- `line`: the rest of the current line, from a token boundary (CodeXGLUE-style line completion).
-- `next-line`: the whole next line.
+- `lines` (default): whole lines, as many as fit in `completion_tokens`. The cut points sit just
+  *before* a newline: the prompt ends at the end of a line's text and the completion is
+  "\n" + the following lines, without the newline that ends the last one; training appends EOS
+  there. So the model learns to stop at a line end, which is what an editor needs (a cut in the
+  middle of a token or line teaches it to stop anywhere). A single line longer than the budget
+  is cut at the budget (counted in `cut_mid_line`).
+- `line`: the rest of the current line, from a token boundary, without its newline
+  (CodeXGLUE-style line completion).
+- `next-line`: "\n" + the whole next line.
 - `chunk`: exactly `completion_tokens` tokens from a token boundary, like the reference
   project's ~100-token chunks.
+
+Why before the newline and not after it: byte-level BPE tokenizers (GPT-2's, Phi-1.5's, ours)
+pre-tokenize a newline together with the next line's indentation ("\n   " + " return"). A cut
+after the newline splits that token, so the prompt, tokenized alone as it is at inference, ends
+in a lone "\n" token the base model has rarely seen, while each training completion ends with
+a lone "\n" followed by EOS: the model learns "lone newline -> stop" and then answers every
+prompt with nothing. A cut at a newline that starts a token keeps the tokens of prompt and
+completion, tokenized apart, equal to the tokens of the file.
 
 Consecutive windows start `stride` tokens apart; the prompt is the preceding context, at most
 `prompt_tokens` tokens (cut at a token start, not at a line start, to use the whole budget).
@@ -50,16 +60,6 @@ def token_starts(offsets: Sequence[tuple[int, int]]) -> list[int]:
     return list(accumulate((start for start, _ in offsets), max))
 
 
-def line_starts(text: str) -> list[int]:
-    """Offsets at which a line begins: 0 and every position just after a newline."""
-    starts = [0]
-    find, pos = text.find, text.find("\n")
-    while pos >= 0:
-        starts.append(pos + 1)
-        pos = find("\n", pos + 1)
-    return starts
-
-
 def make_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_tokens: int = 256,
                  completion_tokens: int = 64, stride: int = 64) -> list[Window]:
     """All windows of one file, in order; `starts` = token_starts(...) of this text."""
@@ -68,21 +68,15 @@ def make_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_to
     n, size = len(starts), len(text)
     if n < 2 or size == 0:
         return []
-    lines = line_starts(text)
+    # Line boundaries: newlines where a token starts (see the module docstring), then the end.
+    newlines = sorted({p for p in starts if p < size and text[p] == "\n"})
+    bounds = [*newlines, size]
 
     def char_of(tok: int) -> int:  # where token `tok` starts (the end of the text past the last)
         return 0 if tok <= 0 else (starts[tok] if tok < n else size)
 
     def tok_at(pos: int) -> int:  # index of the first token starting at or after `pos`
         return bisect_left(starts, pos)
-
-    def next_line_start(pos: int) -> int:  # first line start >= pos (size if none)
-        i = bisect_left(lines, pos)
-        return lines[i] if i < len(lines) else size
-
-    def line_end(pos: int) -> int:  # just past the newline ending the line holding `pos`
-        nl = text.find("\n", pos)
-        return size if nl < 0 else nl + 1
 
     # Completion starts every `stride` tokens; a file shorter than one stride still gets one window.
     candidates = range(stride, n, stride) if n > stride else [n // 2]
@@ -91,9 +85,12 @@ def make_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_to
     for cand in candidates:
         cut_mid_line = False
         if mode in ("lines", "next-line"):
-            split = next_line_start(char_of(cand))
+            i = bisect_left(newlines, char_of(cand))  # the first line boundary at or after it
+            split = newlines[i] if i < len(newlines) else size
         else:
             split = char_of(cand)
+            if mode == "line" and text[split] == "\n":
+                continue  # nothing left of this line to complete
         if split <= 0 or split >= size or split in seen:
             continue
         split_tok = tok_at(split)
@@ -101,13 +98,11 @@ def make_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_to
         if mode == "chunk":
             end = budget_end
         elif mode == "lines":
-            if budget_end >= size:
-                end = size
-            else:
-                last = lines[bisect_right(lines, budget_end) - 1]  # last line start <= budget end
-                end, cut_mid_line = (last, False) if last > split else (budget_end, True)
-        else:  # "line" / "next-line": up to the end of the line holding `split`
-            end = line_end(split)
+            last = bounds[bisect_right(bounds, budget_end) - 1]  # last boundary within the budget
+            end, cut_mid_line = (last, False) if last > split else (budget_end, True)
+        else:  # "line" / "next-line": up to (not including) the newline ending that line
+            nl = text.find("\n", split + 1 if mode == "next-line" else split)
+            end = size if nl < 0 else nl
             if end > budget_end:
                 end, cut_mid_line = budget_end, True
         if end <= split or not text[split:end].strip():

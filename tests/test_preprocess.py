@@ -89,8 +89,9 @@ def test_windows_are_exact_slices_of_cleaned_files(prepared, raw_jsonl):
         for row in split:
             text = cleaned[row["path"]]
             assert row["prompt"] + row["completion"] in text
-            # lines mode: completions stop at a line end; no EOS text, no licence text
-            assert row["completion"].endswith("\n") or text.endswith(row["completion"])
+            # lines mode: "\n" + whole lines, stopping just before a newline; no EOS text, no licence
+            end = text.index(row["prompt"] + row["completion"]) + len(row["prompt"] + row["completion"])
+            assert row["completion"].startswith("\n") and (end == len(text) or text[end] == "\n")
             assert "<|endoftext|>" not in row["completion"] + row["prompt"]
             assert "Copyright" not in row["prompt"] + row["completion"]
 
@@ -130,8 +131,10 @@ def test_other_modes(mode, raw_jsonl, tiny_tokenizer_dir, tmp_path):
     stats = run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "ds", "--mode", mode)
     dd = load_from_disk(str(tmp_path / "ds"))
     comps = dd["train"]["completion"]
-    if mode in ("line", "next-line"):
-        assert all(c.count("\n") <= 1 for c in comps)
+    if mode == "line":
+        assert all("\n" not in c for c in comps)
+    elif mode == "next-line":
+        assert all(c.startswith("\n") and c.count("\n") == 1 for c in comps)
     else:
         assert stats["token_lengths"]["completion"]["p50"] == 24  # fixed-size chunks
     assert stats["examples"]["train"] == len(comps) > 0

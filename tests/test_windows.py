@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codelora.windows import MODES, line_starts, make_windows, split_groups, token_starts
+from codelora.windows import MODES, make_windows, split_groups, token_starts
 
 # Code-like pieces plus the characters tokenizers get wrong: tabs, CRLF, trailing spaces, blank
 # lines, multi-byte and astral characters (split across byte-level tokens), no final newline.
@@ -27,6 +27,7 @@ def windows_for(tok, text, **kw):
        completion_tokens=st.integers(1, 30), stride=st.integers(1, 30))
 def test_prompt_plus_completion_is_an_exact_slice(tiny_tokenizer, text, mode, prompt_tokens,
                                                   completion_tokens, stride):
+    starts = set(token_starts(tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets))
     wins = windows_for(tiny_tokenizer, text, mode=mode, prompt_tokens=prompt_tokens,
                        completion_tokens=completion_tokens, stride=stride)
     splits = [w.split for w in wins]
@@ -37,13 +38,16 @@ def test_prompt_plus_completion_is_an_exact_slice(tiny_tokenizer, text, mode, pr
         assert prompt + completion == text[w.prompt_start:w.end]
         assert prompt and completion.strip()
         assert 0 < w.prompt_tokens <= prompt_tokens and w.completion_tokens <= completion_tokens
-        at_line_end = w.end == len(text) or text[w.end - 1] == "\n"
+        at_line_end = w.end == len(text) or text[w.end] == "\n"  # stops just before a newline
         if mode in ("lines", "next-line"):
-            assert text[w.split - 1] == "\n"  # starts at a line start
+            assert completion[0] == "\n"  # starts at the newline ending the prompt's last line
+            assert w.split in starts  # ... where a token starts, so the cut splits no token
         if mode != "chunk":
             assert at_line_end or w.cut_mid_line
-        if mode in ("line", "next-line"):
-            assert "\n" not in completion[:-1]  # one line at most
+        if mode == "line":
+            assert "\n" not in completion  # the rest of one line
+        if mode == "next-line":
+            assert "\n" not in completion[1:]  # one whole line
         if w.prompt_start > 0:  # the prompt is cut to its budget only when the file is longer
             assert w.prompt_tokens == prompt_tokens
 
@@ -54,11 +58,26 @@ def test_lines_mode_keeps_boundary_whitespace(tiny_tokenizer):
     assert len(wins) > 10
     for w in wins:
         completion = text[w.split:w.end]
-        assert completion.endswith("\n") and text[w.split - 1] == "\n"
+        assert completion.startswith("\n") and (w.end == len(text) or text[w.end] == "\n")
         assert not w.cut_mid_line
-    # indentation at the start of a completion survives (the reference stripped it)
-    assert any(text[w.split:w.end].startswith("    return") for w in wins)
-    assert any(text[w.prompt_start:w.split].endswith("\n\n") for w in wins)
+    # indentation and blank lines at the start of a completion survive (the reference stripped them)
+    assert any(text[w.split:w.end].startswith("\n    return") for w in wins)
+    assert any(text[w.split:w.end].startswith("\n\nfun") for w in wins)
+
+
+def test_lines_cut_keeps_the_files_tokens(tiny_tokenizer):
+    """Prompt and completion tokenized apart (as training and inference do) give the file's own
+    tokens: no token straddles the cut, so no lone-newline token is taught to precede EOS."""
+    text = "".join(f"class C{i}:\n    def m(self):\n        return {i}\n\n" for i in range(20))
+    enc = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    wins = windows_for(tiny_tokenizer, text, mode="lines", prompt_tokens=30, completion_tokens=12, stride=10)
+    assert len(wins) > 5
+    for w in wins:
+        apart = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"]
+                 for t in (text[: w.split], text[w.split: w.end])]
+        whole = tiny_tokenizer(text[: w.end], add_special_tokens=False)["input_ids"]
+        assert apart[0] + apart[1] == whole
+        assert enc[: len(whole)] == whole or w.end == len(text)
 
 
 def test_chunk_mode_token_budget_and_coverage(tiny_tokenizer):
@@ -86,10 +105,9 @@ def test_short_file_gets_one_window_and_tiny_file_none(tiny_tokenizer):
         make_windows(text, [0, 1], mode="words")
 
 
-def test_token_starts_monotone_and_line_starts():
+def test_token_starts_monotone():
     assert token_starts([(0, 1), (1, 3), (1, 3), (3, 4)]) == [0, 1, 1, 3]
     assert token_starts([(0, 2), (5, 6), (4, 5)]) == [0, 5, 5]
-    assert line_starts("a\nb\r\n\nc") == [0, 2, 5, 6]
 
 
 def test_split_groups_seeded_by_group_and_ratios():
