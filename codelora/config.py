@@ -326,7 +326,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs.update(action=argparse.BooleanOptionalAction)
         elif origin is list:
             (inner,) = typing.get_args(tp)
-            kwargs.update(nargs="+", type=inner)
+            # extend: `--repo A --repo B C` gives [A, B, C], as users of repeatable flags expect.
+            kwargs.update(nargs="+", type=inner, action="extend")
         elif origin is Literal:
             kwargs.update(choices=list(typing.get_args(tp)))
         else:

@@ -434,46 +434,9 @@ def run_parse(cfg: ParseConfig) -> ParseStats:
     return stats
 
 
-def merge_repeated_flag(argv: list[str], flag: str) -> list[str]:
-    """`--repo A --repo B C` → `--repo A B C`.
-
-    The shared CLI machinery gives list fields `nargs="+"`, where a repeated flag replaces the
-    earlier values; the documented usage repeats --repo, so gather every occurrence into one.
-    """
-    values: list[str] = []
-    rest: list[str] = []
-    first_at: int | None = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            rest.extend(argv[i:])
-            break
-        if arg == flag or arg.startswith(flag + "="):
-            first_at = len(rest) if first_at is None else first_at
-            if arg != flag:
-                values.append(arg.split("=", 1)[1])
-            i += 1
-            while i < len(argv) and not argv[i].startswith("-"):
-                values.append(argv[i])
-                i += 1
-            continue
-        rest.append(arg)
-        i += 1
-    if first_at is None:
-        return argv
-    bad = [v for v in values if v.startswith("-")]
-    if bad:  # keep it attached (`--repo=-x`) so classify_source rejects it with a clear message
-        return rest[:first_at] + [f"{flag}={bad[0]}"] + rest[first_at:]
-    return rest[:first_at] + [flag, *values] + rest[first_at:]
-
-
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
     from codelora.cli import run_stage
 
-    argv = merge_repeated_flag(list(sys.argv[1:] if argv is None else argv), "--repo")
     return run_stage(ParseConfig, run_parse, argv, prog="parse_data.py", description=DESCRIPTION,
                      examples=EXAMPLES, section="parse")
 

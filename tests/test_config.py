@@ -50,3 +50,20 @@ def test_bool_flags_and_saved_config(tmp_path):
 def test_cli_unknown_command(capsys):
     assert cli_main(["nope"]) == 2
     assert "usage: codelora" in capsys.readouterr().err
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from codelora.utils import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

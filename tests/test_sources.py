@@ -245,12 +245,16 @@ def test_classify_source_rejects_and_strips_credentials():
 
 
 def test_repeated_repo_flag_accumulates():
-    merge = sources.merge_repeated_flag
-    assert merge(["--repo", "a", "--output", "o", "--repo", "b", "c"], "--repo") == \
-        ["--repo", "a", "b", "c", "--output", "o"]
-    assert merge(["--repo=a", "--repo=b"], "--repo") == ["--repo", "a", "b"]
-    assert merge(["--repo", "a", "--repo=--upload-pack=x"], "--repo") == ["--repo=--upload-pack=x"]
-    assert merge(["--output", "o"], "--repo") == ["--output", "o"]
+    from codelora.cli import parse_config
+
+    cfg, _ = parse_config(ParseConfig, ["--repo", "a", "--output", "o", "--repo", "b", "c"], "p", "", "", "parse")
+    assert cfg.repo == ["a", "b", "c"] and cfg.output == "o"
+    cfg, _ = parse_config(ParseConfig, ["--repo=a", "--repo=b"], "p", "", "", "parse")
+    assert cfg.repo == ["a", "b"]
+    cfg, _ = parse_config(ParseConfig, ["--repo", "a", "--repo=--upload-pack=x"], "p", "", "", "parse")
+    assert cfg.repo == ["a", "--upload-pack=x"]  # kept, so classify_source rejects it by name
+    with pytest.raises(UserError, match="must not begin with '-'"):
+        sources.classify_source("--upload-pack=x")
 
 
 def test_untracked_directory_inside_a_repository(kotlin_repo, tmp_path, capsys):
