@@ -326,7 +326,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log.info("%d train examples, %s tokens; non-padding fraction %.3f (batch %d%s)", len(lengths),
              f"{sum(lengths):,}", fill, cfg.batch_size, ", length-grouped" if sampler else "")
 
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "logs"))
+    # transformers 5 takes the tensorboard directory from this variable only. Set it for this
+    # run and put the caller's value back afterwards: a second run in the same process (tests,
+    # the pipeline) must not log into the first run's directory.
+    saved_tb_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
     has_eval = eval_ds is not None and len(eval_ds) > 0
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -369,7 +373,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         length_sampler=sampler,
     )
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if saved_tb_dir is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = saved_tb_dir
     runtime = time.perf_counter() - start
     # The Trainer evaluates at the last step itself; evaluate again only if that did not happen.
     evals = [row for row in trainer.state.log_history if "eval_loss" in row]
