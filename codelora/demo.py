@@ -1,14 +1,17 @@
-"""The offline demo: parse + preprocess on a real corpus that every machine has.
+"""`make demo`: the whole pipeline, offline, on a real corpus that every machine has.
 
 There is no Hub and no JetBrains/kotlin offline, so the demo corpus is the Python standard library
-of the running interpreter (~11 MB of .py files without its tests), committed into a local git
-repository under .demo/ that parse_data.py then clones through a file:// URL, exactly like a
-remote. The tokenizer is a byte-level BPE trained locally on that corpus (same family as Phi-1.5's).
+of the running interpreter (~10 MB of .py files without its tests), committed into a local git
+repository under .demo/ that parse_data.py then clones like a remote. configs/demo.yaml cuts it in
+two disjoint parts: some packages bootstrap a tiny base model (a BPE tokenizer + a short
+pretraining of a small PhiForCausalLM), the rest is the finetuning target, split by file; the
+benchmark then compares base and finetuned on held-out files.
 
-    python -m codelora.demo                 # build .demo/, parse, preprocess, print the stats
-    python -m codelora.demo --max-files 50  # a smaller corpus, for a quick look
+    python -m codelora.demo                        # run (or continue) the demo pipeline
+    python -m codelora.demo --force                # redo every stage
+    python -m codelora.demo --config my-demo.yaml  # another config with the same corpus
 
-`build_stdlib_repo` and `ensure_demo_tokenizer` are reused by the later pipeline stages.
+`build_stdlib_repo` and `ensure_demo_tokenizer` are also used by bench/preprocess.py.
 """
 
 from __future__ import annotations
@@ -138,41 +141,48 @@ def _corpus_id(corpus_dir: Path) -> str:
         return str(corpus_dir.resolve())
 
 
-def demo_paths(root: Path) -> dict[str, Path]:
-    return {"repo": root / "stdlib-repo", "tokenizer": root / "tokenizer",
-            "raw": root / "data" / "stdlib_code_raw.jsonl", "dataset": root / "data" / "stdlib_prepared_dataset"}
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
-def run_demo(root: Path, *, max_files: int | None = None, vocab_size: int = 4096, num_proc: int = 2) -> dict:
-    from codelora.config import ParseConfig, PreprocessConfig
-    from codelora.preprocess import run_preprocess
-    from codelora.sources import run_parse
+def corpus_repo_path(config: dict) -> Path:
+    """Where the config's parse stage expects the stdlib repository (its first --repo)."""
+    repos = (config.get("parse") or {}).get("repo") or []
+    repos = [repos] if isinstance(repos, str) else repos
+    if len(repos) != 1 or "://" in repos[0]:
+        raise UserError("the demo config's parse.repo must name one local path for the stdlib repository")
+    return Path(repos[0])
 
-    paths = demo_paths(root)
+
+def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = None) -> int:
+    """Build the corpus repository, run the pipeline, print the benchmark table."""
+    from codelora import pipeline
+    from codelora.config import load_yaml
+
+    config = load_yaml(config_path)
     t0 = time.perf_counter()
-    repo = build_stdlib_repo(paths["repo"], max_files=max_files)
-    ensure_demo_tokenizer(paths["tokenizer"], repo, vocab_size=vocab_size)
-    # Through a file:// URL: the same shallow-fetch path as a GitHub URL.
-    run_parse(ParseConfig(repo=[repo.resolve().as_uri()], extensions=[".py"], output=str(paths["raw"])))
-    stats = run_preprocess(PreprocessConfig(input=str(paths["raw"]), tokenizer=str(paths["tokenizer"]),
-                                            output=str(paths["dataset"]), num_proc=num_proc))
-    print(f"demo: done in {time.perf_counter() - t0:.0f} s; dataset in {paths['dataset']} "
-          f"(stats: {paths['dataset'] / 'stats.json'})")
-    return stats
+    build_stdlib_repo(corpus_repo_path(config), max_files=max_files)
+    rc = pipeline.main(["--config", str(config_path), *(["--force"] if force else [])])
+    if rc != 0:
+        return rc
+    results = Path((config.get("benchmark") or {}).get("output", "results"))
+    table = results / "results.md"
+    if table.is_file():
+        print(table.read_text(encoding="utf-8"))
+    print(f"demo: done in {time.perf_counter() - t0:.0f} s; report: {results / 'report.html'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codelora.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=".demo", help="working directory (default: .demo)")
-    parser.add_argument("--max-files", type=int, default=None, help="use only this many stdlib files")
-    parser.add_argument("--vocab-size", type=int, default=4096, help="demo tokenizer vocabulary size")
-    parser.add_argument("--num-proc", type=int, default=2, help="processes for preprocessing")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="redo every stage")
+    parser.add_argument("--max-files", type=int, default=None, help="use only this many stdlib files (quick look)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
     try:
-        run_demo(Path(args.root), max_files=args.max_files, vocab_size=args.vocab_size, num_proc=args.num_proc)
+        return run_demo(args.config, force=args.force, max_files=args.max_files)
     except UserError as err:
         if args.debug:
             raise
@@ -181,7 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

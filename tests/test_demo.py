@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from datasets import load_from_disk
 
 from codelora import demo
@@ -41,15 +43,32 @@ def test_demo_tokenizer_trained_once(tmp_path):
     assert again(text)["input_ids"] == tok(text)["input_ids"]
 
 
-def test_demo_end_to_end(tmp_path, capsys):
-    assert demo.main(["--root", str(tmp_path / "d"), "--max-files", "30", "--vocab-size", "300",
-                      "--num-proc", "1"]) == 0
+def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
+    """`make demo`'s code path on a scaled-down copy of configs/demo.yaml: corpus repo, bootstrap,
+    parse, preprocess, train, merge, benchmark; then the table and the report are there."""
+    config = yaml.safe_load(demo.DEFAULT_CONFIG.read_text())
+    config["bootstrap"].update(inputs=[".demo/stdlib-repo"], vocab_size=300, hidden_size=32, layers=2,
+                               heads=2, seq_length=64, batch_size=4, steps=5, max_seconds=None)
+    config["parse"]["exclude_dirs"] = ["build"]
+    config["preprocess"].update(max_train_samples=64, num_proc=1, prompt_tokens=48, completion_tokens=16,
+                                stride=48)
+    config["train"].update(max_steps=4, batch_size=4, eval_steps=2, save_steps=2, max_length=96)
+    config["benchmark"].update(sample=6, batch_size=6)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
     out = capsys.readouterr().out
-    assert "parse_data.py: 30 files seen" in out and "demo: done" in out
-    paths = demo.demo_paths(tmp_path / "d")
-    rows = [json.loads(line) for line in paths["raw"].read_text().splitlines()]
-    assert rows and rows[0]["repo"].startswith("file://") and len(rows[0]["commit"]) == 40
-    dd = load_from_disk(str(paths["dataset"]))
-    assert set(dd) == {"train", "validation", "test"} and len(dd["train"]) > 100
-    stats = json.loads((paths["dataset"] / "stats.json").read_text())
-    assert stats["examples"]["train"] == len(dd["train"])
+    assert "heldout" in out and "demo: done" in out
+    results = tmp_path / config["benchmark"]["output"]
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["models"] == [".demo/base", ".demo/runs/stdlib/merged"]
+    assert (results / "report.html").stat().st_size > 1000
+    assert (tmp_path / ".demo/runs/stdlib/merged/model.safetensors").is_file()
+    dd = load_from_disk(str(tmp_path / config["preprocess"]["output"]))
+    assert set(dd) == {"train", "validation", "test"} and len(dd["train"]) == 64
+    # a second run finds every stage up to date and redoes nothing
+    stamp = (tmp_path / ".demo/runs/stdlib/merged/model.safetensors").stat().st_mtime_ns
+    assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
+    assert capsys.readouterr().err.count(": up to date (") == 6  # the pipeline logs to stderr
+    assert (tmp_path / ".demo/runs/stdlib/merged/model.safetensors").stat().st_mtime_ns == stamp
