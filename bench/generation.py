@@ -46,14 +46,15 @@ MCEVAL = ROOT.parent / "shared" / "data" / "mceval_kotlin.jsonl"
 
 def make_pairs(seed: int) -> list[tuple[str, str]]:
     """(prompt, completion) windows over the McEval Kotlin solutions, as preprocess_data.py's
-    `next-line` mode cuts them: up to 12 lines of context, the next non-blank line to complete."""
+    `next-line` mode cuts them: up to 12 lines of context ending at the end of a line's text, and
+    "\n" + the next non-blank line (the cut sits before the newline, see codelora/windows.py)."""
     pairs = []
     for line in MCEVAL.read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
-        lines = (rec["prompt"] + rec["canonical_solution"]).splitlines(keepends=True)
+        lines = (rec["prompt"] + rec["canonical_solution"]).split("\n")
         for cut in range(3, len(lines)):
             if lines[cut].strip():
-                pairs.append(("".join(lines[max(0, cut - 12) : cut]), lines[cut]))
+                pairs.append(("\n".join(lines[max(0, cut - 12) : cut]), "\n" + lines[cut]))
     random.Random(seed).shuffle(pairs)
     return pairs
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = make_pairs(args.seed)
     eval_pairs, train_pairs = pairs[: args.examples], pairs[args.examples :]
-    model_dir = Path(args.output).parent / f"tiny-model-seed{args.seed}-steps{args.train_steps}"
+    model_dir = Path(args.output).parent / f"tiny-model-v2-seed{args.seed}-steps{args.train_steps}"  # v2: cuts before newlines
     if (model_dir / "config.json").is_file():  # trained before: reuse (training is not what we time)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: {result['reference']['examples_per_s']:.3f} ex/s, ES {ref_es:.2f}")
     print(f"ours:      {result['ours']['examples_per_s']:.3f} ex/s, ES {our_es:.2f}")
     print(f"speedup:   {result['speedup']:.1f}x (target >= 10x); ES not lower: {our_es >= ref_es}")
+    # Lines for bench/run_all.py (its RESULT convention).
+    print(f"RESULT generation_speedup={result['speedup']:.3g} target=>=10x ok={str(result['speedup'] >= 10).lower()}")
+    print(f"RESULT generation_es_ours={our_es:.2f} target=>={ref_es:.2f} (reference) ok={str(our_es >= ref_es).lower()}")
     return 0
 
 

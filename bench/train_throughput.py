@@ -194,6 +194,11 @@ def main() -> int:
     print(f"\ntrain.py / plain shuffled: {figures['ratio_vs_plain_shuffled']:.2f}x (target >= 1.0)")
     print(f"train.py / plain, same batches: {figures['ratio_vs_plain_same_batches']:.2f}x (framework overhead)")
     print(f"non-padding fraction: {fill_ours:.3f} vs {fill_ref:.3f} padded to 512 (target >= 0.95)")
+    # Lines for bench/run_all.py (its RESULT convention).
+    ratio = figures["ratio_vs_plain_shuffled"]
+    print(f"RESULT train_vs_plain_lora_loop={ratio:.3g} target=>=1.0x ok={str(ratio >= 1.0).lower()}")
+    print(f"RESULT train_non_padding_fraction={fill_ours:.3g} target=>=0.95 ok={str(fill_ours >= 0.95).lower()}")
+    print(f"RESULT reference_non_padding_fraction={fill_ref:.3g}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
