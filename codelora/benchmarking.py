@@ -109,6 +109,7 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
 def settings_for(task: Task, cfg) -> GenerationSettings:
     return GenerationSettings(
         max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+        min_new_tokens=task.min_new_tokens,
         batch_size=cfg.batch_size,
         num_beams=cfg.num_beams,
         do_sample=cfg.do_sample,

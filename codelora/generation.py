@@ -26,6 +26,7 @@ StopRule = Callable[[str], int | None]
 @dataclass
 class GenerationSettings:
     max_new_tokens: int = 128
+    min_new_tokens: int = 0  # EOS is not allowed before this many new tokens
     batch_size: int = 16
     num_beams: int = 1
     do_sample: bool = False
@@ -44,6 +45,13 @@ def stop_at_eos(text: str) -> int | None:
 def stop_at_line_end(text: str) -> int | None:
     """Line completion: the prediction is the rest of the current line."""
     cut = text.find("\n")
+    return None if cut < 0 else cut
+
+
+def stop_after_next_line(text: str) -> int | None:
+    """Next-line completion: the prediction is "\n" + one line (the newline it starts with is
+    the one that ends the prompt's last line), so it ends at the following newline."""
+    cut = text.find("\n", 1)
     return None if cut < 0 else cut
 
 
@@ -251,9 +259,10 @@ def generate_batch(
         eos_token_id=tokenizer.eos_token_id,
         use_cache=True,
         stopping_criteria=stops,
+        min_new_tokens=settings.min_new_tokens or None,
     )
     if settings.num_beams == 1 and not settings.do_sample:
-        return _greedy_compacting(model, tokenizer, enc, settings.max_new_tokens, rules)
+        return _greedy_compacting(model, tokenizer, enc, settings.max_new_tokens, rules, settings.min_new_tokens)
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:  # silence "temperature is set but do_sample=False" from a model's generation_config
@@ -268,7 +277,8 @@ def generate_batch(
     return predictions
 
 
-def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequence[StopRule]) -> list[str]:
+def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequence[StopRule],
+                       min_new_tokens: int = 0) -> list[str]:
     """Greedy decoding with a KV cache that drops rows as soon as they finish.
 
     `generate` keeps computing every row until the last one stops (finished rows are fed pad
@@ -288,8 +298,12 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
     with torch.inference_mode():
         out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
         cache = out.past_key_values
-        for _ in range(max_new_tokens):
-            next_tokens = out.logits[:, -1, :].argmax(-1)
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1, :]
+            if step < min_new_tokens:  # as generate's MinNewTokensLengthLogitsProcessor does
+                logits = logits.clone()
+                logits[:, eos] = -float("inf")
+            next_tokens = logits.argmax(-1)
             keep = []
             for row, (orig, tok) in enumerate(zip(alive.tolist(), next_tokens.tolist())):
                 if tok == eos:

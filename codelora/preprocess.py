@@ -307,6 +307,9 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
             "examples": {s: len(windows[s]) for s in SPLITS},
             "train_examples_before_sampling": before_sampling,
             "completions_cut_mid_line": int(cut_mid_line),
+            # the benchmark's heldout task reads the mode to pick its stop rule
+            "windowing": {"mode": cfg.mode, "prompt_tokens": cfg.prompt_tokens,
+                          "completion_tokens": cfg.completion_tokens, "stride": cfg.stride},
             "token_lengths": {
                 "prompt": percentiles([v for s in SPLITS for v in column(windows[s], "prompt_tokens")]),
                 "completion": percentiles([v for s in SPLITS for v in column(windows[s], "completion_tokens")]),

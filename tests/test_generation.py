@@ -106,6 +106,36 @@ def test_eos_ends_generation_and_is_dropped(tiny, monkeypatch):
     assert len(tok(pred)["input_ids"]) == 1  # the one token before EOS
 
 
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_min_new_tokens_bans_eos_first(tiny, monkeypatch, num_beams):
+    """A model that wants EOS at once still gives a non-empty completion with min_new_tokens=1,
+    and EOS after that first token still ends it (greedy fast path and generate alike)."""
+    model, tok = tiny
+    real_forward = model.forward
+    calls = {"n": 0}
+
+    def forward(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] <= 2:  # EOS is the top choice at steps 1 and 2, by a wide margin
+            out.logits[:, -1, tok.eos_token_id] = out.logits[:, -1, :].max() + 50.0
+        return out
+
+    monkeypatch.setattr(model, "forward", forward)
+    settings = GenerationSettings(max_new_tokens=10, min_new_tokens=1, num_beams=num_beams)
+    pred = generate_batch(model, tok, ["fun"], settings, stop_at_eos)[0]
+    assert len(tok(pred, add_special_tokens=False)["input_ids"]) == 1  # one token, then EOS
+    calls["n"] = 0
+    assert generate_batch(model, tok, ["fun"], GenerationSettings(max_new_tokens=10), stop_at_eos)[0] == ""
+
+
+def test_next_line_rule():
+    from codelora.generation import stop_after_next_line
+
+    assert stop_after_next_line("\n    return x\n    y") == len("\n    return x")
+    assert stop_after_next_line("\n    return x") is None
+
+
 def test_generate_sorts_and_returns_every_index(tiny):
     model, tok = tiny
     got = {}

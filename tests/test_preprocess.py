@@ -138,6 +138,7 @@ def test_other_modes(mode, raw_jsonl, tiny_tokenizer_dir, tmp_path):
     else:
         assert stats["token_lengths"]["completion"]["p50"] == 24  # fixed-size chunks
     assert stats["examples"]["train"] == len(comps) > 0
+    assert stats["windowing"] == {"mode": mode, "prompt_tokens": 48, "completion_tokens": 24, "stride": 24}
 
 
 def test_push_to_hub_card(prepared, raw_jsonl, tiny_tokenizer_dir, tmp_path, monkeypatch):

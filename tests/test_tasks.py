@@ -152,3 +152,21 @@ def test_heldout_budget_comes_from_the_recorded_completion_lengths(tmp_path):
     assert [e.reference for e in examples] == ["x\n", "y\n"] and examples[0].meta == {"path": "p", "repo": "r"}
     per, corpus = task.score(examples, ["x", "z\n"])  # trailing whitespace does not count
     assert [r["es"] for r in per] == [100, 0] and corpus["em"] == 50.0
+    assert task.min_new_tokens == 1 and task.stop_rule(examples[0])("a\nb") is None  # no stats: EOS only
+
+
+@pytest.mark.parametrize(("mode", "text", "kept"), [("line", "abc\ndef", "abc"),
+                                                    ("next-line", "\n  abc\ndef", "\n  abc"),
+                                                    ("lines", "\n  abc\ndef", None)])
+def test_heldout_stop_rule_follows_the_recorded_windowing_mode(tmp_path, mode, text, kept):
+    import json
+
+    from datasets import Dataset, DatasetDict
+
+    rows = {"prompt": ["a"], "completion": ["\nx"], "path": ["p"], "repo": ["r"]}
+    DatasetDict({"test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "ds"))
+    (tmp_path / "ds" / "stats.json").write_text(json.dumps({"windowing": {"mode": mode}}))
+    task = get_task("heldout", cfg(dataset=str(tmp_path / "ds")))
+    examples = task.load()
+    cut = task.stop_rule(examples[0])(text)
+    assert (None if cut is None else text[:cut]) == kept

@@ -34,6 +34,7 @@ class Example:
 class Task(ABC):
     name: str = ""
     max_new_tokens: int = 128
+    min_new_tokens: int = 0  # > 0 where a reference is never empty: EOS may not come first
     metrics: tuple[str, ...] = ("es", "em", "bleu")
 
     def __init__(self, cfg: Any):

@@ -1,17 +1,22 @@
 """heldout: complete the prompts of our own dataset's test split (files never seen in training).
 
 The dataset is the preprocess stage's DatasetDict (train/validation/test; prompt, completion,
-path, repo). A completion is whole lines and the model was trained to emit EOS after it, so
-generation stops at EOS only, and the prediction is compared with the completion after
-trailing whitespace is dropped (the final newline before EOS is a formatting detail).
+path, repo). The model was trained to emit EOS after each completion, so generation stops at
+EOS; where the dataset's stats.json says its completions are single lines (`line`,
+`next-line` modes), generation also stops at that line's end, for every model alike (a base
+model never learned where our completions stop). Completions are never empty, so EOS may not
+be the first token: without a separator the prompt ends exactly where training completions
+end, and a finetuned model would otherwise sometimes answer with nothing. The prediction is
+compared with the completion after trailing whitespace is dropped.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from codelora.generation import StopRule, stop_at_eos
+from codelora.generation import StopRule, stop_after_next_line, stop_at_eos, stop_at_line_end
 from codelora.tasks import Example, Task, text_scores
 from codelora.utils import UserError
 
@@ -33,6 +38,8 @@ def completion_budget(completion_token_counts: list[int]) -> int:
 class HeldoutTask(Task):
     name = "heldout"
     max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # or from the dataset's completion_tokens column
+    min_new_tokens = 1  # references are never empty (preprocess drops whitespace-only ones)
+    mode: str | None = None  # the preprocess windowing mode, from stats.json
 
     def load(self) -> list[Example]:
         from datasets import DatasetDict, load_from_disk
@@ -50,6 +57,9 @@ class HeldoutTask(Task):
         missing = [c for c in REQUIRED if c not in test.column_names]
         if missing:
             raise UserError(f"heldout: {path} test split lacks column(s) {', '.join(missing)}")
+        stats = path / "stats.json"
+        if stats.is_file():
+            self.mode = (json.loads(stats.read_text(encoding="utf-8")).get("windowing") or {}).get("mode")
         if "completion_tokens" in test.column_names:
             self.max_new_tokens = completion_budget([int(n) for n in test["completion_tokens"]])
         examples = []
@@ -59,7 +69,7 @@ class HeldoutTask(Task):
         return examples
 
     def stop_rule(self, example: Example) -> StopRule:
-        return stop_at_eos
+        return {"line": stop_at_line_end, "next-line": stop_after_next_line}.get(self.mode or "", stop_at_eos)
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
         return text_scores([e.reference.rstrip() for e in examples], [p.rstrip() for p in predictions])
