@@ -1,15 +1,25 @@
-"""`make demo`: the whole pipeline, offline, on a real corpus that every machine has.
+"""`make demo`: the whole pipeline, offline, on real code that every demo machine has.
 
-There is no Hub and no JetBrains/kotlin offline, so the demo corpus is the Python standard library
-of the running interpreter (~10 MB of .py files without its tests), committed into a local git
-repository under .demo/ that parse_data.py then clones like a remote. configs/demo.yaml cuts it in
-two disjoint parts: some packages bootstrap a tiny base model (a BPE tokenizer + a short
-pretraining of a small PhiForCausalLM), the rest is the finetuning target, split by file; the
-benchmark then compares base and finetuned on held-out files.
+There is no Hub offline, so no microsoft/phi-1_5 and no JetBrains/kotlin. The demo mirrors the real
+run with two corpora that `make demo` guarantees, each committed into a local git repository under
+.demo/ with a fixed identity and date:
+
+- the base model's "general code" is the running interpreter's standard library (~10 MB of .py
+  files without its tests): the bootstrap stage trains a BPE tokenizer on it and pretrains a tiny
+  PhiForCausalLM for a few minutes, a stand-in for a pretrained code model;
+- the finetuning target, the stand-in for one project's repository, is a part of the torch package
+  that requirements.txt pins (`torch/_dynamo`, `torch/fx`, `torch/distributed`: ~12 MB, ~560
+  files). It is cloned by parse_data.py like a remote, split by file, finetuned on with LoRA, and
+  the benchmark compares base and finetuned on its held-out files.
+
+The two corpora share no file, and their styles differ the way a project's do from general code
+(type annotations, black formatting, torch idioms), which is what finetuning is for. A stdlib-only
+demo (pretrain on some packages, finetune on the others) moved held-out ES by only +0.6: more of
+the same text teaches a tiny model little in three minutes.
 
     python -m codelora.demo                        # run (or continue) the demo pipeline
     python -m codelora.demo --force                # redo every stage
-    python -m codelora.demo --config my-demo.yaml  # another config with the same corpus
+    python -m codelora.demo --config my-demo.yaml  # another config with the same corpora
 
 `build_stdlib_repo` and `ensure_demo_tokenizer` are also used by bench/preprocess.py.
 """
@@ -17,6 +27,7 @@ benchmark then compares base and finetuned on held-out files.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -31,10 +42,10 @@ from codelora.utils import UserError, atomic_dir, setup_logging
 
 log = logging.getLogger(__name__)
 
-# Left out of the corpus: the test suites (huge, full of deliberately odd files), installed
+# Left out of both corpora: test suites (huge, full of deliberately odd files), installed
 # third-party packages, IDLE (a GUI application rather than library code) and `encodings`
-# (~100 codec modules generated from one template: near-duplicates that a file-level split cannot
-# keep apart, so about half the test completions would also occur verbatim in train).
+# (~100 codec modules generated from one template: near-duplicates that teach little and, in a
+# file-level split, put about half the test completions verbatim in train).
 EXCLUDED_PARTS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__", "encodings"}
 # A fixed identity and date make the demo commit SHA reproducible for a given interpreter.
 _COMMIT_ENV = {
@@ -42,7 +53,10 @@ _COMMIT_ENV = {
     "GIT_COMMITTER_NAME": "codelora demo", "GIT_COMMITTER_EMAIL": "demo@codelora.invalid",
     "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+0000",
 }
-_MARKER = "codelora-stdlib.json"  # inside .git/, so it is not part of the corpus
+# The finetuning target: parts of the installed torch package with little code copied between
+# files (torch/nn and torch/ao/nn, say, mirror each other and would leak across a file split).
+TARGET_SUBPACKAGES = ("_dynamo", "fx", "distributed")
+_MARKER = "codelora-corpus-repo.json"  # inside .git/, so it is not part of the corpus
 _TOKENIZER_MARKER = "codelora-corpus.json"  # what the saved demo tokenizer was trained on
 
 
@@ -50,35 +64,57 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def stdlib_files(src: Path | None = None, max_files: int | None = None) -> list[Path]:
-    """The standard library's .py files (relative paths), sorted; `max_files` picks evenly."""
-    src = src or stdlib_dir()
+def target_package_dir() -> Path:
+    """The installed `torch` package (pinned in requirements.txt), found without importing it."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the demo's finetuning corpus is the installed torch package, and torch is not "
+                        "installed: run `make demo` (it installs requirements.txt)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _py_files(root: Path, prefix: Path = Path()) -> list[Path]:
+    """`root`'s .py files as paths relative to root's parent chosen by `prefix`, excluded trees pruned."""
     files = []
-    for dirpath, dirnames, filenames in os.walk(src):  # prune excluded trees instead of filtering them
+    for dirpath, dirnames, filenames in os.walk(root):  # prune excluded trees instead of filtering them
         dirnames[:] = [d for d in dirnames if d not in EXCLUDED_PARTS]
         base = Path(dirpath)
-        files += [(base / f).relative_to(src) for f in filenames
+        files += [prefix / (base / f).relative_to(root) for f in filenames
                   if f.endswith(".py") and (base / f).is_file() and not (base / f).is_symlink()]
-    files.sort()
-    if max_files is not None and len(files) > max_files:
+    return files
+
+
+def _pick(files: list[Path], max_files: int | None) -> list[Path]:
+    files = sorted(files)
+    if max_files is not None and len(files) > max_files:  # evenly spread, not the first ones
         step = len(files) / max_files
         files = [files[int(i * step)] for i in range(max_files)]
     return files
 
 
-def build_stdlib_repo(dest: str | Path, *, max_files: int | None = None) -> Path:
-    """A git repository at `dest` holding the interpreter's stdlib, committed; reused when current."""
+def stdlib_files(src: Path | None = None, max_files: int | None = None) -> list[Path]:
+    """The standard library's .py files (relative paths), sorted; `max_files` picks evenly."""
+    return _pick(_py_files(src or stdlib_dir()), max_files)
+
+
+def target_files(src: Path | None = None, max_files: int | None = None) -> list[Path]:
+    """TARGET_SUBPACKAGES' .py files, relative to the directory holding the torch package."""
+    src = src or target_package_dir()
+    files = []
+    for sub in TARGET_SUBPACKAGES:
+        if (src / sub).is_dir():
+            files += _py_files(src / sub, Path(src.name) / sub)
+    return _pick(files, max_files)
+
+
+def _build_repo(dest: Path, src: Path, files: list[Path], identity: dict, message: str) -> Path:
+    """A git repository at `dest` holding `src`/`files`, committed; reused when `identity` matches."""
     import git
 
-    dest = Path(dest)
-    src = stdlib_dir()
-    identity = {"python": sys.version, "stdlib": str(src), "max_files": max_files,
-                "excluded": sorted(EXCLUDED_PARTS)}
     marker = dest / ".git" / _MARKER
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == identity:
         log.info("reusing the demo corpus repository %s", dest)
         return dest
-    files = stdlib_files(src, max_files)
     if not files:
         raise UserError(f"no .py files found under {src}")
     with atomic_dir(dest) as tmp:
@@ -89,13 +125,33 @@ def build_stdlib_repo(dest: str | Path, *, max_files: int | None = None) -> Path
         repo = git.Repo.init(tmp, initial_branch="main")
         try:
             repo.git.add("-A")
-            repo.git.commit("-q", "-m", f"Python {sys.version.split()[0]} standard library",
-                            env={**os.environ, **_COMMIT_ENV})
+            repo.git.commit("-q", "-m", message, env={**os.environ, **_COMMIT_ENV})
         finally:
             repo.close()
         (tmp / ".git" / _MARKER).write_text(json.dumps(identity), encoding="utf-8")
     log.info("built the demo corpus repository %s (%d files)", dest, len(files))
     return dest
+
+
+def build_stdlib_repo(dest: str | Path, *, max_files: int | None = None) -> Path:
+    """The interpreter's stdlib (the base model's pretraining text) as a git repository at `dest`."""
+    src = stdlib_dir()
+    identity = {"python": sys.version, "stdlib": str(src), "max_files": max_files,
+                "excluded": sorted(EXCLUDED_PARTS)}
+    return _build_repo(Path(dest), src, stdlib_files(src, max_files), identity,
+                       f"Python {sys.version.split()[0]} standard library")
+
+
+def build_target_repo(dest: str | Path, *, max_files: int | None = None) -> Path:
+    """TARGET_SUBPACKAGES of the installed torch (the finetuning target) as a git repository."""
+    from importlib.metadata import version
+
+    pkg = target_package_dir()
+    torch_version = version("torch")
+    identity = {"torch": torch_version, "package": str(pkg), "subpackages": list(TARGET_SUBPACKAGES),
+                "max_files": max_files, "excluded": sorted(EXCLUDED_PARTS)}
+    return _build_repo(Path(dest), pkg.parent, target_files(pkg, max_files), identity,
+                       f"torch {torch_version}: {', '.join(TARGET_SUBPACKAGES)}")
 
 
 def ensure_demo_tokenizer(out_dir: str | Path, corpus_dir: str | Path, *, vocab_size: int = 4096,
@@ -144,23 +200,30 @@ def _corpus_id(corpus_dir: Path) -> str:
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
-def corpus_repo_path(config: dict) -> Path:
-    """Where the config's parse stage expects the stdlib repository (its first --repo)."""
-    repos = (config.get("parse") or {}).get("repo") or []
-    repos = [repos] if isinstance(repos, str) else repos
-    if len(repos) != 1 or "://" in repos[0]:
-        raise UserError("the demo config's parse.repo must name one local path for the stdlib repository")
-    return Path(repos[0])
+def corpus_repo_paths(config: dict) -> tuple[Path, Path]:
+    """Where the config wants the stdlib repository (its one bootstrap input) and the target
+    repository (its one parse repo)."""
+    def one_local(section: str, key: str) -> Path:
+        items = (config.get(section) or {}).get(key) or []
+        items = [items] if isinstance(items, str) else items
+        if len(items) != 1 or "://" in items[0]:
+            raise UserError(f"the demo config's {section}.{key} must name one local path "
+                            f"(the {'stdlib' if section == 'bootstrap' else 'target'} repository)")
+        return Path(items[0])
+
+    return one_local("bootstrap", "inputs"), one_local("parse", "repo")
 
 
 def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = None) -> int:
-    """Build the corpus repository, run the pipeline, print the benchmark table."""
+    """Build the two corpus repositories, run the pipeline, print the benchmark table."""
     from codelora import pipeline
     from codelora.config import load_yaml
 
     config = load_yaml(config_path)
     t0 = time.perf_counter()
-    build_stdlib_repo(corpus_repo_path(config), max_files=max_files)
+    stdlib_repo, target_repo = corpus_repo_paths(config)
+    build_stdlib_repo(stdlib_repo, max_files=max_files)
+    build_target_repo(target_repo, max_files=max_files)
     rc = pipeline.main(["--config", str(config_path), *(["--force"] if force else [])])
     if rc != 0:
         return rc
@@ -177,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
-    parser.add_argument("--max-files", type=int, default=None, help="use only this many stdlib files (quick look)")
+    parser.add_argument("--max-files", type=int, default=None, help="use only this many files of each corpus (quick look)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
