@@ -175,6 +175,35 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
     return tasks, data
 
 
+# Per-example scores behind the corpus metrics that are plain means: (row key, scale to 0..100).
+# Corpus BLEU is not a mean of per-example values, so it gets no interval here.
+MEAN_METRICS = {"es": ("es", 1.0), "em": ("em", 100.0), "pass@1": ("pass", 100.0)}
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def paired_bootstrap_ci(base: Sequence[float], other: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval for mean(other - base) by the paired bootstrap: the same examples are
+    drawn, with replacement, for both models (Koehn 2004, "Statistical significance tests for
+    machine translation evaluation"; Efron & Tibshirani 1993, ch. 13). An interval that excludes
+    0 says the difference is unlikely to be an accident of which examples were sampled. None for
+    fewer than 2 examples."""
+    import numpy as np
+
+    diff = np.asarray(other, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    n = len(diff)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 500):  # chunks bound the index matrix at 500 x n
+        k = min(500, resamples - start)
+        means[start : start + k] = diff[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return round(float(lo), 2), round(float(hi), 2)
+
+
 def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> tuple[dict, dict]:
     """(summary per task, per-example rows per task) from the caches."""
     summary: dict[str, Any] = {}
@@ -210,15 +239,24 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
                     with atomic_file(target) as handle:
                         handle.write(text)
         base = cfg.models[0]
-        deltas = {}
+        deltas, intervals = {}, {}
         for model in cfg.models[1:]:
             deltas[model] = {
                 m: round(per_model[model][m] - per_model[base][m], 2)
                 for m in task.metrics
                 if isinstance(per_model[model].get(m), (int, float)) and isinstance(per_model[base].get(m), (int, float))
             }
+            intervals[model] = {}
+            for m in deltas[model]:
+                key, scale = MEAN_METRICS.get(m, (None, 0.0))
+                if key is None or not all(key in r["scores"][model] and key in r["scores"][base] for r in task_rows):
+                    continue
+                ci = paired_bootstrap_ci([scale * r["scores"][base][key] for r in task_rows],
+                                         [scale * r["scores"][model][key] for r in task_rows], seed=cfg.seed)
+                if ci is not None:
+                    intervals[model][m] = list(ci)
         summary[name] = {"n": len(examples), "metrics": list(task.metrics), "models": per_model,
-                         "delta_vs_baseline": deltas, **task.describe()}
+                         "delta_vs_baseline": deltas, "delta_ci95": intervals, **task.describe()}
         rows[name] = task_rows
     return summary, rows
 
@@ -247,6 +285,8 @@ def run(cfg) -> int:
                        "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True},
         "timing": timing,
         "sample": cfg.sample,
+        "delta_ci95": f"paired bootstrap over examples, {BOOTSTRAP_RESAMPLES} resamples, percentile 95% "
+                      "interval of the mean difference (ES, EM, pass@1; not corpus BLEU)",
     }
     table = write_reports(summary, rows, out)
     print(table)

@@ -27,8 +27,10 @@ def _fmt(value: Any) -> str:
     return "n/a"
 
 
-def _fmt_delta(value: Any) -> str:
-    return f"{value:+.2f}" if isinstance(value, (int, float)) else "n/a"
+def _fmt_delta(value: Any, ci: Any = None) -> str:
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    return f"{value:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
 def short_name(model: str) -> str:
@@ -40,13 +42,14 @@ def markdown_table(summary: dict) -> str:
     models = summary["models"]
     base = models[0]
     header = ["task", "n", "metric", *[f"{short_name(m)}{' (base)' if m == base else ''}" for m in models]]
-    header += [f"Δ {short_name(m)} − base" for m in models[1:]]
+    header += [f"Δ {short_name(m)} − base [95% CI]" for m in models[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     for task, info in summary["tasks"].items():
         for metric in info["metrics"]:
             cells = [task, str(info["n"]), LABELS.get(metric, metric)]
             cells += [_fmt(info["models"][m].get(metric)) for m in models]
-            cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric)) for m in models[1:]]
+            cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric),
+                                 info.get("delta_ci95", {}).get(m, {}).get(metric)) for m in models[1:]]
             lines.append("| " + " | ".join(cells) + " |")
         judge = {m: info["models"][m].get("judgeable") for m in models if info["models"][m].get("judgeable")}
         if judge:
@@ -56,6 +59,9 @@ def markdown_table(summary: dict) -> str:
                          + "".join(" | " for _ in models[1:]) + " |")
     notes = {info["models"][m].get("pass@1_note") for info in summary["tasks"].values() for m in models} - {None}
     text = "\n".join(lines) + "\n"
+    if len(models) > 1:
+        text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1); an interval that "
+                 "excludes 0 is a difference that resampling the examples does not explain away.\n")
     if notes:
         text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"
     return text

@@ -65,6 +65,13 @@ def test_end_to_end_outputs(tmp_path, tiny_model_dir, second_model_dir, dataset_
         assert heldout["models"][m]["missing"] == 0
     assert heldout["delta_vs_baseline"][models[1]]["es"] == round(
         heldout["models"][models[1]]["es"] - heldout["models"][models[0]]["es"], 2)
+    # a paired-bootstrap interval for the per-example metrics, none for corpus BLEU
+    ci = heldout["delta_ci95"][models[1]]
+    assert set(ci) == {"es", "em"}
+    diffs = [r["scores"][models[1]]["es"] - r["scores"][models[0]]["es"] for r in rows]
+    assert min(diffs) <= ci["es"][0] <= heldout["delta_vs_baseline"][models[1]]["es"] + 0.01
+    assert heldout["delta_vs_baseline"][models[1]]["es"] - 0.01 <= ci["es"][1] <= max(diffs)
+    assert f"[{ci['es'][0]:+.2f}, {ci['es'][1]:+.2f}]" in printed
     assert (out / "results.md").read_text() in printed
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text()
@@ -200,3 +207,24 @@ def test_mceval_execution_and_reference_cache(tmp_path, tiny_model_dir, monkeypa
     monkeypatch.setattr(kotlin_task, "run_kotlin", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert run(args) == 0
     assert len(calls) == 2
+
+
+def test_paired_bootstrap_ci():
+    ci = benchmarking.paired_bootstrap_ci
+    assert ci([1, 2, 3], [1, 2, 3]) == (0.0, 0.0)
+    assert ci([10, 50, 90, 20], [15, 55, 95, 25]) == (5.0, 5.0)  # a constant gain has no spread
+    assert ci([1], [2]) is None
+    # Large-sample check: the percentile interval of a mean matches the normal approximation
+    # mean +- 1.96 sd / sqrt(n) (the difference here is +2 with sd 10 by construction).
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 100, 4000)
+    diff = rng.normal(2.0, 10.0, 4000)
+    lo, hi = ci(base.tolist(), (base + diff).tolist(), seed=1)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert abs(lo - (diff.mean() - half)) < 0.1 and abs(hi - (diff.mean() + half)) < 0.1
+    assert lo > 0  # a real +2 gain over 4000 examples is resolved
+    # paired: the base's own spread (sd ~29) does not widen the interval of the difference
+    assert hi - lo < 2 * half + 0.2
+    assert ci(base.tolist(), (base + diff).tolist(), seed=1) == (lo, hi)  # seeded: reproducible
