@@ -40,7 +40,7 @@ REQUIRED_COLUMNS = ("prompt", "completion")
 EXAMPLES = """\
   python train.py --base-model microsoft/phi-1_5 --dataset data/kotlin_prepared_dataset \\
       --output-dir runs/phi15-kotlin
-  python train.py --config configs/phi15-kotlin.yaml --max-steps 500 --push-to-hub USER/phi15-kotlin-lora
+  python train.py --config configs/kotlin-phi-1_5.yaml --max-steps 500 --push-to-hub USER/phi15-kotlin-lora
   python train.py --output-dir runs/phi15-kotlin --resume          # continue after an interruption
   accelerate launch --num_processes 2 train.py --output-dir runs/ddp   # data parallel
 """
