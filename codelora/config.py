@@ -180,6 +180,8 @@ class BenchmarkConfig:
     hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo")
     tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout codexglue codexglue-line mceval-kotlin")
     dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
+    heldout_split: Literal["test", "validation"] = opt(
+        "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
     codexglue_data: str | None = opt(None, "CodeXGLUE method-generation JSONL or Hub id")
     codexglue_line_data: str | None = opt(None, "CodeXGLUE line-completion JSONL ({input, gt})")
     mceval_data: str | None = opt(None, "McEval/MBKP Kotlin JSONL")

@@ -46,7 +46,9 @@ def markdown_table(summary: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     for task, info in summary["tasks"].items():
         for metric in info["metrics"]:
-            cells = [task, str(info["n"]), LABELS.get(metric, metric)]
+            split = info.get("split")  # heldout: name a split other than test
+            cells = [f"{task} ({split})" if split not in (None, "test") else task, str(info["n"]),
+                     LABELS.get(metric, metric)]
             cells += [_fmt(info["models"][m].get(metric)) for m in models]
             cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric),
                                  info.get("delta_ci95", {}).get(m, {}).get(metric)) for m in models[1:]]

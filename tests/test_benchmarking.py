@@ -116,6 +116,23 @@ def test_rerun_continues_from_cache(tmp_path, tiny_model_dir, dataset_dir, monke
     assert run(args) == 0
 
 
+def test_heldout_validation_split(tmp_path, tiny_model_dir, dataset_dir, capsys):
+    """Tuning looks at validation; the test split stays unseen until the one reported run."""
+    out = tmp_path / "results"
+    args = ["--models", str(tiny_model_dir), "--tasks", "heldout", "--dataset", str(dataset_dir),
+            "--output", str(out), "--max-new-tokens", "4", "--heldout-split", "validation"]
+    assert run(args) == 0
+    assert "| heldout (validation) | 2 | ES |" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"]["heldout"]["n"] == 2 and summary["tasks"]["heldout"]["split"] == "validation"
+    rows = [json.loads(line) for line in (out / "examples" / "heldout.jsonl").read_text().splitlines()]
+    # the validation split's rows (F4, F5), not the test split's
+    assert sorted(r["reference"] for r in rows) == ["    return x + 4\n}\n", "    return x + 5\n}\n"]
+    with pytest.raises(SystemExit) as exc:  # only test and validation are held out
+        run([*args[:-1], "train"])
+    assert exc.value.code == 2
+
+
 def test_cache_ignores_torn_line_and_changed_prompt(tmp_path):
     cache = PredictionCache(tmp_path / "c.jsonl")
     ex = [Example("a", "p1", "r"), Example("b", "p2", "r")]

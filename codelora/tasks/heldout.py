@@ -1,5 +1,8 @@
 """heldout: complete the prompts of our own dataset's test split (files never seen in training).
 
+`--heldout-split validation` scores the validation split instead: choose hyperparameters on it,
+and report the test split once, so the reported gain is not the best of several looks at test.
+
 The dataset is the preprocess stage's DatasetDict (train/validation/test; prompt, completion,
 path, repo). The model was trained to emit EOS after each completion, so generation stops at
 EOS; where the dataset's stats.json says its completions are single lines (`line`,
@@ -41,6 +44,13 @@ class HeldoutTask(Task):
     min_new_tokens = 1  # references are never empty (preprocess drops whitespace-only ones)
     mode: str | None = None  # the preprocess windowing mode, from stats.json
 
+    @property
+    def split(self) -> str:
+        return getattr(self.cfg, "heldout_split", "test")
+
+    def describe(self) -> dict:
+        return {"split": self.split}
+
     def load(self) -> list[Example]:
         from datasets import DatasetDict, load_from_disk
 
@@ -51,12 +61,13 @@ class HeldoutTask(Task):
             data = load_from_disk(str(path))
         except (FileNotFoundError, ValueError) as err:
             raise UserError(f"heldout: {path} is not a saved dataset ({err})") from None
-        if not isinstance(data, DatasetDict) or "test" not in data:
-            raise UserError(f"heldout: {path} has no 'test' split")
-        test = data["test"]
+        split = self.split
+        if not isinstance(data, DatasetDict) or split not in data:
+            raise UserError(f"heldout: {path} has no '{split}' split")
+        test = data[split]
         missing = [c for c in REQUIRED if c not in test.column_names]
         if missing:
-            raise UserError(f"heldout: {path} test split lacks column(s) {', '.join(missing)}")
+            raise UserError(f"heldout: {path} {split} split lacks column(s) {', '.join(missing)}")
         stats = path / "stats.json"
         if stats.is_file():
             self.mode = (json.loads(stats.read_text(encoding="utf-8")).get("windowing") or {}).get("mode")
@@ -65,7 +76,7 @@ class HeldoutTask(Task):
         examples = []
         for i, row in enumerate(test):
             meta = {k: row[k] for k in ("path", "repo") if k in row}
-            examples.append(Example(f"test-{i}", row["prompt"], row["completion"], meta))
+            examples.append(Example(f"{split}-{i}", row["prompt"], row["completion"], meta))
         return examples
 
     def stop_rule(self, example: Example) -> StopRule:
