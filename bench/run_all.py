@@ -14,7 +14,11 @@ figure without `ok` is reported, not judged. `result_line()` below formats one. 
 a time (the machines have 2 cores; parallel runs would measure each other), from the repository
 root, each with a time limit; the full output of each goes to bench/out/<script>.log.
 
-Exit code: 0 when every script exited 0 and no figure has ok=false, else 1.
+A script that cannot measure on this machine (bench/train_gpu.py without CUDA) says why on stderr
+and exits with SKIP_EXIT (77, the "skipped" code of automake and meson tests): it is reported as
+skipped, with its reason, not as a failure. Run by hand it still exits non-zero.
+
+Exit code: 0 when every script exited 0 or skipped and no figure has ok=false, else 1.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 _RESULT = re.compile(r"^RESULT\s+(?P<name>[A-Za-z0-9_.:/-]+)=(?P<value>\S+)(?P<rest>.*)$")
 _TARGET = re.compile(r"\btarget=(?P<target>.*?)(?=\s+ok=|\s*$)")
+SKIP_EXIT = 77
 _OK = re.compile(r"\bok=(?P<ok>true|false)\b", re.IGNORECASE)
 
 
@@ -66,8 +71,12 @@ class ScriptRun:
     tail: str = ""
 
     @property
+    def skipped(self) -> bool:
+        return self.returncode == SKIP_EXIT
+
+    @property
     def passed(self) -> bool:
-        return self.returncode == 0 and all(f.ok is not False for f in self.figures)
+        return self.skipped or (self.returncode == 0 and all(f.ok is not False for f in self.figures))
 
 
 def parse_results(output: str) -> list[Figure]:
@@ -143,7 +152,10 @@ def render(runs: list[ScriptRun]) -> str:
         "|---|---|---|---|---|",
     ]
     for run in runs:
-        if not run.figures:
+        if run.skipped:
+            reason = (run.tail.splitlines() or ["no reason given"])[-1].replace("|", "/")
+            lines.append(f"| {run.script} | skipped: {reason} | | | — |")
+        elif not run.figures:
             lines.append(f"| {run.script} | (no RESULT lines) | | | {'✗' if not run.passed else '—'} |")
         for fig in run.figures:
             mark = {True: "✓", False: "✗", None: "—"}[fig.ok]
@@ -152,9 +164,9 @@ def render(runs: list[ScriptRun]) -> str:
             )
     lines += ["", "| script | exit code | seconds |", "|---|---|---|"]
     for run in runs:
-        code = "timeout" if run.returncode is None else str(run.returncode)
+        code = "timeout" if run.returncode is None else f"{run.returncode} (skipped)" if run.skipped else str(run.returncode)
         lines.append(f"| {run.script} | {code} | {run.seconds:.0f} |")
-    failed = [r for r in runs if r.returncode != 0]
+    failed = [r for r in runs if r.returncode != 0 and not r.skipped]
     if failed:
         lines += ["", "## Failures", ""]
         for run in failed:
@@ -178,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     for script in scripts:
         print(f"run_all: {script.name} ...", flush=True)
         run = run_script(script, args.timeout, args.bench_dir / "out")
-        status = "ok" if run.passed else "FAILED" if run.returncode != 0 else "target missed"
+        status = ("skipped" if run.skipped else "ok" if run.passed
+                  else "FAILED" if run.returncode != 0 else "target missed")
         print(
             f"run_all: {script.name}: {status} in {run.seconds:.0f} s, {len(run.figures)} figure(s)",
             flush=True,
         )
+        if run.skipped:
+            print(f"    {run.tail.splitlines()[-1] if run.tail else 'no reason given'}")
         for fig in run.figures:
             print(f"    {fig.name} = {fig.value}  target {fig.target or '-'}  ok {fig.ok}")
         runs.append(run)

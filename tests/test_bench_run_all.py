@@ -77,3 +77,30 @@ def test_time_limit_is_reported(tmp_path):
     assert run_all.main(["--bench-dir", str(tmp_path), "--output", str(report), "--timeout", "2"]) == 1
     text = report.read_text()
     assert "| hang.py | timeout |" in text and "| hang.py | early | 1 |" in text
+
+
+def test_skip_exit_is_reported_as_skipped_not_failed(bench_dir, tmp_path):
+    (bench_dir / "gpu_only.py").write_text(
+        "import sys\nprint('gpu_only.py: error: no CUDA device found', file=sys.stderr)\nsys.exit(77)\n")
+    report = tmp_path / "R.md"
+    assert run_all.main(["--bench-dir", str(bench_dir), "--output", str(report),
+                         "--only", "fast", "gpu_only"]) == 0
+    text = report.read_text()
+    assert "| gpu_only.py | skipped: gpu_only.py: error: no CUDA device found | | | — |" in text
+    assert "| gpu_only.py | 77 (skipped) |" in text and "## Failures" not in text
+    # any other non-zero exit is still a failure
+    (bench_dir / "gpu_only.py").write_text("import sys\nsys.exit(2)\n")
+    assert run_all.main(["--bench-dir", str(bench_dir), "--output", str(report), "--only", "gpu_only"]) == 1
+
+
+def test_gpu_bench_skips_without_cuda(monkeypatch, capsys):
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_gpu", Path(__file__).resolve().parents[1] / "bench" / "train_gpu.py")
+    train_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        train_gpu.require_cuda()
+    assert exc.value.code == run_all.SKIP_EXIT
+    assert "no CUDA device found" in capsys.readouterr().err
