@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,24 @@ def _fmt_delta(value: Any, ci: Any = None) -> str:
     return f"{value:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
-def short_name(model: str) -> str:
-    return model.rstrip("/").split("/")[-1] if "/" in model else model
+def short_name(model: str, models: Sequence[str] = ()) -> str:
+    """The model's last path component, or as many trailing components as keep it apart from the
+    other `models` (three local runs all end in `merged/`)."""
+    parts = model.rstrip("/").split("/")
+    others = [m.rstrip("/").split("/") for m in models if m != model]
+    for k in range(1, len(parts) + 1):
+        name = "/".join(parts[-k:])
+        if all("/".join(o[-k:]) != name for o in others):
+            return name
+    return model
 
 
 def markdown_table(summary: dict) -> str:
     """One row per task and metric; a column per model and a Δ column per non-baseline model."""
     models = summary["models"]
     base = models[0]
-    header = ["task", "n", "metric", *[f"{short_name(m)}{' (base)' if m == base else ''}" for m in models]]
-    header += [f"Δ {short_name(m)} − base [95% CI]" for m in models[1:]]
+    header = ["task", "n", "metric", *[f"{short_name(m, models)}{' (base)' if m == base else ''}" for m in models]]
+    header += [f"Δ {short_name(m, models)} − base [95% CI]" for m in models[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     for task, info in summary["tasks"].items():
         for metric in info["metrics"]:
@@ -86,7 +95,7 @@ def bar_chart_png(summary: dict) -> bytes:
             v = summary["tasks"][task]["models"][model].get(metric)
             values.append(v if isinstance(v, (int, float)) else 0.0)
         xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(groups))]
-        bars = ax.bar(xs, values, width, label=short_name(model))
+        bars = ax.bar(xs, values, width, label=short_name(model, models))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(groups)), [f"{t}\n{LABELS.get(m, m)}" for t, m in groups], fontsize=8)
     ax.set_ylabel("score (0-100)")
@@ -117,7 +126,7 @@ def _example_html(row: dict, models: list[str], metric: str, delta: float) -> st
     cols = [f"<div><b>reference</b><pre>{html.escape(row['reference'])}</pre></div>"]
     for m in models:
         score = row["scores"][m].get(metric)
-        cols.append(f"<div><b>{html.escape(short_name(m))}</b> ({metric} {_fmt(score)})"
+        cols.append(f"<div><b>{html.escape(short_name(m, models))}</b> ({metric} {_fmt(score)})"
                     f"<pre>{html.escape(row['predictions'][m])}</pre></div>")
     return (f"<div class='ex'><b>{html.escape(row['id'])}</b> <span class='{cls}'>Δ{metric} {delta:+.0f}</span>"
             f"<details><summary>prompt (last lines)</summary><pre>{html.escape(prompt_tail)}</pre></details>"
@@ -150,7 +159,7 @@ def html_report(summary: dict, rows: dict[str, list[dict]], table_md: str, png: 
         scored.sort(key=lambda x: x[0], reverse=True)
         gains = [x for x in scored[:N_SHOWN] if x[0] > 0]
         losses = [x for x in reversed(scored[-N_SHOWN:]) if x[0] < 0]
-        parts.append(f"<h3 class='gain'>Best gains ({html.escape(short_name(target))} vs base, ES)</h3>")
+        parts.append(f"<h3 class='gain'>Best gains ({html.escape(short_name(target, models))} vs base, ES)</h3>")
         parts += [_example_html(r, models, metric, d) for d, r in gains] or ["<p>none</p>"]
         parts.append("<h3 class='loss'>Worst losses</h3>")
         parts += [_example_html(r, models, metric, d) for d, r in losses] or ["<p>none</p>"]
