@@ -94,7 +94,7 @@ def strip_license_header(text: str) -> tuple[str, bool]:
 
 
 def count_code_lines(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line.strip())
+    return sum(map(bool, map(str.strip, text.splitlines())))  # map/sum run in C
 
 
 def longest_digit_run(text: str, limit: int) -> bool:
@@ -105,7 +105,7 @@ def longest_digit_run(text: str, limit: int) -> bool:
 def longest_token_over(text: str, limit: int) -> bool:
     """True when `text` has a whitespace-free token longer than `limit` characters."""
     # str.split() runs in C; a regex like \S{501,} rescans long tokens from every start offset.
-    return len(text) > limit and any(len(tok) > limit for tok in text.split())
+    return len(text) > limit and max(map(len, text.split()), default=0) > limit
 
 
 def clean_text(text: str, *, strip_license: bool = True, min_lines: int = 5, max_digit_run: int = 200,
