@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codelora.windows import MODES, make_windows, split_groups, token_starts
+from codelora.windows import MODES, _token_newlines, make_windows, split_groups, token_starts
 
 # Code-like pieces plus the characters tokenizers get wrong: tabs, CRLF, trailing spaces, blank
 # lines, multi-byte and astral characters (split across byte-level tokens), no final newline.
@@ -108,6 +108,15 @@ def test_short_file_gets_one_window_and_tiny_file_none(tiny_tokenizer):
 def test_token_starts_monotone():
     assert token_starts([(0, 1), (1, 3), (1, 3), (3, 4)]) == [0, 1, 1, 3]
     assert token_starts([(0, 2), (5, 6), (4, 5)]) == [0, 5, 5]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=files)
+def test_token_newlines_are_the_newlines_where_a_token_starts(tiny_tokenizer, text):
+    """The vectorised line boundaries equal their plain definition."""
+    starts = token_starts(tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets)
+    assert _token_newlines(text, starts) == sorted({p for p in starts if p < len(text) and text[p] == "\n"})
+    assert token_starts([]) == [] and _token_newlines("a\nb", []) == []
 
 
 def test_split_groups_seeded_by_group_and_ratios():
