@@ -421,7 +421,7 @@ def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) ->
             return rc
         summary.append((plan.stage.name, "ran", why))
     for name, status, why in summary:
-        log.info("  %-10s %-9s %s", name, status, why)
+        log.info("  %-10s %-9s because: %s", name, status, why)
     if pcfg.dry_run:
         for name, status, why in summary:
             print(f"{name:<10} {status:<9} {why}")
