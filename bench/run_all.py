@@ -38,9 +38,9 @@ from codelora.utils import atomic_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
+SKIP_EXIT = 77
 _RESULT = re.compile(r"^RESULT\s+(?P<name>[A-Za-z0-9_.:/-]+)=(?P<value>\S+)(?P<rest>.*)$")
 _TARGET = re.compile(r"\btarget=(?P<target>.*?)(?=\s+ok=|\s*$)")
-SKIP_EXIT = 77
 _OK = re.compile(r"\bok=(?P<ok>true|false)\b", re.IGNORECASE)
 
 
@@ -73,6 +73,11 @@ class ScriptRun:
     @property
     def skipped(self) -> bool:
         return self.returncode == SKIP_EXIT
+
+    @property
+    def skip_reason(self) -> str:
+        """The script's last output line, where it says why it could not measure."""
+        return (self.tail.splitlines() or ["no reason given"])[-1]
 
     @property
     def passed(self) -> bool:
@@ -153,8 +158,7 @@ def render(runs: list[ScriptRun]) -> str:
     ]
     for run in runs:
         if run.skipped:
-            reason = (run.tail.splitlines() or ["no reason given"])[-1].replace("|", "/")
-            lines.append(f"| {run.script} | skipped: {reason} | | | — |")
+            lines.append(f"| {run.script} | skipped: {run.skip_reason.replace('|', '/')} | | | — |")
         elif not run.figures:
             lines.append(f"| {run.script} | (no RESULT lines) | | | {'✗' if not run.passed else '—'} |")
         for fig in run.figures:
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if run.skipped:
-            print(f"    {run.tail.splitlines()[-1] if run.tail else 'no reason given'}")
+            print(f"    {run.skip_reason}")
         for fig in run.figures:
             print(f"    {fig.name} = {fig.value}  target {fig.target or '-'}  ok {fig.ok}")
         runs.append(run)
