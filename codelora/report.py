@@ -54,10 +54,10 @@ def markdown_table(summary: dict) -> str:
     header += [f"Δ {short_name(m, models)} − base [95% CI]" for m in models[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     for task, info in summary["tasks"].items():
+        split = info.get("split")  # heldout: name a split other than test
+        label = f"{task} ({split})" if split not in (None, "test") else task
         for metric in info["metrics"]:
-            split = info.get("split")  # heldout: name a split other than test
-            cells = [f"{task} ({split})" if split not in (None, "test") else task, str(info["n"]),
-                     LABELS.get(metric, metric)]
+            cells = [label, str(info["n"]), LABELS.get(metric, metric)]
             cells += [_fmt(info["models"][m].get(metric)) for m in models]
             cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric),
                                  info.get("delta_ci95", {}).get(m, {}).get(metric)) for m in models[1:]]

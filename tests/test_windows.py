@@ -108,6 +108,7 @@ def test_short_file_gets_one_window_and_tiny_file_none(tiny_tokenizer):
 def test_token_starts_monotone():
     assert token_starts([(0, 1), (1, 3), (1, 3), (3, 4)]) == [0, 1, 1, 3]
     assert token_starts([(0, 2), (5, 6), (4, 5)]) == [0, 5, 5]
+    assert token_starts([]) == [] and _token_newlines("a\nb", []) == []
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -116,7 +117,6 @@ def test_token_newlines_are_the_newlines_where_a_token_starts(tiny_tokenizer, te
     """The vectorised line boundaries equal their plain definition."""
     starts = token_starts(tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets)
     assert _token_newlines(text, starts) == sorted({p for p in starts if p < len(text) and text[p] == "\n"})
-    assert token_starts([]) == [] and _token_newlines("a\nb", []) == []
 
 
 def test_split_groups_seeded_by_group_and_ratios():
