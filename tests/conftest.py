@@ -30,6 +30,21 @@ PYTHON_SNIPPETS = [
 ]
 
 
+# Real benchmark data lives outside the project, in ../shared/data beside the checkout (see its
+# README: used from there, never copied in); CODELORA_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("CODELORA_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def mceval_data() -> Path:
+    """McEval's 50 Kotlin problems (../shared/data/mceval_kotlin.jsonl)."""
+    path = SHARED_DATA / "mceval_kotlin.jsonl"
+    if not path.is_file():
+        pytest.fail(f"{path} not found: the Kotlin tests use the real McEval data in shared/data beside "
+                    "the checkout; clone next to it or set CODELORA_SHARED_DATA", pytrace=False)
+    return path
+
+
 def corpus_texts() -> list[str]:
     return (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 20
 

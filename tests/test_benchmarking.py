@@ -181,16 +181,15 @@ def test_bad_input_is_one_clear_line(extra, message, tmp_path, dataset_dir, tiny
     assert err.count("\n") == 1 and message in err
 
 
-def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir):
+def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir, mceval_data):
     """Method generation end to end: evaluator files for the official script, pass@1 marked off."""
     data = tmp_path / "cg.jsonl"
     rows = [{"signature": f"def f{i}(a=<NUM_LIT:1>):", "body": "return a<EOL>", "docstring": "d", "id": f"f{i}"}
             for i in range(3)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "o"
-    mceval = Path(__file__).resolve().parents[2] / "shared" / "data" / "mceval_kotlin.jsonl"
     args = ["--models", str(tiny_model_dir), "--tasks", "codexglue", "mceval-kotlin", "--codexglue-data", str(data),
-            "--mceval-data", str(mceval), "--sample", "2", "--max-new-tokens", "6", "--output", str(out)]
+            "--mceval-data", str(mceval_data), "--sample", "2", "--max-new-tokens", "6", "--output", str(out)]
     assert run(args) == 0
     answers = (out / "evaluator" / "codexglue" / "answers.txt").read_text()
     assert answers.splitlines() == ["return a", "return a"]
@@ -203,12 +202,11 @@ def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir):
     assert "pass@1: not run" in (out / "results.md").read_text()
 
 
-def test_mceval_execution_and_reference_cache(tmp_path, tiny_model_dir, monkeypatch):
+def test_mceval_execution_and_reference_cache(tmp_path, tiny_model_dir, monkeypatch, mceval_data):
     import codelora.tasks.kotlin as kotlin_task
 
-    mceval = Path(__file__).resolve().parents[2] / "shared" / "data" / "mceval_kotlin.jsonl"
     out = tmp_path / "o"
-    args = ["--models", str(tiny_model_dir), "--tasks", "mceval-kotlin", "--mceval-data", str(mceval),
+    args = ["--models", str(tiny_model_dir), "--tasks", "mceval-kotlin", "--mceval-data", str(mceval_data),
             "--sample", "2", "--max-new-tokens", "4", "--output", str(out), "--allow-code-execution"]
     assert run(args) == 0
     info = json.loads((out / "summary.json").read_text())["tasks"]["mceval-kotlin"]["models"][str(tiny_model_dir)]

@@ -16,7 +16,6 @@ import psutil
 from codelora.sandbox import kotlin_available, kotlin_program, network_isolation, run_kotlin, run_sandboxed
 from codelora.tasks import get_task
 
-MCEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mceval_kotlin.jsonl"
 
 
 def py(code: str, tmp_path: Path, **kw):
@@ -62,9 +61,9 @@ def test_kotlin_program_drops_the_script_style_main_call():
     assert program.rstrip().endswith("}") and "\nmain()" not in program
 
 
-def test_mceval_pass_at_1_executes_in_the_sandbox():
+def test_mceval_pass_at_1_executes_in_the_sandbox(mceval_data):
     assert kotlin_available(), "kotlinc/java missing: run `make kotlin`"
-    cfg = SimpleNamespace(mceval_data=str(MCEVAL), allow_code_execution=True, exec_timeout=60.0)
+    cfg = SimpleNamespace(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=60.0)
     task = get_task("mceval-kotlin", cfg)
     examples = task.load()[:3]
     wrong = "{\n    return false\n}"  # Kotlin/1 asserts true for some inputs: compiles, then fails

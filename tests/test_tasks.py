@@ -16,7 +16,6 @@ from codelora.tasks.codexglue_line import build_prompt as line_prompt
 from codelora.tasks.codexglue_line import space_tokens
 from codelora.utils import UserError
 
-MCEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mceval_kotlin.jsonl"
 
 
 def cfg(**kw):
@@ -107,8 +106,8 @@ def test_line_needs_data():
 # ---------------------------------------------------------------------------------- kotlin
 
 
-def test_mceval_loads_real_data_and_stops_at_the_closing_brace():
-    task = get_task("mceval-kotlin", cfg(mceval_data=str(MCEVAL)))
+def test_mceval_loads_real_data_and_stops_at_the_closing_brace(mceval_data):
+    task = get_task("mceval-kotlin", cfg(mceval_data=str(mceval_data)))
     examples = task.load()
     assert len(examples) == 50 and examples[0].id == "Kotlin/1"
     ex = examples[0]
@@ -122,19 +121,19 @@ def test_mceval_loads_real_data_and_stops_at_the_closing_brace():
     assert text[: task.stop_rule(mbkp)(text)] == "    if (x > 0) { return 1 }\n    return x\n}"
 
 
-def test_mceval_without_execution_reports_why(tmp_path):
-    task = get_task("mceval-kotlin", cfg(mceval_data=str(MCEVAL)))
+def test_mceval_without_execution_reports_why(mceval_data):
+    task = get_task("mceval-kotlin", cfg(mceval_data=str(mceval_data)))
     examples = task.load()[:2]
     per, corpus = task.score(examples, [examples[0].reference, ""])
     assert per[0]["es"] == 100 and per[1]["es"] == 0
     assert corpus["pass@1"] is None and "--allow-code-execution" in corpus["pass@1_note"]
 
 
-def test_mceval_missing_file_and_bad_line(tmp_path):
+def test_mceval_missing_file_and_bad_line(tmp_path, mceval_data):
     with pytest.raises(UserError, match="data file not found"):
         get_task("mceval-kotlin", cfg(mceval_data=str(tmp_path / "none.jsonl"))).load()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(MCEVAL.read_text().splitlines()[0] + "\nnot json\n")
+    bad.write_text(mceval_data.read_text().splitlines()[0] + "\nnot json\n")
     with pytest.raises(UserError, match=r"bad.jsonl:2: malformed JSON line"):
         get_task("mceval-kotlin", cfg(mceval_data=str(bad))).load()
 
