@@ -274,7 +274,19 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert not (out / "adapter").exists() and not (out / "train_metrics.json").exists()
 
 
-def test_4bit_nf4_trains_on_cpu(tiny_model_dir, dataset_dir, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def model_dir_64(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny Phi whose layer widths (64, 256) are multiples of bitsandbytes' 4-bit block size (64):
+    on CPUs with AVX512-BF16 its eval-mode path repacks 4-bit weights per block and fails on a
+    32-wide layer, so 4-bit tests must use widths real models have, whatever the CPU."""
+    from codelora.modeling import make_tiny_phi
+
+    out = tmp_path_factory.mktemp("tiny-phi-64")
+    make_tiny_phi(tiny_tokenizer, out, seed=0, hidden_size=64, layers=2, heads=4)
+    return out
+
+
+def test_4bit_nf4_trains_on_cpu(model_dir_64, dataset_dir, tmp_path, monkeypatch):
     captured = {}
     real_write = training._write_outputs
 
@@ -284,11 +296,14 @@ def test_4bit_nf4_trains_on_cpu(tiny_model_dir, dataset_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(training, "_write_outputs", spy)
     out = tmp_path / "run4"
-    # Tiny layers (32 wide) are below bitsandbytes' block size; the mechanism is what is tested.
-    code = training.main(base_args(tiny_model_dir, dataset_dir, out, "--load-in-4bit", "true", "--max-steps", "4"))
+    # --eval-steps 4 (base_args): the run evaluates in eval mode at step 4, the path that repacks weights.
+    code = training.main(base_args(model_dir_64, dataset_dir, out, "--load-in-4bit", "true", "--max-steps", "4"))
     assert code == 0
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["load_in_4bit"] is True and metrics["global_step"] == 4
+    evals = [row for row in metrics["log_history"] if "eval_loss" in row]
+    assert evals and all(torch.isfinite(torch.tensor(row["eval_loss"])) for row in evals)
+    assert metrics["eval_loss"] == pytest.approx(evals[-1]["eval_loss"])
     model = captured["model"]
     kinds = {type(m).__name__ for m in model.modules()}
     assert "Linear4bit" in kinds  # the base really was quantized
