@@ -27,13 +27,11 @@ test: venv kotlin
 bench: venv
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
 
-# kotlinc + java for the execution-based Kotlin benchmark (Debian's `kotlin` package, kotlinc 1.3).
-# A prerequisite of `test`, so the Kotlin execution tests run rather than skip (~30 s here).
-# util-linux provides `unshare`, which the sandbox uses to cut generated programs off the network.
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The Kotlin compiler (npm `kotlin-compiler`, pinned + integrity-checked, into .tools/kotlinc), plus
+# java and bubblewrap from Debian where missing: tools/install-kotlin.sh. A prerequisite of `test`,
+# so the Kotlin execution tests run rather than skip.
 kotlin:
-	@command -v kotlinc >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 || \
-	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kotlin util-linux >/dev/null)
+	bash tools/install-kotlin.sh
 
 lint: venv
 	$(PY) -m ruff check codelora tests bench
