@@ -132,8 +132,18 @@ class ExecutionResult:
         return self.status == "passed"
 
 
+# `make kotlin` installs the pinned compiler here (tools/install-kotlin.sh); otherwise kotlinc on PATH.
+PROJECT_KOTLINC = Path(__file__).resolve().parents[1] / ".tools" / "kotlinc" / "bin" / "kotlinc"
+
+
+def kotlinc_command() -> str | None:
+    if PROJECT_KOTLINC.is_file():
+        return str(PROJECT_KOTLINC)
+    return shutil.which("kotlinc")
+
+
 def kotlin_available() -> bool:
-    return bool(shutil.which("kotlinc") and shutil.which("java"))
+    return bool(kotlinc_command() and shutil.which("java"))
 
 
 _TRAILING_MAIN_CALL = re.compile(r"\n[ \t]*main\(\)[ \t;]*\s*$")
@@ -159,7 +169,7 @@ def run_kotlin(program: str, timeout: float = 30.0, memory_mb: int = 512) -> Exe
         cwd = Path(tmp)
         (cwd / "Main.kt").write_text(program, encoding="utf-8")
         compiled = run_sandboxed(
-            ["kotlinc", "Main.kt", "-include-runtime", "-nowarn", "-d", "main.jar"],
+            [kotlinc_command() or "kotlinc", "Main.kt", "-include-runtime", "-nowarn", "-d", "main.jar"],
             cwd, max(1.0, deadline - time.monotonic()), memory_mb=None, env={"JAVA_OPTS": jvm_memory},
         )
         if compiled.timed_out:
