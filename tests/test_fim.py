@@ -1,0 +1,151 @@
+"""FIM: middle shapes keep the exactness invariant; sentinels detected, added, placed and trained."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import corpus_texts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codelora import fim
+from codelora.modeling import make_tiny_phi, train_tokenizer
+
+SOURCE = (
+    "fun fib(n: Int): Int {\n"
+    "    if (n < 2) return n\n"
+    "\n"
+    "    return fib(n - 1) + fib(n - 2)\n"
+    "}\n"
+)
+
+
+def fresh_tokenizer():
+    return train_tokenizer(corpus_texts(), vocab_size=400)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("ab \n\t{}é"), max_size=80), seed=st.integers(0, 10**6),
+       shape=st.sampled_from(fim.SHAPES))
+def test_prefix_middle_suffix_is_the_text(text, seed, shape):
+    cut = fim.choose_middle(text, shape, random.Random(seed))
+    if cut is None:
+        assert shape != "span" or text == ""
+        return
+    a, b = cut
+    assert 0 <= a <= b <= len(text)
+    assert text[:a] + text[a:b] + text[b:] == text
+
+
+def test_line_middle_is_one_whole_non_blank_line():
+    lines = {line for line in SOURCE.split("\n") if line.strip()}
+    for seed in range(30):
+        a, b = fim.choose_middle(SOURCE, "line", random.Random(seed))
+        assert SOURCE[a:b] in lines
+        assert a == 0 or SOURCE[a - 1] == "\n"
+        assert b == len(SOURCE) or SOURCE[b] == "\n"
+
+
+def test_block_middle_is_two_or_more_whole_lines():
+    for seed in range(30):
+        a, b = fim.choose_middle(SOURCE, "block", random.Random(seed))
+        middle = SOURCE[a:b]
+        assert middle.count("\n") >= 1 and middle.strip()
+        assert (a == 0 or SOURCE[a - 1] == "\n") and SOURCE[b] == "\n"
+    assert fim.choose_middle("one line only\n", "block", random.Random(0)) is None
+
+
+def test_unknown_shape_is_a_user_error():
+    from codelora.utils import UserError
+
+    with pytest.raises(UserError, match="shape"):
+        fim.choose_middle(SOURCE, "word", random.Random(0))  # type: ignore[arg-type]
+
+
+def test_psm_and_spm_prompts():
+    tok = fresh_tokenizer()
+    tokens = fim.add_fim_tokens(tok)
+    assert fim.fim_prompt("A", "C", tokens) == "<fim_prefix>A<fim_suffix>C<fim_middle>"
+    # SPM: the prefix comes last, right before the middle it continues.
+    assert fim.fim_prompt("A", "C", tokens, spm=True) == "<fim_prefix><fim_suffix>C<fim_middle>A"
+    ex = fim.make_fim_example(SOURCE, random.Random(3), shapes=("line",), spm_rate=0.0)
+    assert ex.prefix + ex.middle + ex.suffix == SOURCE and not ex.spm
+    assert ex.prompt(tokens).endswith("<fim_middle>")
+
+
+def test_sentinels_are_added_once_and_encode_as_single_tokens(tmp_path):
+    tok = fresh_tokenizer()
+    before = len(tok)
+    tokens = fim.add_fim_tokens(tok)
+    assert tokens.added and tokens.ids == (before, before + 1, before + 2) and len(tok) == before + 3
+    ids = tok(fim.fim_prompt("fun a", "}", tokens), add_special_tokens=False)["input_ids"]
+    assert [i for i in ids if i >= before] == list(tokens.ids)  # never split into pieces
+    assert tok.decode(ids, skip_special_tokens=True) == "fun a}"
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = fim.add_fim_tokens(AutoTokenizer.from_pretrained(tmp_path))
+    assert not again.added and again.ids == tokens.ids  # reloaded: detected, not added twice
+
+
+def test_a_tokenizer_with_starcoder_sentinels_keeps_its_own():
+    tok = fresh_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<fim_prefix>", "<fim_middle>", "<fim_suffix>"]})
+    n = len(tok)
+    tokens = fim.add_fim_tokens(tok)
+    assert not tokens.added and tokens.family == "starcoder" and len(tok) == n
+    assert tokens.ids == tuple(tok.convert_tokens_to_ids(["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]))
+    assert fim.trainable_token_indices(tokens) == []
+
+
+def test_new_rows_start_at_the_mean_embedding():
+    tok = fresh_tokenizer()
+    model = make_tiny_phi(tok, hidden_size=32, layers=1, heads=4)
+    old = model.get_input_embeddings().weight.detach().clone()
+    tokens = fim.add_fim_tokens(tok)
+    assert fim.fit_embeddings(model, tok) is True
+    new = model.get_input_embeddings().weight.detach()
+    assert new.shape[0] == len(tok) and torch.equal(new[: old.shape[0]], old)
+    # transformers' mean_resizing samples around the mean; the mean of the new rows is close to it
+    mean = old.mean(0)
+    for i in tokens.ids:
+        assert torch.linalg.norm(new[i] - mean) < torch.linalg.norm(old - mean, dim=1).mean()
+
+
+def test_unused_rows_are_reused_without_resizing():
+    """Phi-1.5's case: the embedding matrix has more rows than the tokenizer has tokens."""
+    tok = fresh_tokenizer()
+    model = make_tiny_phi(tok, hidden_size=32, layers=1, heads=4)
+    model.resize_token_embeddings(448)  # like Phi-1.5's 51,200 rows for 50,295 tokens
+    old = model.get_input_embeddings().weight.detach().clone()
+    tokens = fim.add_fim_tokens(tok)
+    assert fim.fit_embeddings(model, tok) is False
+    assert model.get_input_embeddings().weight.shape[0] == 448 and max(tokens.ids) < 448
+    assert torch.equal(model.get_input_embeddings().weight.detach(), old)
+
+
+def test_lora_with_trainable_token_indices_changes_only_the_sentinel_rows():
+    from peft import LoraConfig, get_peft_model
+
+    tok = fresh_tokenizer()
+    model = make_tiny_phi(tok, hidden_size=32, layers=1, heads=4)
+    tokens = fim.add_fim_tokens(tok)
+    fim.fit_embeddings(model, tok)
+    before = model.get_input_embeddings().weight.detach().clone()
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                        trainable_token_indices={"embed_tokens": fim.trainable_token_indices(tokens)})
+    peft_model = get_peft_model(model, config)
+    optim = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-1)
+    text = fim.fim_prompt("fun add(a: Int", "\n}\n", tokens) + "): Int = a + b"
+    batch = tok(text, return_tensors="pt")
+    for _ in range(3):
+        loss = peft_model(**batch, labels=batch["input_ids"]).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    merged = peft_model.merge_and_unload()
+    after = merged.get_input_embeddings().weight.detach()
+    changed = sorted(torch.nonzero((after != before).any(dim=1)).flatten().tolist())
+    assert changed == sorted(tokens.ids)
