@@ -89,6 +89,12 @@ class PreprocessConfig:
     validation_ratio: float = opt(0.01, "fraction of files in validation (test gets the rest)")
     seed: int = opt(42, "seed for the split and sampling")
     max_train_samples: int | None = opt(None, "keep a seeded random sample of this many train examples")
+    fim_rate: float = opt(0.0, "fraction of train examples made fill-in-the-middle (Bavarian et al. 2022 use 0.5)")
+    fim_spm_rate: float = opt(0.5, "fraction of the FIM examples in SPM order (the rest PSM)")
+    fim_shapes: list[str] = opt(
+        factory=lambda: ["span", "line", "block"],
+        help="FIM middle shapes to draw from: span (random characters), line (one whole line), block (2-8 lines)",
+    )
     num_proc: int = opt(1, "processes for datasets.map")
     push_to_hub: str | None = opt(None, "push the DatasetDict to this Hub dataset repo (USER/NAME)")
     private: bool = opt(False, "make the pushed dataset private")
@@ -103,6 +109,11 @@ class PreprocessConfig:
             raise UserError("--train-ratio + --validation-ratio must not exceed 1")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise UserError("--max-train-samples must be >= 1")
+        if not (0 <= self.fim_rate <= 1 and 0 <= self.fim_spm_rate <= 1):
+            raise UserError("--fim-rate and --fim-spm-rate must be in [0, 1]")
+        unknown = sorted(set(self.fim_shapes) - {"span", "line", "block"})
+        if unknown or not self.fim_shapes:
+            raise UserError(f"--fim-shapes: choose from span line block (got {' '.join(self.fim_shapes)})")
 
 
 @dataclass

@@ -178,3 +178,51 @@ def make_fim_example(text: str, rng: random.Random, *, shapes: tuple[str, ...] =
         return None
     a, b = cut
     return FimExample(text[:a], text[a:b], text[b:], shape, rng.random() < spm_rate)
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+FIM_COLUMN = "fim"  # "" for a left-to-right example, else "<psm|spm>-<shape>"
+
+
+def _fim_batch(batch: dict[str, list], indices: list[int], *, strings: tuple[str, str, str], rate: float,
+               spm_rate: float, shapes: tuple[str, ...], seed: int, tokenizer) -> dict[str, list]:
+    """Turn a seeded fraction `rate` of the windows into FIM examples (datasets.map, batched).
+
+    Each row draws from its own RNG, seeded by (seed, row index), so the result does not depend
+    on batch size or process count. The window's text (prompt + completion, an exact slice of
+    its file) is what the middle is cut from.
+    """
+    tokens = FimTokens(*strings, ids=(-1, -1, -1), family="", added=False)
+    out = {key: list(values) for key, values in batch.items()}
+    out[FIM_COLUMN] = [""] * len(indices)
+    for row, index in enumerate(indices):
+        rng = random.Random(f"fim-{seed}-{index}")
+        if rng.random() >= rate:
+            continue
+        ex = make_fim_example(batch["prompt"][row] + batch["completion"][row], rng, shapes=shapes,
+                              spm_rate=spm_rate)
+        if ex is None or not ex.middle.strip():
+            continue  # nothing to learn from a whitespace-only middle: stays left-to-right
+        out["prompt"][row], out["completion"][row] = ex.prompt(tokens), ex.middle
+        out[FIM_COLUMN][row] = f"{'spm' if ex.spm else 'psm'}-{ex.shape}"
+        if "prompt_tokens" in out:  # the counts describe what training will see
+            enc = tokenizer.encode_batch([ex.prefix + ex.suffix, ex.middle], add_special_tokens=False)
+            out["prompt_tokens"][row] = len(enc[0].ids) + 3
+            out["completion_tokens"][row] = len(enc[1].ids)
+    return out
+
+
+def apply_fim(ds, *, strings: tuple[str, str, str], rate: float, spm_rate: float, shapes: tuple[str, ...],
+              seed: int, tokenizer, num_proc: int | None = None):
+    """`ds` (a windows split) with a `fim` column and a fraction `rate` of its rows made FIM."""
+    return ds.map(_fim_batch, batched=True, with_indices=True, num_proc=num_proc, desc="fim",
+                  fn_kwargs={"strings": strings, "rate": rate, "spm_rate": spm_rate, "shapes": tuple(shapes),
+                             "seed": seed, "tokenizer": tokenizer})
+
+
+def sentinel_strings(tokenizer) -> tuple[str, str, str]:
+    """The sentinels a dataset for this tokenizer is written with: its own, or StarCoder's
+    (which train.py then adds to the tokenizer)."""
+    found = detect_fim_tokens(tokenizer)
+    return found.strings if found else KNOWN_SENTINELS[DEFAULT_FAMILY]

@@ -252,6 +252,10 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         token = check_push_access(cfg.push_to_hub)
     tokenizer, backend = load_tokenizer(cfg.tokenizer)
     special = tuple(t for t in tokenizer.all_special_tokens if t)
+    if cfg.fim_rate > 0:  # a file that spells a sentinel would teach a fake FIM boundary
+        from codelora.fim import sentinel_strings
+
+        special += sentinel_strings(tokenizer)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # Intermediate Arrow files live beside the output (same disk, not a small /tmp) and go away.
@@ -295,6 +299,8 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         if cfg.max_train_samples is not None and cfg.max_train_samples < before_sampling:
             pick = random.Random(cfg.seed).sample(range(before_sampling), cfg.max_train_samples)
             windows["train"] = windows["train"].select(sorted(pick))
+        if cfg.fim_rate > 0:
+            windows = _with_fim(windows, cfg, tokenizer, backend)
 
         stats = {
             "input": str(input_path),
@@ -307,6 +313,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
             "examples": {s: len(windows[s]) for s in SPLITS},
             "train_examples_before_sampling": before_sampling,
             "completions_cut_mid_line": int(cut_mid_line),
+            "fim": _fim_stats(windows["train"], cfg, tokenizer) if cfg.fim_rate > 0 else None,
             # the benchmark's heldout task reads the mode to pick its stop rule
             "windowing": {"mode": cfg.mode, "prompt_tokens": cfg.prompt_tokens,
                           "completion_tokens": cfg.completion_tokens, "stride": cfg.stride},
@@ -336,6 +343,28 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
                            card=dataset_card(stats, cfg), private=cfg.private)
         print(f"  pushed to {url}")
     return stats
+
+
+def _with_fim(windows, cfg: PreprocessConfig, tokenizer, backend):
+    """A fraction of the train windows made FIM (codelora.fim); every split gets the `fim` column,
+    so all splits share one schema. Validation and test stay left-to-right: the benchmark's FIM
+    task cuts its own seeded FIM examples from the test files."""
+    from codelora.fim import FIM_COLUMN, apply_fim, sentinel_strings
+
+    train = apply_fim(windows["train"], strings=sentinel_strings(tokenizer), rate=cfg.fim_rate,
+                      spm_rate=cfg.fim_spm_rate, shapes=tuple(cfg.fim_shapes), seed=cfg.seed, tokenizer=backend)
+    others = {s: windows[s].add_column(FIM_COLUMN, [""] * len(windows[s])) for s in SPLITS if s != "train"}
+    return type(windows)({"train": train, **others})
+
+
+def _fim_stats(train, cfg: PreprocessConfig, tokenizer) -> dict:
+    from codelora.fim import FIM_COLUMN, sentinel_strings
+
+    kinds = Counter(column(train, FIM_COLUMN))
+    kinds.pop("", None)
+    return {"rate": cfg.fim_rate, "spm_rate": cfg.fim_spm_rate, "shapes": list(cfg.fim_shapes),
+            "sentinels": list(sentinel_strings(tokenizer)), "examples": sum(kinds.values()),
+            "by_kind": dict(sorted(kinds.items()))}
 
 
 def format_summary(stats: dict, output: Path) -> str:

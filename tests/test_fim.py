@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from codelora import fim
 from codelora.modeling import make_tiny_phi, train_tokenizer
+from tests.test_preprocess import raw_jsonl, run_pre  # noqa: F401 - a module fixture and its runner
 
 SOURCE = (
     "fun fib(n: Int): Int {\n"
@@ -149,3 +150,56 @@ def test_lora_with_trainable_token_indices_changes_only_the_sentinel_rows():
     after = merged.get_input_embeddings().weight.detach()
     changed = sorted(torch.nonzero((after != before).any(dim=1)).flatten().tolist())
     assert changed == sorted(tokens.ids)
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+
+def _unfim(prompt: str, completion: str, kind: str) -> str:
+    """prefix + middle + suffix from a stored FIM example (StarCoder sentinels)."""
+    p, s, m = fim.KNOWN_SENTINELS["starcoder"]
+    if kind.startswith("spm"):
+        assert prompt.startswith(p + s)
+        suffix, prefix = prompt[len(p + s):].split(m)
+    else:
+        assert prompt.startswith(p) and prompt.endswith(m)
+        prefix, suffix = prompt[len(p):-len(m)].split(s)
+    return prefix + completion + suffix
+
+
+def test_preprocess_fim_rate_keeps_every_example_an_exact_slice(raw_jsonl, tiny_tokenizer_dir, tmp_path):
+    import json
+
+    from datasets import load_from_disk
+
+    from codelora.cleaning import strip_license_header
+
+    stats = run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "ds", "--fim-rate", "0.5", "--fim-spm-rate", "0.5")
+    dd = load_from_disk(str(tmp_path / "ds"))
+    cleaned = {json.loads(line)["path"]: strip_license_header(json.loads(line)["file_text"])[0]
+               for line in raw_jsonl.read_text().splitlines()}
+    kinds = dd["train"]["fim"]
+    n_fim = sum(1 for k in kinds if k)
+    assert 0.3 < n_fim / len(kinds) < 0.7  # a seeded fraction of 0.5
+    assert {k.split("-")[0] for k in kinds if k} == {"psm", "spm"}
+    assert {k.split("-")[1] for k in kinds if k} == {"span", "line", "block"}
+    assert stats["fim"]["examples"] == n_fim and stats["fim"]["sentinels"] == list(fim.KNOWN_SENTINELS["starcoder"])
+    for row in dd["train"]:
+        text = cleaned[row["path"]]
+        if row["fim"]:
+            assert row["completion"].strip()  # a middle worth training on
+            assert _unfim(row["prompt"], row["completion"], row["fim"]) in text
+        else:
+            assert row["prompt"] + row["completion"] in text
+    assert set(dd["validation"]["fim"]) == {""} and set(dd["test"]["fim"]) == {""}
+
+
+def test_preprocess_fim_is_seeded_and_off_by_default(raw_jsonl, tiny_tokenizer_dir, tmp_path):
+    from datasets import load_from_disk
+
+    run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "a", "--fim-rate", "0.3")
+    run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "b", "--fim-rate", "0.3")
+    a, b = (load_from_disk(str(tmp_path / n))["train"] for n in "ab")
+    assert a["prompt"] == b["prompt"] and a["completion"] == b["completion"]
+    stats = run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "c")
+    assert stats["fim"] is None and "fim" not in load_from_disk(str(tmp_path / "c"))["train"].column_names
