@@ -14,11 +14,27 @@ Which evaluator each function mirrors (microsoft/CodeXGLUE, MIT):
 * `codexglue_line_post_process`, `exact_match`: Code-Code/CodeCompletion-line/evaluator/evaluator.py
   (EM = `pred.split() == gt.split()`, ES = `fuzz.ratio(pred, gt)`, pred stripped, gt not).
 
-Edit similarity backend: fuzzywuzzy's `fuzz.ratio` with python-Levenshtein is
-`int(round(100 * Levenshtein.ratio(a, b)))` where `ratio = (len(a)+len(b) - indel) / (len(a)+len(b))`,
-with 100 for equal strings and 0 when exactly one is empty. We compute the same number from
-rapidfuzz's Indel distance (MIT). fuzzywuzzy *without* python-Levenshtein falls back to
-difflib.SequenceMatcher, whose ratio differs (it is not an edit distance), hence `ES_BACKEND`.
+Edit similarity backend: the evaluators call fuzzywuzzy's `fuzz.ratio`, which with
+python-Levenshtein installed (0.12.x, what the 2020 evaluators ran with) is
+`int(round(100 * Levenshtein.ratio(a, b)))`, and that C function returns
+`(double)(lensum - ldist) / lensum` with lensum = len(a) + len(b) and ldist the insert/delete
+(Indel) distance; 100 for equal strings and 0 when exactly one is empty (fuzzywuzzy's checks).
+We compute that same expression from rapidfuzz's Indel distance (MIT). The order of the float
+operations matters at exact .5 ties: python-Levenshtein >= 0.13 and rapidfuzz's own `fuzz.ratio`
+compute `1 - ldist / lensum`, which for "a" vs "a" + 78 other characters is 2.500000000000002
+(rounds to 3) where `(80 - 78) / 80 * 100` is exactly 2.5 (rounds half-to-even to 2, the
+evaluators' number). fuzzywuzzy *without* python-Levenshtein falls back to
+difflib.SequenceMatcher, whose ratio is not an edit distance at all. `ES_BACKEND` records this
+in summary.json.
+
+BLEU where the official code divides by zero (`compute_bleu` computes `translation_length /
+reference_length` and then `1 / ratio`): our rule, the same for the library, the tasks and the
+`bleu.py` CLI:
+* the references hold no token at all (an empty reference corpus; "" vs "" included): BLEU is
+  undefined and reported as None ("n/a"), never a number: smoothing would otherwise credit a
+  prediction for matching nothing (one token against an empty reference would score 84.09);
+* the references hold tokens but the predictions none: BLEU 0, the limit of the brevity penalty
+  exp(1 - r/c) as c -> 0.
 """
 
 from __future__ import annotations
@@ -39,8 +55,10 @@ from codelora.utils import UserError
 log = logging.getLogger(__name__)
 
 ES_BACKEND = (
-    f"rapidfuzz {rapidfuzz.__version__} Indel ratio, x100, rounded half-to-even "
-    "(= fuzzywuzzy fuzz.ratio with python-Levenshtein)"
+    f"rapidfuzz {rapidfuzz.__version__} Indel distance; ES = int(round(100 * (lensum - indel) / lensum)), "
+    "Python 3 round half-to-even: fuzzywuzzy 0.18 fuzz.ratio with python-Levenshtein 0.12 (its ratio is "
+    "(lensum - ldist) / lensum; python-Levenshtein >= 0.13 and rapidfuzz.fuzz.ratio compute 1 - ldist / lensum "
+    "and can round the other way at exact .5 ties)"
 )
 
 # <STR_LIT:value>, <NUM_LIT:value>, <CHAR_LIT:value>; non-greedy and DOTALL as in the evaluators.
@@ -101,7 +119,7 @@ def _ngram_counts(tokens: Sequence[str], max_order: int) -> collections.Counter:
 
 @dataclass(frozen=True)
 class BleuResult:
-    bleu: float  # 0..1
+    bleu: float | None  # 0..1; None where undefined (no reference tokens, see the module docstring)
     precisions: tuple[float, ...]
     brevity_penalty: float
     length_ratio: float
@@ -109,9 +127,9 @@ class BleuResult:
     reference_length: int
 
     @property
-    def score(self) -> float:
-        """As CodeXGLUE's `_bleu` reports it: 0..100 rounded to 2 decimals."""
-        return round(100 * self.bleu, 2)
+    def score(self) -> float | None:
+        """As CodeXGLUE's `_bleu` reports it: 0..100 rounded to 2 decimals (None: undefined)."""
+        return None if self.bleu is None else round(100 * self.bleu, 2)
 
 
 def corpus_bleu_tokens(
@@ -128,8 +146,9 @@ def corpus_bleu_tokens(
     is too short for contribute no possible matches (so with smoothing such an order scores
     (m+1)/(0+1)). Segments pair up as in `zip` (the shorter list wins).
 
-    Two inputs make the original divide by zero; we define them by their limits instead of
-    crashing: no translation tokens at all -> BLEU 0 (bp -> 0); no reference tokens -> bp 1.
+    Two inputs make the original divide by zero (see the module docstring for the rule): no
+    reference tokens at all -> BLEU None (undefined); reference tokens but no translation tokens
+    -> BLEU 0 (the limit bp -> 0).
     """
     matches = [0] * max_order
     possible = [0] * max_order
@@ -152,10 +171,9 @@ def corpus_bleu_tokens(
         precisions = [m / p if p > 0 else 0.0 for m, p in zip(matches, possible)]
     geo_mean = math.exp(sum(math.log(p) / max_order for p in precisions)) if min(precisions) > 0 else 0.0
     if ref_len == 0:
-        ratio, bp = math.inf, 1.0
-    else:
-        ratio = trans_len / ref_len
-        bp = 1.0 if ratio > 1.0 else (math.exp(1 - 1.0 / ratio) if ratio > 0 else 0.0)
+        return BleuResult(None, tuple(precisions), math.nan, math.inf if trans_len else math.nan, trans_len, 0)
+    ratio = trans_len / ref_len
+    bp = 1.0 if ratio > 1.0 else (math.exp(1 - 1.0 / ratio) if ratio > 0 else 0.0)
     return BleuResult(geo_mean * bp, tuple(precisions), bp, ratio, trans_len, ref_len)
 
 
@@ -198,7 +216,10 @@ EXAMPLES = """\
 def run(cfg) -> int:
     result = bleu_files(cfg.references, cfg.predictions)
     precisions = " ".join(f"{p:.4f}" for p in result.precisions)
-    print(f"BLEU: {result.score}")
+    if result.score is None:
+        print("BLEU: n/a (the references hold no token; CodeXGLUE's bleu.py divides by zero there)")
+    else:
+        print(f"BLEU: {result.score}")
     print(
         f"precisions(1-4, smoothed): {precisions}  BP: {result.brevity_penalty:.4f}  "
         f"ratio: {result.length_ratio:.4f}  hyp_len: {result.translation_length}  ref_len: {result.reference_length}"

@@ -63,11 +63,14 @@ def test_empty_predictions_give_zero_instead_of_division_by_zero():
     assert bleu100(["a b", "c"], ["", "   "]) == 0.0
 
 
-def test_empty_reference_has_no_brevity_penalty():
-    result = corpus_bleu([""], ["a"])
-    assert result.brevity_penalty == 1.0
-    # 1-gram: 0 of 1 -> 1/2; higher orders: 0 of 0 -> 1
-    assert result.score == round(100 * 0.5**0.25, 2)
+def test_empty_references_give_undefined_bleu_not_a_number():
+    # the official compute_bleu divides by zero here; our rule (metrics.py docstring): None
+    one_token = corpus_bleu([""], ["a"])
+    assert one_token.bleu is None and one_token.score is None  # was 84.09: credit for matching nothing
+    assert corpus_bleu(["", "  "], ["", ""]).score is None  # was 100
+    assert corpus_bleu(["", ""], ["x", ""]).score is None
+    # one non-empty reference makes it defined again: empty predictions -> 0 (bp -> 0)
+    assert corpus_bleu(["", "a"], ["", ""]).score == 0.0
 
 
 def test_whitespace_tokens_and_multiple_references():
@@ -93,7 +96,19 @@ def test_edit_similarity_matches_fuzzywuzzy_levenshtein():
     assert edit_similarity("a", "a" + "b" * 14) == 12
     assert edit_similarity("abc", "abc" + "z" * 10) == 38
     assert isinstance(edit_similarity("x", "y"), int)
-    assert "rapidfuzz" in metrics.ES_BACKEND
+
+
+def test_edit_similarity_tie_follows_python_levenshtein_0_12():
+    # lensum 80, indel 78: (80 - 78) / 80 * 100 is exactly 2.5 -> 2 (half-to-even), as
+    # python-Levenshtein 0.12's (lensum - ldist) / lensum; 1 - 78 / 80 gives 2.500000000000002 -> 3
+    import rapidfuzz
+    from rapidfuzz import fuzz
+
+    a, b = "a", "a" + "x" * 78
+    assert edit_similarity(a, b) == 2
+    assert round(fuzz.ratio(a, b)) == 3  # why the backend is recorded: another formula, another ES
+    assert f"rapidfuzz {rapidfuzz.__version__}" in metrics.ES_BACKEND
+    assert "python-Levenshtein 0.12" in metrics.ES_BACKEND and "half-to-even" in metrics.ES_BACKEND
 
 
 def test_exact_match_is_whitespace_token_equality():
@@ -121,6 +136,14 @@ def test_bleu_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     expected = corpus_bleu(["the cat", "a b c d"], ["the the the", "w x y z"]).score
     assert f"BLEU: {expected}" in out
+
+
+def test_bleu_cli_empty_references_print_n_a(tmp_path, capsys):
+    refs, preds = tmp_path / "refs.txt", tmp_path / "preds.txt"
+    refs.write_text("\n\n", encoding="utf-8")
+    preds.write_text("a\n\n", encoding="utf-8")
+    assert metrics.main(["--references", str(refs), "--predictions", str(preds)]) == 0
+    assert "BLEU: n/a" in capsys.readouterr().out
 
 
 def test_bleu_cli_errors(tmp_path, capsys):
