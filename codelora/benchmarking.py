@@ -235,7 +235,8 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
             for model in cfg.models:
                 files = task.evaluator_files(examples, [r["predictions"][model] for r in task_rows])
                 for fname, text in files.items():
-                    target = out / "evaluator" / name / (fname if fname == "answers.txt" else f"{model_slug(model)}.{fname}")
+                    shared = fname.startswith("answers.")  # one answers file per task, predictions per model
+                    target = out / "evaluator" / name / (fname if shared else f"{model_slug(model)}.{fname}")
                     with atomic_file(target) as handle:
                         handle.write(text)
         base = cfg.models[0]

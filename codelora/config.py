@@ -194,7 +194,14 @@ class BenchmarkConfig:
     heldout_split: Literal["test", "validation"] = opt(
         "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
     codexglue_data: str | None = opt(None, "CodeXGLUE method-generation JSONL or Hub id")
+    codexglue_prompt: Literal["natural", "tokens"] = opt(
+        "natural", "codexglue prompt: natural = decoded Python with an indented docstring; tokens = the "
+        "dataset's own signature<EOL>\"\"\"docstring\"\"\"<EOL> token format (what published runs used)")
+    codexglue_literals: str | None = opt(
+        None, "CodeXGLUE literals.json used to normalise predictions' literals (default: the literals the data shows)")
     codexglue_line_data: str | None = opt(None, "CodeXGLUE line-completion JSONL ({input, gt})")
+    codexglue_line_language: Literal["auto", "python", "java"] = opt(
+        "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
     mceval_data: str | None = opt(None, "McEval/MBKP Kotlin JSONL")
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")

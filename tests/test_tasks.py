@@ -13,7 +13,6 @@ from codelora.metrics import corpus_bleu, edit_similarity
 from codelora.tasks import Example, get_task, task_names
 from codelora.tasks.codexglue import build_prompt, decode_body
 from codelora.tasks.codexglue_line import build_prompt as line_prompt
-from codelora.tasks.codexglue_line import space_tokens
 from codelora.utils import UserError
 
 
@@ -83,8 +82,6 @@ def test_codexglue_missing_field(tmp_path):
 
 def test_line_prompt_and_tokens():
     assert line_prompt("<s> import os <EOL> x = <NUM_LIT:3> <EOL> ") == "import os\nx = 3\n"
-    assert space_tokens("self.assertEqual(x, 'a b')==1") == "self . assertEqual ( x , 'a b' ) == 1"
-    assert space_tokens("a += b ** 2") == "a += b ** 2"
 
 
 def test_line_scores_match_evaluator(tmp_path):

@@ -1,41 +1,40 @@
-"""codexglue-line: CodeXGLUE line-level code completion ({"input", "gt"} JSON Lines).
+"""codexglue-line: CodeXGLUE line-level code completion ({"input", "gt"} JSON Lines), Python or Java.
 
-`input` is CodeXGLUE's token stream: tokens separated by spaces, `<s>` at the start, `<EOL>` for
-line ends, literal placeholders. The prompt keeps the token spacing (the model continues in the
-same style) with `<EOL>` turned into real newlines and literals decoded; the prediction is the
-rest of the line. Predictions written without spaces between tokens are re-spaced with a small
-lexer, so `pred.split() == gt.split()` compares tokens as the evaluator intends.
+`input` is CodeXGLUE's token stream: tokens separated by spaces, `<s>` at the start, literal
+placeholders, and for py150 `<EOL>` at line ends (javaCorpus inputs have no line breaks at all:
+a whole file is one line). The prompt keeps the token spacing with `<EOL>` turned into real
+newlines and literals decoded. `--codexglue-line-language` (default `auto`: python when any
+input holds an `<EOL>`, else java) picks the end of a completion and its tokenizer:
 
-Scores mirror Code-Code/CodeCompletion-line/evaluator/evaluator.py: pred = post_process(pred.strip()),
-gt = post_process(gt) (not stripped), ES = fuzz.ratio(pred, gt), EM = pred.split() == gt.split().
-BLEU is not part of that evaluator and is not reported.
+* python (py150): the completion is the rest of the line (the README: "until the first <EOL>");
+  blank lines before it are skipped. Predictions are re-spaced with Python's `tokenize`, the
+  tokenizer py150 was made with, so `x=1e-5` becomes `x = 1e-5`.
+* java (javaCorpus): the completion ends after the first `;` or `}`, or before the first `{`
+  (the README: "until the first ; or { and } token (including ; or } token, but excluding {
+  token)"; the official pipeline stops its beams on those tokens), outside literals and
+  comments. Predictions are re-spaced with `javalang`, the tokenizer javaCorpus was made with,
+  so `i++) {` becomes `i ++ ) {` and `a&&b||c` becomes `a && b || c`.
+
+Re-spacing leaves a prediction already written in the dataset's spacing unchanged. Scores are
+what Code-Code/CodeCompletion-line/evaluator/evaluator.py prints for the re-spaced prediction
+lines (written under evaluator/ with the answers for a run of the official script):
+pred = post_process(pred.strip()), gt = post_process(gt) (not stripped), ES = fuzz.ratio(pred,
+gt), EM = pred.split() == gt.split(). BLEU is not part of that evaluator and is not reported.
 """
 
 from __future__ import annotations
 
-import re
+import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from codelora.generation import StopRule, stop_at_line_end
+from codelora.generation import StopRule
 from codelora.metrics import codexglue_line_post_process, edit_similarity, exact_match
 from codelora.tasks import Example, Task
+from codelora.tasks.codexglue_tokens import java_line_tokens, java_statement_end, python_line_tokens
 from codelora.utils import UserError, read_jsonl
 
-_TOKEN = re.compile(
-    r"""[rbuRBUfF]{0,2}(?:'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")   # string literals, whole
-    | \d[\w.]*                                                  # numbers
-    | \w+                                                       # identifiers, keywords
-    | \*\*=|//=|>>=|<<=|->|==|!=|<=|>=|\*\*|//|<<|>>|[-+*/%&|^@]=|:=|\.\.\.   # operators
-    | \S                                                        # anything else, one char
-    """,
-    re.X,
-)
-
-
-def space_tokens(code: str) -> str:
-    """`x=f(a,'b c')` -> `x = f ( a , 'b c' )`: CodeXGLUE's token spacing."""
-    return " ".join(_TOKEN.findall(code))
+LANGUAGES = ("python", "java")
 
 
 def build_prompt(token_stream: str) -> str:
@@ -44,30 +43,73 @@ def build_prompt(token_stream: str) -> str:
     return "\n".join(lines)
 
 
+def stop_at_first_line_end(text: str) -> int | None:
+    """py150: the prediction ends at the first newline after some content (a natural model may
+    open with a blank line where the token format has none)."""
+    start = len(text) - len(text.lstrip("\n\r \t"))
+    if start == len(text):
+        return None
+    cut = text.find("\n", start)
+    return None if cut < 0 else cut
+
+
+def detect_language(inputs: Sequence[str]) -> str:
+    """py150 inputs hold `<EOL>` tokens; javaCorpus inputs (whole files on one line) never do."""
+    return "python" if any("<EOL>" in text for text in inputs) else "java"
+
+
+def writes_joined_shifts(texts: Sequence[str]) -> bool:
+    """True when the data writes `>>`/`>>>` as single tokens (javalang, javaCorpus's tokenizer,
+    writes them as separate `>`; a dataset made otherwise is followed)."""
+    return any(tok in (">>", ">>>") for text in texts for tok in text.split())
+
+
 class CodeXGlueLineTask(Task):
     name = "codexglue-line"
-    max_new_tokens = 64
+    max_new_tokens = 64  # the official pipeline allows 100 tokens of its BPE; lines average 7 tokens
     metrics = ("es", "em")
+    language: str = ""
+    language_source: str = ""
+    join_shifts = False
 
     def load(self) -> list[Example]:
         if not self.cfg.codexglue_line_data:
             raise UserError("codexglue-line: give --codexglue-line-data (a JSONL file of {input, gt})")
-        examples = []
         source = self.cfg.codexglue_line_data
+        records = []
         for n, rec in enumerate(read_jsonl(source), 1):
             if not isinstance(rec.get("input"), str) or not isinstance(rec.get("gt"), str):
                 raise UserError(f"codexglue-line: {source}: record {n} needs string fields 'input' and 'gt'")
-            examples.append(Example(str(rec.get("id", n - 1)), build_prompt(rec["input"]), rec["gt"]))
-        return examples
+            records.append(rec)
+        choice = getattr(self.cfg, "codexglue_line_language", "auto")
+        self.language = detect_language([r["input"] for r in records]) if choice == "auto" else choice
+        if self.language == "java":
+            self.join_shifts = writes_joined_shifts([r["input"] + " " + r["gt"] for r in records])
+        self.language_source = "detected" if choice == "auto" else "--codexglue-line-language"
+        return [
+            Example(str(rec.get("id", n)), build_prompt(rec["input"]), rec["gt"], {"record": rec})
+            for n, rec in enumerate(records)
+        ]
 
     def stop_rule(self, example: Example) -> StopRule:
-        return stop_at_line_end
+        return java_statement_end if self.language == "java" else stop_at_first_line_end
+
+    def tokenizer(self) -> Callable[[str], str]:
+        if self.language == "java":
+            return lambda line: java_line_tokens(line, join_shifts=self.join_shifts)
+        return python_line_tokens
+
+    def prediction_line(self, prediction: str, tokenize=None) -> str:
+        """The predictions.txt line: placeholders decoded (a model trained on the token format
+        writes them), then the dataset's token spacing for the language."""
+        tokenize = tokenize or self.tokenizer()
+        return tokenize(codexglue_line_post_process(prediction.strip()))
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
+        tokenize = self.tokenizer()
         rows = []
         for ex, pred in zip(examples, predictions):
-            submitted = space_tokens(codexglue_line_post_process(pred.strip()))  # the predictions.txt line
-            p = codexglue_line_post_process(submitted.strip())  # ... and what the evaluator does with it
+            p = codexglue_line_post_process(self.prediction_line(pred, tokenize).strip())  # as the evaluator
             g = codexglue_line_post_process(ex.reference)
             rows.append({"es": edit_similarity(p, g), "em": int(exact_match(p, g))})
         if not rows:
@@ -78,8 +120,24 @@ class CodeXGlueLineTask(Task):
             "n": len(rows),
         }
 
+    def evaluator_files(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, str]:
+        """answers.json / predictions.txt for CodeCompletion-line/evaluator/evaluator.py."""
+        tokenize = self.tokenizer()
+        return {
+            "answers.json": "".join(json.dumps(e.meta["record"]) + "\n" for e in examples),
+            "predictions.txt": "".join(self.prediction_line(p, tokenize) + "\n" for p in predictions),
+        }
+
     def describe(self) -> dict:
-        return {"evaluator": "CodeXGLUE Code-Code/CodeCompletion-line/evaluator/evaluator.py (ES, EM)"}
+        info = {
+            "evaluator": "CodeXGLUE Code-Code/CodeCompletion-line/evaluator/evaluator.py (ES, EM)",
+            "language": f"{self.language} ({self.language_source})" if self.language else None,
+            "stop": "first ; or } (kept) or { (dropped)" if self.language == "java" else "end of the line",
+            "tokenizer": "javalang (javaCorpus's)" if self.language == "java" else "Python tokenize (py150's)",
+        }
+        if self.language == "java":
+            info["shift_operators"] = "joined (as the data writes them)" if self.join_shifts else "split, as javalang"
+        return info
 
 
 def make_task(name: str, cfg) -> Task:
