@@ -123,8 +123,29 @@ def cache_path(out: Path, model: str, task: Task, settings: GenerationSettings, 
     return out / "cache" / model_slug(model) / f"{task.name}-{_sha(key)[:8]}.jsonl"
 
 
+def earlier_rate(out: Path, model: str, task: str) -> float | None:
+    """Examples/s this model generated for this task in the last run that wrote out/summary.json
+    (a --sample run first gives the full run its time estimate)."""
+    try:
+        rate = json.loads((out / "summary.json").read_text(encoding="utf-8"))["timing"][model][task]["examples_per_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def estimate_line(model: str, task: str, count: int, rate: float | None, measured: str) -> str:
+    if rate is None:
+        return f"{model} / {task}: {count} examples to generate (no rate measured yet: run with --sample first for an estimate)"
+    return f"{model} / {task}: {count} examples to generate, about {duration(count / rate)} at {rate:.3g} examples/s ({measured})"
+
+
 def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> dict:
-    """Fill the caches of one model; returns {task: seconds, examples generated}."""
+    """Fill the caches of one model; returns {task: seconds, examples generated}. Prints a time
+    estimate per task before the model loads, and again from the first batch's rate."""
     todo = {}
     for name, task in tasks.items():
         settings = settings_for(task, cfg)
@@ -133,6 +154,8 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
         missing = [e for e in data[name] if e.id not in done]
         if missing:
             todo[name] = (task, settings, cache, missing)
+            print(estimate_line(model_name, name, len(missing), earlier_rate(out, model_name, name),
+                                "measured by the last run in this output directory"), flush=True)
         log.info("%s / %s: %d cached, %d to generate", model_name, name, len(done), len(missing))
     stats: dict[str, Any] = {}
     if not todo:
@@ -147,6 +170,9 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
             cache.append(
                 [{"id": missing[i].id, "prompt_sha": _sha(missing[i].prompt), "prediction": p} for i, p in zip(idx, preds)]
             )
+            if finished == 0 and len(idx) < len(missing):
+                rate = len(idx) / max(time.perf_counter() - start, 1e-9)
+                print(estimate_line(model_name, name, len(missing) - len(idx), rate, "the first batch's rate"), flush=True)
             finished += len(idx)
             log.info("%s / %s: %d/%d generated", model_name, name, finished, len(missing))
         seconds = time.perf_counter() - start

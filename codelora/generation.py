@@ -221,8 +221,10 @@ class _StopOnRule:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        # beam search expands each prompt into num_beams rows, in prompt order
-        done = [self.rules[i // self.num_beams](t) is not None for i, t in enumerate(texts)]
+        # beam search expands each prompt into rows in prompt order: num_beams of them, or the
+        # 2 x num_beams candidates transformers' beam search checks, so count them per call
+        per_prompt = max(1, len(texts) // len(self.rules))
+        done = [self.rules[i // per_prompt](t) is not None for i, t in enumerate(texts)]
         return torch.tensor(done, device=input_ids.device)
 
 

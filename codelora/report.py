@@ -18,7 +18,7 @@ from codelora.utils import atomic_file, write_json
 
 log = logging.getLogger(__name__)
 
-LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1"}
+LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": "ES (raw)", "bleu_raw": "BLEU (raw)"}
 N_SHOWN = 5  # examples per side (gains, losses) in the HTML
 
 
@@ -75,6 +75,9 @@ def markdown_table(summary: dict) -> str:
                  "excludes 0 is a difference that resampling the examples does not explain away.\n")
     if notes:
         text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"
+    task_notes = [f"{task}: {info['table_note']}" for task, info in summary["tasks"].items() if info.get("table_note")]
+    if task_notes:  # how a task's numbers were made (n, prompt, decoding, normalisation)
+        text += "\n" + "\n".join(task_notes) + "\n"
     return text
 
 

@@ -62,6 +62,9 @@ def load(tmp_path: Path, rows, language: str = "auto"):
 def test_java_lines_score_as_the_evaluator(tmp_path):
     task, examples, preds = load(tmp_path, JAVA)
     assert task.language == "java" and task.describe()["language"] == "java (detected)"
+    assert task.describe()["table_note"] == ("java (detected); a completion ends at the first ; or } (kept) or { "
+                                             "(dropped); predictions re-spaced with javalang (javaCorpus's); "
+                                             "decoding: greedy")
     per, corpus = task.score(examples, preds)
     assert [r["em"] for r in per] == [1, 1, 1, 1, 1, 0, 1]
     # "return a ;" vs "return a + b ;": LCS 10 of 10 + 14 characters -> 20/24 -> 83

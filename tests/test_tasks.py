@@ -60,15 +60,18 @@ def test_codexglue_scores_are_the_evaluator_lines(tmp_path):
     assert examples[0].meta["answer"] == "if a: return 0 return a"
     preds = ["    if a:\n        return 0\n    return a\n", "    return 'y'"]
     per, corpus = task.score(examples, preds)
-    # line 1 equals the answer after whitespace collapsing; line 2: "return 'y'" vs "return 'x'"
-    assert per[0] == {"es": 100, "em": 1}
-    assert per[1]["es"] == edit_similarity("return 'y'", "return 'x'") == 90
-    assert corpus["es"] == 95.0 and corpus["em"] == 50.0
-    assert corpus["bleu"] == corpus_bleu(["if a: return 0 return a", "return 'x'"],
-                                         ["if a: return 0 return a", "return 'y'"]).score
+    # line 1 equals the answer after whitespace collapsing; line 2 raw: "return 'y'" vs "return 'x'";
+    # normalised, 'y' (not a literal the data keeps) is emptied as the dataset empties it: "return ''"
+    assert per[0] == {"es": 100, "es_raw": 100}
+    assert per[1]["es_raw"] == edit_similarity("return 'y'", "return 'x'") == 90
+    assert per[1]["es"] == edit_similarity("return ''", "return 'x'") == 95  # 2 * 9 / 19
+    assert corpus["es"] == 97.5 and corpus["es_raw"] == 95.0 and "em" not in corpus
+    assert corpus["bleu_raw"] == corpus_bleu(["if a: return 0 return a", "return 'x'"],
+                                             ["if a: return 0 return a", "return 'y'"]).score
     files = task.evaluator_files(examples, preds)
     assert files["answers.txt"] == "if a: return 0 return a\nreturn 'x'\n"
-    assert files["predictions.txt"] == "if a: return 0 return a\nreturn 'y'\n"
+    assert files["predictions_raw.txt"] == "if a: return 0 return a\nreturn 'y'\n"
+    assert files["predictions.txt"] == "if a: return 0 return a\nreturn ''\n"
 
 
 def test_codexglue_missing_field(tmp_path):

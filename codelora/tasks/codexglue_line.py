@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from codelora.generation import StopRule
 from codelora.metrics import codexglue_line_post_process, edit_similarity, exact_match
 from codelora.tasks import Example, Task
+from codelora.tasks.codexglue import decoding_label
 from codelora.tasks.codexglue_tokens import java_line_tokens, java_statement_end, python_line_tokens
 from codelora.utils import UserError, read_jsonl
 
@@ -137,6 +138,9 @@ class CodeXGlueLineTask(Task):
         }
         if self.language == "java":
             info["shift_operators"] = "joined (as the data writes them)" if self.join_shifts else "split, as javalang"
+        if self.language:
+            info["table_note"] = (f"{info['language']}; a completion ends at the {info['stop']}; predictions "
+                                  f"re-spaced with {info['tokenizer']}; decoding: {decoding_label(self.cfg)}")
         return info
 
 
