@@ -166,7 +166,8 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
         start = time.perf_counter()
         rules = [task.stop_rule(e) for e in missing]
         finished = 0
-        for idx, preds in generate(model, tokenizer, [e.prompt for e in missing], settings, rules):
+        prompts = [task.prompt_for(e, tokenizer) for e in missing]
+        for idx, preds in generate(model, tokenizer, prompts, settings, rules):
             cache.append(
                 [{"id": missing[i].id, "prompt_sha": _sha(missing[i].prompt), "prediction": p} for i, p in zip(idx, preds)]
             )
@@ -251,6 +252,8 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
             preds = [done.get(e.id, "") for e in examples]
             per_example, corpus = task.score(examples, preds)
             corpus["missing"] = sum(e.id not in done for e in examples)
+            if task.per_model_prompts:
+                corpus["prompt_format"] = task.prompt_format(load_tokenizer(model))
             per_model[model] = corpus
             for row, pred, scores in zip(task_rows, preds, per_example):
                 row["predictions"][model] = pred

@@ -18,7 +18,8 @@ from codelora.utils import atomic_file, write_json
 
 log = logging.getLogger(__name__)
 
-LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": "ES (raw)", "bleu_raw": "BLEU (raw)"}
+LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": "ES (raw)", "bleu_raw": "BLEU (raw)",
+          "chrf": "chrF", "wer": "WER (lower is better)", "token_iou": "token IoU"}
 N_SHOWN = 5  # examples per side (gains, losses) in the HTML
 
 
@@ -69,6 +70,9 @@ def markdown_table(summary: dict) -> str:
                          + " | ".join(_fmt(info["models"][m].get("pass@1_judgeable")) for m in models)
                          + "".join(" | " for _ in models[1:]) + " |")
     notes = {info["models"][m].get("pass@1_note") for info in summary["tasks"].values() for m in models} - {None}
+    formats = {task: ", ".join(f"{short_name(m, models)}: {info['models'][m]['prompt_format']}" for m in models)
+               for task, info in summary["tasks"].items()
+               if any("prompt_format" in info["models"][m] for m in models)}
     text = "\n".join(lines) + "\n"
     if len(models) > 1:
         text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1); an interval that "
@@ -78,6 +82,8 @@ def markdown_table(summary: dict) -> str:
     task_notes = [f"{task}: {info['table_note']}" for task, info in summary["tasks"].items() if info.get("table_note")]
     if task_notes:  # how a task's numbers were made (n, prompt, decoding, normalisation)
         text += "\n" + "\n".join(task_notes) + "\n"
+    for task, text_formats in formats.items():
+        text += f"\n{task} prompts: {text_formats}\n"
     return text
 
 

@@ -203,3 +203,49 @@ def test_preprocess_fim_is_seeded_and_off_by_default(raw_jsonl, tiny_tokenizer_d
     assert a["prompt"] == b["prompt"] and a["completion"] == b["completion"]
     stats = run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "c")
     assert stats["fim"] is None and "fim" not in load_from_disk(str(tmp_path / "c"))["train"].column_names
+
+
+# ------------------------------------------------------------------------------ benchmark
+
+
+@pytest.fixture(scope="module")
+def fim_model_dir(tmp_path_factory):
+    """A tiny Phi whose tokenizer has the FIM sentinels (added, embeddings grown to match)."""
+    tok = fresh_tokenizer()
+    fim.add_fim_tokens(tok)
+    out = tmp_path_factory.mktemp("fim-phi")
+    make_tiny_phi(tok, out, seed=1, hidden_size=32, layers=2, heads=4)
+    return out
+
+
+def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_model_dir):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from codelora.benchmarking import main as bench_main
+    from codelora.tasks import get_task
+    from tests.test_training import make_prepared_dataset
+
+    data = make_prepared_dataset(tmp_path / "prepared")
+    out = tmp_path / "results"
+    args = ["--models", str(tiny_model_dir), str(fim_model_dir), "--tasks", "heldout-fim", "--dataset", str(data),
+            "--output", str(out), "--batch-size", "8", "--sample", "8", "--max-new-tokens", "12"]
+    assert bench_main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    info = summary["tasks"]["heldout-fim"]
+    assert info["models"][str(tiny_model_dir)]["prompt_format"] == "prefix-only"
+    assert info["models"][str(fim_model_dir)]["prompt_format"] == "fim-psm"
+    for model in (str(tiny_model_dir), str(fim_model_dir)):
+        assert {"es", "em", "bleu", "chrf", "wer", "token_iou"} <= set(info["models"][model])
+    rows = [json.loads(line) for line in (out / "examples" / "heldout-fim.jsonl").read_text().splitlines()]
+    assert {r["scores"][str(fim_model_dir)]["shape"] for r in rows} == {"line", "span"}
+    assert "heldout-fim prompts:" in (out / "results.md").read_text()
+    # the same example, phrased for each model: sentinels only where the tokenizer has them
+    task = get_task("heldout-fim", type("Cfg", (), {"dataset": str(data), "seed": 42, "heldout_split": "test"})())
+    ex = task.load()[0]
+    assert ex.meta["prefix"] + ex.reference + ex.meta["suffix"] == ex.prompt + ex.reference + ex.meta["suffix"]
+    plain = task.prompt_for(ex, AutoTokenizer.from_pretrained(tiny_model_dir))
+    infill = task.prompt_for(ex, AutoTokenizer.from_pretrained(fim_model_dir))
+    assert plain == ex.meta["prefix"] and "<fim_" not in plain
+    assert infill == f"<fim_prefix>{ex.meta['prefix']}<fim_suffix>{ex.meta['suffix']}<fim_middle>"

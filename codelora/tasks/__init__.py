@@ -35,6 +35,7 @@ class Task(ABC):
     name: str = ""
     max_new_tokens: int = 128
     min_new_tokens: int = 0  # > 0 where a reference is never empty: EOS may not come first
+    per_model_prompts: bool = False  # prompt_for depends on the model's tokenizer
     metrics: tuple[str, ...] = ("es", "em", "bleu")
 
     def __init__(self, cfg: Any):
@@ -55,6 +56,15 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts about how the task was run, for summary.json."""
         return {}
+
+    def prompt_for(self, example: Example, tokenizer) -> str:
+        """The text a model with this tokenizer continues; the same for every model unless the
+        task sets `per_model_prompts` (FIM: sentinels where the tokenizer has them)."""
+        return example.prompt
+
+    def prompt_format(self, tokenizer) -> str:
+        """How `prompt_for` phrases prompts for this tokenizer (recorded per model)."""
+        return "plain"
 
 
 def text_scores(refs: Sequence[str], preds: Sequence[str]) -> tuple[list[dict], dict]:
@@ -77,6 +87,7 @@ def text_scores(refs: Sequence[str], preds: Sequence[str]) -> tuple[list[dict], 
 
 _MODULES = {
     "heldout": "codelora.tasks.heldout",
+    "heldout-fim": "codelora.tasks.heldout_fim",
     "codexglue": "codelora.tasks.codexglue",
     "codexglue-line": "codelora.tasks.codexglue_line",
     "mceval-kotlin": "codelora.tasks.kotlin",
