@@ -6,54 +6,110 @@ missing compiler fails here instead of silently skipping the execution checks.
 
 from __future__ import annotations
 
-import sys
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
+import pytest
 
-from codelora.sandbox import kotlin_available, kotlin_program, network_isolation, run_kotlin, run_sandboxed
+import codelora.sandbox as sandbox
+from codelora.sandbox import isolation_error, kotlin_available, kotlin_program, run_kotlin, run_sandboxed
 from codelora.tasks import get_task
+from codelora.utils import UserError
+
+@pytest.fixture
+def workdir():
+    """A program directory under the system temp dir: pytest's own tmp_path is private to its user,
+    and a root caller's sandbox runs as uid 65534, which could not reach it."""
+    path = Path(tempfile.mkdtemp(prefix="codelora-test-"))
+    yield path
+    shutil.rmtree(path)
 
 
+@pytest.fixture
+def isolated_machine() -> None:
+    """Marks a test that checks what bubblewrap isolates: it needs a machine where bwrap works (these
+    do; `make kotlin` installs it) and says so in one line where it does not. The refusal on
+    machines without isolation is tested separately, with a simulated failure."""
+    reason = isolation_error()
+    if reason:
+        pytest.fail(f"this test needs working bubblewrap isolation: {reason}", pytrace=False)
 
-def py(code: str, tmp_path: Path, **kw):
-    return run_sandboxed([sys.executable, "-c", code], tmp_path, **kw)
+
+def sh(script: str, cwd: Path, **kw):
+    return run_sandboxed(["sh", "-c", script], cwd, **kw)
 
 
-def test_network_is_cut_off(tmp_path):
-    assert network_isolation(), "unshare --net should work on these machines"
-    res = py("import socket; print(sorted(n for _, n in socket.if_nameindex()))", tmp_path, timeout=20)
-    assert res.returncode == 0 and res.stdout.strip() == "['lo']"
+def failing_bwrap(directory: Path) -> Path:
+    """A bwrap that fails as it does on a kernel refusing unprivileged user namespaces."""
+    script = directory / "bwrap"
+    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return script
 
 
-def test_timeout_kills_the_whole_process_group(tmp_path):
-    # the child forks a grandchild that would outlive a plain kill of the child
-    code = (
-        "import subprocess, sys, time\n"
-        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        "open('grandchild.pid', 'w').write(str(p.pid))\n"
-        "time.sleep(60)\n"
-    )
-    start = time.monotonic()
-    res = py(code, tmp_path, timeout=3)
+def test_network_is_cut_off(isolated_machine, workdir):
+    # /proc/net/dev lists the interfaces of the reader's network namespace
+    res = sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '", workdir, timeout=20)
+    assert res.returncode == 0 and res.stdout.split() == ["lo"] and res.isolated
+
+
+def test_timeout_kills_every_process_the_run_started(isolated_machine, workdir):
+    # a grandchild in its own session (out of reach of a process-group kill) and a plain child
+    tag = f"{os.getpid()}.{time.monotonic_ns() % 10**6}"
+    res = sh(f"setsid sleep 7{tag} & sleep 8{tag} & sleep 60", workdir, timeout=3)
     assert res.timed_out and res.returncode is None
-    assert time.monotonic() - start < 10
-    pid = int((tmp_path / "grandchild.pid").read_text())
-    time.sleep(0.2)
-    try:  # gone, or a zombie waiting for a reaper (this container's init may not reap)
-        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        pass
+    left = [p for p in psutil.process_iter(["cmdline"]) if {f"7{tag}", f"8{tag}"} & set(p.info["cmdline"] or [])]
+    # the kernel kills them as the sandbox's PID namespace ends; wait for that rather than guess a delay
+    gone, alive = psutil.wait_procs(left, timeout=10)
+    assert alive == []
 
 
-def test_memory_limit_and_home(tmp_path):
-    res = py("x = bytearray(1 << 31)", tmp_path, timeout=20, memory_mb=256)
-    assert res.returncode != 0 and "MemoryError" in res.stderr
-    res = py("import os; print(os.environ['HOME'], len(os.environ))", tmp_path, timeout=20)
-    home, n_env = res.stdout.split()
-    assert home == str(tmp_path) and int(n_env) <= 6
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_output_is_capped_while_it_is_read(isolated_machine, workdir, unsafe):
+    res = sh("yes; echo never", workdir, timeout=60, max_output_bytes=4096, unsafe_no_sandbox=unsafe)
+    assert res.output_capped and not res.timed_out and res.returncode != 0
+    assert res.stdout == "y\n" * 2048 and res.isolated is not unsafe
+
+
+def test_an_exited_program_returns_though_a_leftover_holds_its_output(workdir):
+    # unisolated, a setsid grandchild survives and keeps stdout open: the run still returns
+    tag = f"9{os.getpid()}.{time.monotonic_ns() % 10**6}"
+    res = sh(f"setsid sleep {tag} & echo started", workdir, timeout=30, unsafe_no_sandbox=True)
+    for proc in psutil.process_iter(["cmdline"]):
+        if tag in (proc.info["cmdline"] or []):
+            proc.kill()
+    assert not res.timed_out and res.returncode == 0 and res.stdout == "started\n"
+
+
+def test_memory_limit_home_and_environment(isolated_machine, workdir):
+    res = sh("dd if=/dev/zero of=/dev/null bs=1G count=1", workdir, timeout=20, memory_mb=256)
+    assert res.returncode != 0 and "memory exhausted" in res.stderr  # dd's 1 GiB buffer: RLIMIT_DATA
+    res = sh("echo $HOME; env | wc -l; id -u; touch /usr/x || echo read-only", workdir, timeout=20)
+    home, n_env, uid, usr = res.stdout.split()
+    assert home == str(workdir) and int(n_env) <= 6 and uid == "65534" and usr == "read-only"
+
+
+def test_a_private_directory_is_refused_for_a_root_caller(isolated_machine, tmp_path):
+    if os.geteuid() != 0:  # explicit: only a root caller hands the run to uid 65534
+        assert sh("true", tmp_path, timeout=20).returncode == 0
+        return
+    with pytest.raises(UserError, match="not reachable by uid 65534"):
+        sh("true", tmp_path, timeout=20)  # pytest's tmp_path lies under a 0700 directory
+
+
+def test_no_isolation_refuses_to_run(workdir, monkeypatch):
+    monkeypatch.setattr(sandbox, "BWRAP", str(failing_bwrap(workdir)))
+    assert "Permission denied" in isolation_error()
+    with pytest.raises(UserError, match="cannot be isolated.*Permission denied.*--unsafe-no-sandbox"):
+        sh("touch ran", workdir, timeout=10)
+    assert not (workdir / "ran").exists()
+    res = sh("touch ran", workdir, timeout=10, unsafe_no_sandbox=True)
+    assert res.returncode == 0 and not res.isolated and (workdir / "ran").exists()
 
 
 def test_kotlin_program_drops_the_script_style_main_call():
@@ -63,7 +119,8 @@ def test_kotlin_program_drops_the_script_style_main_call():
 
 def test_mceval_pass_at_1_executes_in_the_sandbox(mceval_data):
     assert kotlin_available(), "kotlinc/java missing: run `make kotlin`"
-    cfg = SimpleNamespace(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=60.0)
+    cfg = SimpleNamespace(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=60.0,
+                          unsafe_no_sandbox=False)
     task = get_task("mceval-kotlin", cfg)
     examples = task.load()[:3]
     wrong = "{\n    return false\n}"  # Kotlin/1 asserts true for some inputs: compiles, then fails
