@@ -214,6 +214,9 @@ class BenchmarkConfig:
     top_p: float = opt(0.95, "nucleus sampling p (with --do-sample)")
     allow_code_execution: bool = opt(False, "run generated code (sandboxed) for pass@1")
     exec_timeout: float = opt(30.0, "seconds per compile+run of one generated program")
+    unsafe_no_sandbox: bool = opt(
+        False, "with --allow-code-execution: run generated programs WITHOUT isolation (no bubblewrap; "
+        "limits only), e.g. where the kernel refuses namespaces; only for code you trust")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "model dtype (auto: bf16 on GPU, fp32 on CPU)")
 
     def __post_init__(self) -> None:

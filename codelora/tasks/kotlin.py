@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from codelora.generation import StopRule, brace_depth, brace_rule
-from codelora.sandbox import ExecutionResult, kotlin_available, kotlin_program, run_kotlin
+from codelora.sandbox import ExecutionResult, kotlin_available, kotlin_program, require_isolation, run_kotlin
 from codelora.tasks import Example, Task, text_scores
 from codelora.utils import UserError, read_jsonl
 
@@ -44,6 +44,8 @@ class KotlinTask(Task):
         self.execution: dict = {}
 
     def load(self) -> list[Example]:
+        if self.cfg.allow_code_execution:  # refuse now, before any model generates, not at scoring
+            require_isolation(self.cfg.unsafe_no_sandbox)
         source = Path(self.cfg.mceval_data) if self.cfg.mceval_data else DEFAULT_DATA
         if not source.is_file():
             raise UserError(f"{self.name}: data file not found: {source} (give --mceval-data)")
@@ -64,7 +66,7 @@ class KotlinTask(Task):
         workers = max(1, min(4, (os.cpu_count() or 2)))  # each kotlinc is a JVM using ~1 core
 
         def one(program: str) -> ExecutionResult:
-            return run_kotlin(program, timeout=self.cfg.exec_timeout)
+            return run_kotlin(program, timeout=self.cfg.exec_timeout, unsafe_no_sandbox=self.cfg.unsafe_no_sandbox)
 
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, programs))
