@@ -1,4 +1,6 @@
-"""Sandbox limits, and Kotlin pass@1 on a handful of real McEval problems (kotlinc runs ~4 s each).
+"""The sandbox's isolation and limits (shell commands, fast), its refusal where isolation fails
+(simulated), and Kotlin pass@1 on a handful of real McEval problems (kotlinc runs ~4 s each). The
+hostile Kotlin programs of issue 13 are in test_sandbox_probes.py.
 
 kotlinc and java are required, not optional: `make test` installs them (`make kotlin`), so a
 missing compiler fails here instead of silently skipping the execution checks.

@@ -108,7 +108,10 @@ class KotlinTask(Task):
         return [self.execution[e.id] for e in examples]
 
     def describe(self) -> dict:
-        return {"execution": "kotlinc + java -ea in codelora.sandbox" if self.cfg.allow_code_execution else "off"}
+        if not self.cfg.allow_code_execution:
+            return {"execution": "off"}
+        how = "WITHOUT isolation (--unsafe-no-sandbox)" if self.cfg.unsafe_no_sandbox else "isolated by bubblewrap"
+        return {"execution": f"kotlinc + java -ea in codelora.sandbox, {how}"}
 
 
 def make_task(name: str, cfg) -> Task:
