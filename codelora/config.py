@@ -200,6 +200,8 @@ class BenchmarkConfig:
     codexglue_literals: str | None = opt(
         None, "CodeXGLUE literals.json used to normalise predictions' literals (default: the literals the data shows)")
     codexglue_line_data: str | None = opt(None, "CodeXGLUE line-completion JSONL ({input, gt})")
+    codexglue_line_literals: str | None = opt(
+        None, "literals.json of the line-level dataset, to normalise predictions' literals (default: those the data shows)")
     codexglue_line_language: Literal["auto", "python", "java"] = opt(
         "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
     mceval_data: str | None = opt(None, "McEval/MBKP Kotlin JSONL")

@@ -19,7 +19,7 @@ from codelora.utils import atomic_file, write_json
 log = logging.getLogger(__name__)
 
 LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": "ES (raw)", "bleu_raw": "BLEU (raw)",
-          "chrf": "chrF", "wer": "WER (lower is better)", "token_iou": "token IoU"}
+          "chrf": "chrF", "wer": "WER (lower is better)", "token_iou": "token IoU", "em_raw": "EM (raw)"}
 N_SHOWN = 5  # examples per side (gains, losses) in the HTML
 
 

@@ -93,9 +93,10 @@ def test_line_scores_match_evaluator(tmp_path):
     task = get_task("codexglue-line", cfg(codexglue_line_data=str(write_jsonl(tmp_path / "l.jsonl", rows))))
     examples = task.load()
     per, corpus = task.score(examples, ["  return 1", "y=x+1"])
-    assert per[0] == {"es": 100, "em": 1}
-    assert per[1] == {"es": edit_similarity("y = x + 1", "y = x"), "em": 0}
-    assert corpus == {"es": round((100 + per[1]["es"]) / 2, 2), "em": 50.0, "n": 2}
+    assert per[0] == {"es": 100, "em": 1, "es_raw": 100, "em_raw": 1}
+    assert per[1] == {"es": edit_similarity("y = x + 1", "y = x"), "em": 0, "es_raw": per[1]["es"], "em_raw": 0}
+    assert corpus == {"es": round((100 + per[1]["es"]) / 2, 2), "em": 50.0, "n": 2,
+                      "es_raw": round((100 + per[1]["es"]) / 2, 2), "em_raw": 50.0}
 
 
 def test_line_needs_data():

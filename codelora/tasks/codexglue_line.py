@@ -15,11 +15,17 @@ input holds an `<EOL>`, else java) picks the end of a completion and its tokeniz
   comments. Predictions are re-spaced with `javalang`, the tokenizer javaCorpus was made with,
   so `i++) {` becomes `i ++ ) {` and `a&&b||c` becomes `a && b || c`.
 
-Re-spacing leaves a prediction already written in the dataset's spacing unchanged. Scores are
-what Code-Code/CodeCompletion-line/evaluator/evaluator.py prints for the re-spaced prediction
-lines (written under evaluator/ with the answers for a run of the official script):
+Re-spacing leaves a prediction already written in the dataset's spacing unchanged. Two
+prediction lines are scored, each as Code-Code/CodeCompletion-line/evaluator/evaluator.py scores
+a predictions.txt line (both files are written under evaluator/ with the answers):
 pred = post_process(pred.strip()), gt = post_process(gt) (not stripped), ES = fuzz.ratio(pred,
-gt), EM = pred.split() == gt.split(). BLEU is not part of that evaluator and is not reported.
+gt), EM = pred.split() == gt.split():
+* `es`/`em`: the re-spaced prediction with its literals normalised as the dataset normalised
+  the references (a string literal not in the literal list becomes `"<STR_LIT>"`, i.e. `""`;
+  numbers likewise; codexglue_tokens), the literal list being `--codexglue-line-literals` (the
+  dataset's literals.json) or, by default, every literal value the loaded data shows;
+* `es_raw`/`em_raw`: the re-spaced prediction with its literals as generated.
+BLEU is not part of that evaluator and is not reported.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from codelora.generation import StopRule
 from codelora.metrics import codexglue_line_post_process, edit_similarity, exact_match
 from codelora.tasks import Example, Task
 from codelora.tasks.codexglue import decoding_label
-from codelora.tasks.codexglue_tokens import java_line_tokens, java_statement_end, python_line_tokens
+from codelora.tasks.codexglue_tokens import Literals, java_line_tokens, java_statement_end, python_line_tokens
 from codelora.utils import UserError, read_jsonl
 
 LANGUAGES = ("python", "java")
@@ -68,7 +74,8 @@ def writes_joined_shifts(texts: Sequence[str]) -> bool:
 class CodeXGlueLineTask(Task):
     name = "codexglue-line"
     max_new_tokens = 64  # the official pipeline allows 100 tokens of its BPE; lines average 7 tokens
-    metrics = ("es", "em")
+    metrics = ("es", "em", "es_raw", "em_raw")
+    literals = Literals()
     language: str = ""
     language_source: str = ""
     join_shifts = False
@@ -87,6 +94,12 @@ class CodeXGlueLineTask(Task):
         if self.language == "java":
             self.join_shifts = writes_joined_shifts([r["input"] + " " + r["gt"] for r in records])
         self.language_source = "detected" if choice == "auto" else "--codexglue-line-language"
+        literal_file = getattr(self.cfg, "codexglue_line_literals", None)
+        if literal_file:
+            self.literals = Literals.from_json(literal_file)
+        else:
+            texts = (r[f] for r in records for f in ("input", "gt"))
+            self.literals = Literals.from_texts(texts, "the literals the loaded data shows")
         return [
             Example(str(rec.get("id", n)), build_prompt(rec["input"]), rec["gt"], {"record": rec})
             for n, rec in enumerate(records)
@@ -95,38 +108,43 @@ class CodeXGlueLineTask(Task):
     def stop_rule(self, example: Example) -> StopRule:
         return java_statement_end if self.language == "java" else stop_at_first_line_end
 
-    def tokenizer(self) -> Callable[[str], str]:
+    def tokenizer(self, normalise: bool = True) -> Callable[[str], str]:
+        """Re-spacing for the language; with `normalise`, literals replaced as the dataset did."""
+        literals = self.literals if normalise else None
         if self.language == "java":
-            return lambda line: java_line_tokens(line, join_shifts=self.join_shifts)
-        return python_line_tokens
+            return lambda line: java_line_tokens(line, literals, join_shifts=self.join_shifts)
+        return lambda line: python_line_tokens(line, literals)
 
     def prediction_line(self, prediction: str, tokenize=None) -> str:
         """The predictions.txt line: placeholders decoded (a model trained on the token format
         writes them), then the dataset's token spacing for the language."""
         tokenize = tokenize or self.tokenizer()
-        return tokenize(codexglue_line_post_process(prediction.strip()))
+        line = tokenize(codexglue_line_post_process(prediction.strip()))
+        return line.replace("\r", " ").replace("\n", " ")  # one line in predictions.txt, whatever a literal held
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
-        tokenize = self.tokenizer()
+        variants = {"": self.tokenizer(normalise=True), "_raw": self.tokenizer(normalise=False)}
         rows = []
         for ex, pred in zip(examples, predictions):
-            p = codexglue_line_post_process(self.prediction_line(pred, tokenize).strip())  # as the evaluator
             g = codexglue_line_post_process(ex.reference)
-            rows.append({"es": edit_similarity(p, g), "em": int(exact_match(p, g))})
+            row = {}
+            for suffix, tokenize in variants.items():
+                p = codexglue_line_post_process(self.prediction_line(pred, tokenize).strip())  # as the evaluator
+                row |= {f"es{suffix}": edit_similarity(p, g), f"em{suffix}": int(exact_match(p, g))}
+            rows.append(row)
         if not rows:
-            return rows, {"es": None, "em": None, "n": 0}
-        return rows, {
-            "es": round(statistics.fmean(r["es"] for r in rows), 2),
-            "em": round(100 * statistics.fmean(r["em"] for r in rows), 2),
-            "n": len(rows),
-        }
+            return rows, {**{m: None for m in self.metrics}, "n": 0}
+        corpus = {m: round((100 if m.startswith("em") else 1) * statistics.fmean(r[m] for r in rows), 2)
+                  for m in self.metrics}
+        return rows, {**corpus, "n": len(rows)}
 
     def evaluator_files(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, str]:
         """answers.json / predictions.txt for CodeCompletion-line/evaluator/evaluator.py."""
-        tokenize = self.tokenizer()
+        normalised, raw = self.tokenizer(normalise=True), self.tokenizer(normalise=False)
         return {
             "answers.json": "".join(json.dumps(e.meta["record"]) + "\n" for e in examples),
-            "predictions.txt": "".join(self.prediction_line(p, tokenize) + "\n" for p in predictions),
+            "predictions.txt": "".join(self.prediction_line(p, normalised) + "\n" for p in predictions),
+            "predictions_raw.txt": "".join(self.prediction_line(p, raw) + "\n" for p in predictions),
         }
 
     def describe(self) -> dict:
@@ -135,12 +153,15 @@ class CodeXGlueLineTask(Task):
             "language": f"{self.language} ({self.language_source})" if self.language else None,
             "stop": "first ; or } (kept) or { (dropped)" if self.language == "java" else "end of the line",
             "tokenizer": "javalang (javaCorpus's)" if self.language == "java" else "Python tokenize (py150's)",
+            "normalisation": {"es, em": "literals normalised like the references", "es_raw, em_raw": "literals as generated"},
+            "literals": self.literals.describe(),
         }
         if self.language == "java":
             info["shift_operators"] = "joined (as the data writes them)" if self.join_shifts else "split, as javalang"
         if self.language:
             info["table_note"] = (f"{info['language']}; a completion ends at the {info['stop']}; predictions "
-                                  f"re-spaced with {info['tokenizer']}; decoding: {decoding_label(self.cfg)}")
+                                  f"re-spaced with {info['tokenizer']}; decoding: {decoding_label(self.cfg)}; "
+                                  "ES/EM with literals normalised like the references, (raw) as generated")
         return info
 
 

@@ -300,7 +300,13 @@ def kotlin_line_tokens(line: str) -> str:
     return " ".join(t for t in _KOTLIN_TOKEN.findall(line.strip()) if not t.startswith(("//", "/*")))
 
 
-LINE_TOKENIZERS = {"python": python_line_tokens, "java": java_line_tokens}
+LINE_TOKENIZERS = {"python": python_line_tokens, "java": java_line_tokens, "kotlin": kotlin_line_tokens}
+
+
+def line_tokenizer_for(path: str):
+    """The line tokenizer for a source file: by extension, Kotlin's (C-like enough) for others."""
+    suffix = Path(path).suffix.lower()
+    return LINE_TOKENIZERS[{".py": "python", ".java": "java"}.get(suffix, "kotlin")]
 
 
 def iter_placeholder_texts(records: Iterable[dict], fields: Iterable[str]) -> Iterator[str]:

@@ -10,7 +10,9 @@ EOS; where the dataset's stats.json says its completions are single lines (`line
 model never learned where our completions stop). Completions are never empty, so EOS may not
 be the first token: without a separator the prompt ends exactly where training completions
 end, and a finetuned model would otherwise sometimes answer with nothing. The prediction is
-compared with the completion after trailing whitespace is dropped.
+compared with the completion after trailing whitespace is dropped; single-line completions are
+scored as CodeXGLUE's line-level task scores them (both sides re-spaced by the file type's line
+tokenizer, EM = equal tokens), so `for(i in 0 until n){` matches `for (i in 0 until n) {`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from codelora.generation import StopRule, stop_after_next_line, stop_at_eos, stop_at_line_end
 from codelora.tasks import Example, Task, text_scores
+from codelora.tasks.codexglue_tokens import line_tokenizer_for
 from codelora.utils import UserError
 
 REQUIRED = ("prompt", "completion")
@@ -47,9 +50,6 @@ class HeldoutTask(Task):
     @property
     def split(self) -> str:
         return getattr(self.cfg, "heldout_split", "test")
-
-    def describe(self) -> dict:
-        return {"split": self.split}
 
     def load(self) -> list[Example]:
         from datasets import DatasetDict, load_from_disk
@@ -83,7 +83,20 @@ class HeldoutTask(Task):
         return {"line": stop_at_line_end, "next-line": stop_after_next_line}.get(self.mode or "", stop_at_eos)
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
-        return text_scores([e.reference.rstrip() for e in examples], [p.rstrip() for p in predictions])
+        refs, preds = [e.reference.rstrip() for e in examples], [p.rstrip() for p in predictions]
+        if self.mode in ("line", "next-line"):  # scored as CodeXGLUE line-level: one token spacing
+            spell = [line_tokenizer_for(e.meta.get("path", "")) for e in examples]
+            refs = [f(r) for f, r in zip(spell, refs)]
+            preds = [f(p) for f, p in zip(spell, preds)]
+        return text_scores(refs, preds)
+
+    def describe(self) -> dict:
+        info = {"split": self.split}
+        if self.mode in ("line", "next-line"):
+            info["line_scoring"] = ("as CodeXGLUE line-level: reference and prediction re-spaced by one tokenizer "
+                                    "per file type (Kotlin/other: codexglue_tokens.kotlin_line_tokens; .py: Python "
+                                    "tokenize; .java: javalang), EM = equal token lists, ES = fuzz.ratio")
+        return info
 
 
 def make_task(name: str, cfg) -> Task:
