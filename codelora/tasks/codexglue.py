@@ -180,12 +180,7 @@ class CodeXGlueMethodTask(Task):
         source = self.cfg.codexglue_data or "microsoft/codexglue_method_generation"
         records = load_records(source)
         self.total = len(records)
-        literal_file = getattr(self.cfg, "codexglue_literals", None)
-        if literal_file:
-            self.literals = Literals.from_json(literal_file)
-        else:
-            texts = (rec[f] for rec in records for f in ("signature", "body"))
-            self.literals = Literals.from_texts(texts, "the literals the loaded data shows")
+        self.literals = Literals.for_dataset(getattr(self.cfg, "codexglue_literals", None), records, ("signature", "body"))
         build = build_token_prompt if self.prompt_format == "tokens" else build_prompt
         return [
             Example(

@@ -94,12 +94,7 @@ class CodeXGlueLineTask(Task):
         if self.language == "java":
             self.join_shifts = writes_joined_shifts([r["input"] + " " + r["gt"] for r in records])
         self.language_source = "detected" if choice == "auto" else "--codexglue-line-language"
-        literal_file = getattr(self.cfg, "codexglue_line_literals", None)
-        if literal_file:
-            self.literals = Literals.from_json(literal_file)
-        else:
-            texts = (r[f] for r in records for f in ("input", "gt"))
-            self.literals = Literals.from_texts(texts, "the literals the loaded data shows")
+        self.literals = Literals.for_dataset(getattr(self.cfg, "codexglue_line_literals", None), records, ("input", "gt"))
         return [
             Example(str(rec.get("id", n)), build_prompt(rec["input"]), rec["gt"], {"record": rec})
             for n, rec in enumerate(records)

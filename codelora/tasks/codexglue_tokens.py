@@ -36,7 +36,7 @@ import io
 import json
 import re
 import tokenize
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +81,15 @@ class Literals:
             for kind, value in _PLACEHOLDER.findall(text):
                 found[kind].add(value)
         return cls(frozenset(found["STR"]), frozenset(found["NUM"]), frozenset(found["CHAR"]), source)
+
+    @classmethod
+    def for_dataset(cls, literal_file: str | None, records: Iterable[dict], fields: Iterable[str]) -> Literals:
+        """literals.json when given, else the literals the records' `fields` show."""
+        if literal_file:
+            return cls.from_json(literal_file)
+        fields = tuple(fields)
+        texts = (rec[f] for rec in records for f in fields if isinstance(rec.get(f), str))
+        return cls.from_texts(texts, "the literals the loaded data shows")
 
     def describe(self) -> str:
         return f"{self.source}: {len(self.strings)} str, {len(self.numbers)} num, {len(self.chars)} char"
@@ -307,12 +316,3 @@ def line_tokenizer_for(path: str):
     """The line tokenizer for a source file: by extension, Kotlin's (C-like enough) for others."""
     suffix = Path(path).suffix.lower()
     return LINE_TOKENIZERS[{".py": "python", ".java": "java"}.get(suffix, "kotlin")]
-
-
-def iter_placeholder_texts(records: Iterable[dict], fields: Iterable[str]) -> Iterator[str]:
-    fields = tuple(fields)
-    for record in records:
-        for name in fields:
-            value = record.get(name)
-            if isinstance(value, str):
-                yield value
