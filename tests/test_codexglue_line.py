@@ -79,7 +79,8 @@ def test_java_lines_score_as_the_evaluator(tmp_path):
     assert files["predictions.txt"].splitlines() == [
         "i ++ )", "a && b || c ;", "x -- ;", "list . forEach ( System . out :: println ) ;",
         "int y = x > > > <NUM_LIT:3> ;", "return a ;", 'String s = "<STR_LIT>" ;']
-    assert files["predictions_raw.txt"].splitlines()[4:] == ["int y = x > > > 3 ;", "return a ;", 'String s = "hello" ;']
+    raw = files["predictions_raw.txt"].splitlines()
+    assert raw[4:] == ["int y = x > > > 3 ;", "return a ;", 'String s = "hello" ;']
     assert [json.loads(line) for line in files["answers.json"].splitlines()] == [r for r, _ in JAVA]
 
 
@@ -130,7 +131,8 @@ def test_a_prediction_already_in_the_datasets_spacing_is_unchanged():
 
 def test_java_shift_operators_follow_the_data(tmp_path):
     # javalang (javaCorpus's tokenizer) splits >>> into > > >; data that writes >>> is followed
-    rows = [({"input": "<s> class E { int q ( int x ) { int z = x >>> <NUM_LIT:1> ;", "gt": "int y = x >>> <NUM_LIT:3> ;"},
+    rows = [({"input": "<s> class E { int q ( int x ) { int z = x >>> <NUM_LIT:1> ;",
+              "gt": "int y = x >>> <NUM_LIT:3> ;"},
              "int y = x >>> 3;")]
     task, examples, preds = load(tmp_path, rows)
     assert task.join_shifts and task.score(examples, preds)[0] == [{"es": 100, "em": 1, "es_raw": 100, "em_raw": 1}]

@@ -180,7 +180,8 @@ class CodeXGlueMethodTask(Task):
         source = self.cfg.codexglue_data or "microsoft/codexglue_method_generation"
         records = load_records(source)
         self.total = len(records)
-        self.literals = Literals.for_dataset(getattr(self.cfg, "codexglue_literals", None), records, ("signature", "body"))
+        literal_file = getattr(self.cfg, "codexglue_literals", None)
+        self.literals = Literals.for_dataset(literal_file, records, ("signature", "body"))
         build = build_token_prompt if self.prompt_format == "tokens" else build_prompt
         return [
             Example(

@@ -94,7 +94,8 @@ class CodeXGlueLineTask(Task):
         if self.language == "java":
             self.join_shifts = writes_joined_shifts([r["input"] + " " + r["gt"] for r in records])
         self.language_source = "detected" if choice == "auto" else "--codexglue-line-language"
-        self.literals = Literals.for_dataset(getattr(self.cfg, "codexglue_line_literals", None), records, ("input", "gt"))
+        literal_file = getattr(self.cfg, "codexglue_line_literals", None)
+        self.literals = Literals.for_dataset(literal_file, records, ("input", "gt"))
         return [
             Example(str(rec.get("id", n)), build_prompt(rec["input"]), rec["gt"], {"record": rec})
             for n, rec in enumerate(records)
@@ -148,7 +149,8 @@ class CodeXGlueLineTask(Task):
             "language": f"{self.language} ({self.language_source})" if self.language else None,
             "stop": "first ; or } (kept) or { (dropped)" if self.language == "java" else "end of the line",
             "tokenizer": "javalang (javaCorpus's)" if self.language == "java" else "Python tokenize (py150's)",
-            "normalisation": {"es, em": "literals normalised like the references", "es_raw, em_raw": "literals as generated"},
+            "normalisation": {"es, em": "literals normalised like the references",
+                              "es_raw, em_raw": "literals as generated"},
             "literals": self.literals.describe(),
         }
         if self.language == "java":
