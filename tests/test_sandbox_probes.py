@@ -300,3 +300,25 @@ def test_execution_refused_when_isolation_fails(monkeypatch, tmp_path, mceval_da
         assert unsafe.execute([as_example("hello", HELLO)], [""])[0].status == "passed"
     finally:
         forget_isolation_probe()
+
+
+def test_benchmark_cli_refuses_before_generating(monkeypatch, tmp_path, capsys, mceval_data):
+    from codelora import benchmarking
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    script = fake_bin / "bwrap"
+    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    forget_isolation_probe()
+    try:
+        out = tmp_path / "results"
+        # a model that does not exist: the refusal must come before any model is looked at
+        code = benchmarking.main(["--models", str(tmp_path / "no-such-model"), "--tasks", "mceval-kotlin",
+                                  "--mceval-data", str(mceval_data), "--allow-code-execution", "--output", str(out)])
+    finally:
+        forget_isolation_probe()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot be isolated" in err[0] and "--unsafe-no-sandbox" in err[0]
+    assert not out.exists()
