@@ -24,7 +24,7 @@ demo: venv
 test: venv kotlin
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-bench: venv
+bench: venv kotlin
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
 
 # The Kotlin compiler (npm `kotlin-compiler`, pinned + integrity-checked, into .tools/kotlinc), plus

@@ -106,6 +106,14 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
     return [examples[i] for i in keep]
 
 
+def expand_samples(examples: list[Example], n: int) -> list[Example]:
+    """n examples per problem (ids `problem@j`, meta["problem"] = problem), for pass@k: each is
+    generated and scored on its own, and the task groups them back by problem."""
+    if n <= 1:
+        return examples
+    return [Example(f"{e.id}@{j}", e.prompt, e.reference, {**e.meta, "problem": e.id}) for e in examples for j in range(n)]
+
+
 def settings_for(task: Task, cfg) -> GenerationSettings:
     return GenerationSettings(
         max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
@@ -194,7 +202,7 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
         ids = [e.id for e in examples]
         if len(set(ids)) != len(ids):
             raise UserError(f"{name}: example ids are not unique")
-        data[name] = sample_examples(examples, cfg.sample, cfg.seed)
+        data[name] = expand_samples(sample_examples(examples, cfg.sample, cfg.seed), getattr(task, "n_samples", 1))
     for model in cfg.models:
         load_tokenizer(model)  # a model without a tokenizer fails here, not after hours of work
     out = Path(cfg.output)
@@ -244,11 +252,15 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
         ]
         exec_cache = out / "cache" / f"{name}-reference-execution.json"
         if hasattr(task, "execution") and exec_cache.is_file():
-            from codelora.sandbox import ExecutionResult
+            from codelora.kotlin import ExecutionResult
 
             task.execution = {k: ExecutionResult(**v) for k, v in json.loads(exec_cache.read_text()).items()}
+        cached = {model: PredictionCache(cache_path(out, model, task, settings, cfg.seed)).load(examples)
+                  for model in cfg.models}
+        if hasattr(task, "prepare"):  # e.g. compile every model's programs in one batch
+            task.prepare(examples, {m: [done.get(e.id, "") for e in examples] for m, done in cached.items()})
         for model in cfg.models:
-            done = PredictionCache(cache_path(out, model, task, settings, cfg.seed)).load(examples)
+            done = cached[model]
             preds = [done.get(e.id, "") for e in examples]
             per_example, corpus = task.score(examples, preds)
             corpus["missing"] = sum(e.id not in done for e in examples)

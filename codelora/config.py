@@ -189,7 +189,7 @@ class BenchmarkConfig:
 
     models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"], help="Hub ids or local dirs; first = baseline")
     hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo")
-    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout codexglue codexglue-line mceval-kotlin")
+    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout codexglue codexglue-line mceval-kotlin mbkp humaneval-kt")
     dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
     heldout_split: Literal["test", "validation"] = opt(
         "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
@@ -204,7 +204,11 @@ class BenchmarkConfig:
         None, "literals.json of the line-level dataset, to normalise predictions' literals (default: those the data shows)")
     codexglue_line_language: Literal["auto", "python", "java"] = opt(
         "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
-    mceval_data: str | None = opt(None, "McEval/MBKP Kotlin JSONL")
+    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (task mceval-kotlin), e.g. ../shared/data/mceval_kotlin.jsonl")
+    mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
+                                "canonical_solution (may be null)")
+    humaneval_kt_data: str | None = opt(None, "MultiPL-E HumanEval-Kotlin JSONL (task humaneval-kt): name, prompt, "
+                                        "tests, stop_tokens; evaluation only, never training data")
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
     seed: int = opt(42, "seed for sampling and generation")
@@ -215,7 +219,12 @@ class BenchmarkConfig:
     temperature: float = opt(0.2, "sampling temperature (with --do-sample)")
     top_p: float = opt(0.95, "nucleus sampling p (with --do-sample)")
     allow_code_execution: bool = opt(False, "run generated code (sandboxed) for pass@1")
-    exec_timeout: float = opt(30.0, "seconds per compile+run of one generated program")
+    exec_timeout: float = opt(30.0, "seconds each generated Kotlin program may run (its compilation, batched, is "
+                              "bounded separately)")
+    kotlinc: str | None = opt(None, "Kotlin compiler to use (default: the project's .tools/kotlinc from "
+                              "`make kotlin`, else kotlinc on PATH)")
+    n_samples: int = opt(1, "samples per problem for the execution tasks: pass@k for every k <= N (Chen et al. "
+                         "2021's unbiased estimator); N > 1 samples with --temperature/--top-p (seeded)")
     unsafe_no_sandbox: bool = opt(
         False, "with --allow-code-execution: run generated programs WITHOUT isolation (no bubblewrap; "
         "limits only), e.g. where the kernel refuses namespaces; only for code you trust")
@@ -230,6 +239,12 @@ class BenchmarkConfig:
             raise UserError("--batch-size and --num-beams must be >= 1")
         if self.sample is not None and self.sample < 1:
             raise UserError("--sample must be >= 1")
+        if self.n_samples < 1:
+            raise UserError("--n-samples must be >= 1")
+        if self.n_samples > 1:
+            if self.num_beams > 1:
+                raise UserError("--n-samples > 1 samples; it cannot be combined with --num-beams")
+            self.do_sample = True
 
 
 @dataclass

@@ -142,6 +142,24 @@ def _example_html(row: dict, models: list[str], metric: str, delta: float) -> st
             f"<div class='cols'>{''.join(cols)}</div></div>")
 
 
+def _execution_html(task_rows: list[dict], models: list[str]) -> str:
+    """Per-problem execution verdicts (passed / failed / compile_error / timeout) of each model,
+    with the program's stderr tail; empty for a task that executes nothing."""
+    if not any("exec_status" in r["scores"].get(m, {}) for r in task_rows for m in models):
+        return ""
+    head = "".join(f"<th>{html.escape(short_name(m, models))}</th>" for m in models)
+    lines = [f"<details><summary>execution results per example</summary><table><tr><th>example</th>{head}</tr>"]
+    for row in task_rows:
+        cells = []
+        for m in models:
+            score = row["scores"].get(m, {})
+            status = html.escape(str(score.get("exec_status", "")))
+            detail = score.get("exec_detail", "")
+            cells.append(f"<td>{status}" + (f"<pre>{html.escape(detail)}</pre>" if detail else "") + "</td>")
+        lines.append(f"<tr><td>{html.escape(row['id'])}</td>{''.join(cells)}</tr>")
+    return "".join(lines) + "</table></details>"
+
+
 def html_report(summary: dict, rows: dict[str, list[dict]], table_md: str, png: bytes) -> str:
     models = summary["models"]
     base = models[0]
@@ -160,6 +178,7 @@ def html_report(summary: dict, rows: dict[str, list[dict]], table_md: str, png: 
     parts.append(f"<p>ES backend: {html.escape(summary.get('es_backend', ''))}</p>")
     for task, task_rows in rows.items():
         parts.append(f"<h2>{html.escape(task)}</h2>")
+        parts.append(_execution_html(task_rows, models))
         if len(models) < 2 or not task_rows:
             continue
         target = models[-1]

@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -282,86 +281,3 @@ def _run(argv: Sequence[str], cwd: Path, timeout: float, memory_mb: int | None =
         capped,
         bool(bwrap),
     )
-
-
-# ------------------------------------------------------------------------------------- Kotlin
-
-
-@dataclass
-class ExecutionResult:
-    status: str  # passed | failed | compile_error | timeout
-    detail: str = ""
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-# `make kotlin` installs the pinned compiler here (tools/install-kotlin.sh); otherwise kotlinc on PATH.
-PROJECT_KOTLINC = Path(__file__).resolve().parents[1] / ".tools" / "kotlinc" / "bin" / "kotlinc"
-
-
-def kotlinc_command() -> str | None:
-    if PROJECT_KOTLINC.is_file():
-        return str(PROJECT_KOTLINC)
-    return shutil.which("kotlinc")
-
-
-def kotlin_available() -> bool:
-    return bool(kotlinc_command() and shutil.which("java"))
-
-
-_TRAILING_MAIN_CALL = re.compile(r"\n[ \t]*main\(\)[ \t;]*\s*$")
-
-
-def kotlin_program(prompt: str, completion: str, test: str) -> str:
-    """prompt + completion + test, without the test's script-style top-level `main()` call
-    (McEval's tests end with one; in a .kt file it is a syntax error, and `fun main` runs anyway)."""
-    test = _TRAILING_MAIN_CALL.sub("\n", "\n" + test).lstrip("\n")
-    return f"{prompt}{completion}\n\n{test}\n"
-
-
-def _tail(text: str, lines: int = 6) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def kotlin_binds() -> list[Path]:
-    """The compiler's and the JRE's install directories, for the sandbox to read (either may live
-    outside /usr: `make kotlin` puts kotlinc in .tools/)."""
-    tools = [kotlinc_command() or "kotlinc", shutil.which("java") or "java"]
-    return [Path(t).resolve().parents[1] for t in tools if Path(t).is_absolute()]
-
-
-def run_kotlin(program: str, timeout: float = 30.0, memory_mb: int = 512,
-               unsafe_no_sandbox: bool = False) -> ExecutionResult:
-    """Compile with kotlinc and run with `java -ea` (so `assert` checks), both sandboxed; the
-    timeout covers compile + run together."""
-    deadline = time.monotonic() + timeout
-    jvm_memory = f"-Xmx{memory_mb}m -XX:MaxMetaspaceSize=256m -Xss8m"
-    # RLIMIT_DATA per JVM: the heap plus thread stacks, metaspace, code cache and GC tables
-    # (kotlinc with -Xmx512m fails to start its threads under 700 MB, runs under 1024 MB)
-    sandbox = {"memory_mb": memory_mb + 1024, "ro_binds": kotlin_binds(), "unsafe_no_sandbox": unsafe_no_sandbox}
-    java = str(Path(shutil.which("java") or "java").resolve())
-    with tempfile.TemporaryDirectory(prefix="codelora-kt-") as tmp:
-        cwd = Path(tmp)
-        (cwd / "Main.kt").write_text(program, encoding="utf-8")
-        compiled = run_sandboxed(
-            [kotlinc_command() or "kotlinc", "Main.kt", "-include-runtime", "-nowarn", "-d", "main.jar"],
-            cwd, max(1.0, deadline - time.monotonic()),
-            env={"JAVA_OPTS": jvm_memory, "JAVA_HOME": str(Path(java).parents[1])}, **sandbox,
-        )
-        if compiled.timed_out:
-            return ExecutionResult("timeout", "compile timed out", compiled.seconds)
-        if compiled.returncode != 0 or not (cwd / "main.jar").is_file():
-            return ExecutionResult("compile_error", _tail(compiled.stderr), compiled.seconds)
-        ran = run_sandboxed(
-            [java, *jvm_memory.split(), "-ea", "-jar", "main.jar"],
-            cwd, max(1.0, deadline - time.monotonic()), **sandbox,
-        )
-        seconds = compiled.seconds + ran.seconds
-        if ran.timed_out:
-            return ExecutionResult("timeout", "run timed out", seconds)
-        if ran.returncode != 0:
-            return ExecutionResult("failed", _tail(ran.stderr or ran.stdout), seconds)
-        return ExecutionResult("passed", "", seconds)

@@ -38,9 +38,20 @@ SHARED_DATA = Path(os.environ.get("CODELORA_SHARED_DATA") or Path(__file__).reso
 @pytest.fixture(scope="session")
 def mceval_data() -> Path:
     """McEval's 50 Kotlin problems (../shared/data/mceval_kotlin.jsonl)."""
-    path = SHARED_DATA / "mceval_kotlin.jsonl"
+    return _shared_file("mceval_kotlin.jsonl")
+
+
+@pytest.fixture(scope="session")
+def humaneval_kt_data() -> Path:
+    """MultiPL-E's 157 HumanEval-Kotlin problems (../shared/data/humaneval_kt.jsonl): evaluation
+    only, never training data (its licence)."""
+    return _shared_file("humaneval_kt.jsonl")
+
+
+def _shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
     if not path.is_file():
-        pytest.fail(f"{path} not found: the Kotlin tests use the real McEval data in shared/data beside "
+        pytest.fail(f"{path} not found: the Kotlin tests use the real data in shared/data beside "
                     "the checkout; clone next to it or set CODELORA_SHARED_DATA", pytrace=False)
     return path
 

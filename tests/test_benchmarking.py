@@ -202,28 +202,6 @@ def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir, mceval_d
     assert "pass@1: not run" in (out / "results.md").read_text()
 
 
-def test_mceval_execution_and_reference_cache(tmp_path, tiny_model_dir, monkeypatch, mceval_data):
-    import codelora.tasks.kotlin as kotlin_task
-
-    out = tmp_path / "o"
-    args = ["--models", str(tiny_model_dir), "--tasks", "mceval-kotlin", "--mceval-data", str(mceval_data),
-            "--sample", "2", "--max-new-tokens", "4", "--output", str(out), "--allow-code-execution"]
-    assert run(args) == 0
-    info = json.loads((out / "summary.json").read_text())["tasks"]["mceval-kotlin"]["models"][str(tiny_model_dir)]
-    assert info["pass@1"] == 0.0  # 4 random tokens never make a Kotlin function body
-    assert info["judgeable"] in {"0/2", "1/2", "2/2"}
-    assert (out / "cache" / "mceval-kotlin-reference-execution.json").is_file()
-    rows = [json.loads(x) for x in (out / "examples" / "mceval-kotlin.jsonl").read_text().splitlines()]
-    assert all(r["scores"][str(tiny_model_dir)]["exec_status"] in {"compile_error", "failed"} for r in rows)
-
-    # the rerun executes only the two predictions: reference results come from the cache
-    calls = []
-    real = kotlin_task.run_kotlin
-    monkeypatch.setattr(kotlin_task, "run_kotlin", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert run(args) == 0
-    assert len(calls) == 2
-
-
 def test_paired_bootstrap_ci():
     ci = benchmarking.paired_bootstrap_ci
     assert ci([1, 2, 3], [1, 2, 3]) == (0.0, 0.0)

@@ -19,8 +19,9 @@ import psutil
 import pytest
 
 import codelora.sandbox as sandbox
-from codelora.sandbox import isolation_error, kotlin_available, kotlin_program, run_kotlin, run_sandboxed
-from codelora.tasks import get_task
+from codelora.kotlin import kotlin_available, kotlin_program, run_kotlin
+from codelora.sandbox import isolation_error, run_sandboxed
+from codelora.tasks import Example, get_task
 from codelora.utils import UserError
 
 @pytest.fixture
@@ -127,8 +128,9 @@ def test_mceval_pass_at_1_executes_in_the_sandbox(mceval_data):
     examples = task.load()[:3]
     wrong = "{\n    return false\n}"  # Kotlin/1 asserts true for some inputs: compiles, then fails
     preds = [examples[0].reference, examples[1].reference, wrong]
-    # the third row is problem 1 again (its reference runs once) with a wrong body
-    per, corpus = task.score([examples[0], examples[1], examples[0]], preds)
+    # the third row is problem 1 again (its reference program runs once) with a wrong body
+    again = Example(examples[0].id + "-again", examples[0].prompt, examples[0].reference, examples[0].meta)
+    per, corpus = task.score([examples[0], examples[1], again], preds)
     assert [r["pass"] for r in per] == [1, 1, 0]
     assert per[2]["exec_status"] == "failed" and "AssertionError" in per[2]["exec_detail"]
     assert [r["judgeable"] for r in per] == [1, 1, 1]

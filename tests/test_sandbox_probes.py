@@ -77,7 +77,8 @@ fun nativeMiB(): Int {
 // the same from a child JVM, which does not inherit this JVM's -Xmx
 fun childMiB(): Int = try {
     val java = ProcessHandle.current().info().command().get()
-    val child = ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), "MainKt", "child")
+    val mainClass = System.getProperty("sun.java.command").split(" ")[0]  // e.g. p2.MainKt (batched build)
+    val child = ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), mainClass, "child")
         .redirectErrorStream(true).start()
     val text = child.inputStream.bufferedReader().readText()
     child.waitFor()

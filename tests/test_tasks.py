@@ -30,7 +30,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_registry():
-    assert {"heldout", "codexglue", "codexglue-line", "mceval-kotlin", "mbkp"} <= set(task_names())
+    assert {"heldout", "codexglue", "codexglue-line", "mceval-kotlin", "mbkp", "humaneval-kt"} <= set(task_names())
     with pytest.raises(UserError, match="unknown task 'x'.*known: heldout"):
         get_task("x", cfg())
 
@@ -113,12 +113,12 @@ def test_mceval_loads_real_data_and_stops_at_the_closing_brace(mceval_data):
     assert len(examples) == 50 and examples[0].id == "Kotlin/1"
     ex = examples[0]
     rule = task.stop_rule(ex)
-    generated = ex.reference + "\n\nfun other() {}\n"
+    generated = ex.reference + "\n\nfun main() {}\n"
     assert generated[: rule(generated)] == ex.reference.rstrip()
     # an MBKP-style prompt that already opened the body
     mbkp = Example("m", "fun f(x: Int): Int {\n", "    return x\n}\n")
     assert brace_depth(mbkp.prompt) == 1
-    text = "    if (x > 0) { return 1 }\n    return x\n}\nfun g() {}"
+    text = "    if (x > 0) { return 1 }\n    return x\n}\nclass G {}"
     assert text[: task.stop_rule(mbkp)(text)] == "    if (x > 0) { return 1 }\n    return x\n}"
 
 
@@ -133,6 +133,10 @@ def test_mceval_without_execution_reports_why(mceval_data):
 def test_mceval_missing_file_and_bad_line(tmp_path, mceval_data):
     with pytest.raises(UserError, match="data file not found"):
         get_task("mceval-kotlin", cfg(mceval_data=str(tmp_path / "none.jsonl"))).load()
+    # no default path outside the package: each Kotlin task names its own flag
+    for name, flag in [("mceval-kotlin", "--mceval-data"), ("mbkp", "--mbkp-data"), ("humaneval-kt", "--humaneval-kt-data")]:
+        with pytest.raises(UserError, match=f"{name}: give the data file with {flag}"):
+            get_task(name, cfg()).load()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(mceval_data.read_text().splitlines()[0] + "\nnot json\n")
     with pytest.raises(UserError, match=r"bad.jsonl:2: malformed JSON line"):

@@ -92,6 +92,7 @@ _MODULES = {
     "codexglue-line": "codelora.tasks.codexglue_line",
     "mceval-kotlin": "codelora.tasks.kotlin",
     "mbkp": "codelora.tasks.kotlin",
+    "humaneval-kt": "codelora.tasks.kotlin",
 }
 
 

@@ -1,118 +1,244 @@
-"""mceval-kotlin / mbkp: Kotlin method generation with execution-based pass@1.
+"""Kotlin method generation with execution-based pass@k: mceval-kotlin, mbkp, humaneval-kt.
 
-Records (McEval's Kotlin.jsonl and MBKP/MultiPL-E-style files alike) hold `task_id`, `prompt`
-(doc comment + signature; MBKP's also opens the body with `{`), `canonical_solution`, `test`,
-`entry_point`. The model continues the prompt until the function's braces close. ES and BLEU
-compare the prediction with the canonical solution (whitespace-collapsed, as CodeXGLUE's
-post_process does for method generation). pass@1: prompt + prediction + test compiled with
-kotlinc and run with `java -ea` in the sandbox (opt-in). Because the compiler may be too old
-for some problems (Debian's kotlinc 1.3 fails 8 of McEval's 50 even with the reference
-solution), the reference solutions are executed too and pass@1 is also reported over the
-problems the compiler can judge.
+- mceval-kotlin (--mceval-data, McEval's Kotlin.jsonl) and mbkp (--mbkp-data, MBXP/mxeval
+  format) share one record shape: `task_id`, `prompt` (doc comment + signature; MBXP's also opens
+  the body with `{`), `canonical_solution` (may be null or absent: such records are skipped for
+  ES/BLEU and counted), `test`, `entry_point`. ES and BLEU compare the prediction with the
+  canonical solution, whitespace-collapsed (as CodeXGLUE's post_process does for methods).
+- humaneval-kt (--humaneval-kt-data, MultiPL-E's HumanEval translation): `name`, `prompt` (ends
+  with an open body), `tests`, `stop_tokens`; no reference solutions, so pass@k only. Its licence
+  allows evaluation, never training: nothing in codelora reads it except this task.
+
+Every program is prompt + completion + "\\n" + test, compiled with kotlinc and run with `java -ea`
+(codelora.kotlin: batched compilation, one sandboxed JVM per program). The model's completion
+ends where the method's braces close, helper functions after it kept (helper_aware_rule).
+
+Judgeable: a problem whose reference solution passes (mceval, mbkp), or, without a reference,
+whose tests compile against a `TODO()` body (a published test that is not valid Kotlin can never
+pass). pass@k is reported over all problems and pass@1 also over the judgeable ones, with the
+compiler version and the reason each other problem is not judgeable.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from codelora.generation import StopRule, brace_depth, brace_rule
-from codelora.sandbox import ExecutionResult, kotlin_available, kotlin_program, require_isolation, run_kotlin
+from codelora.generation import StopRule, brace_depth
+from codelora.kotlin import ExecutionResult, KotlinRunner, helper_aware_rule, kotlin_program, kotlinc_version, require_kotlin
+from codelora.metrics import pass_at_k
+from codelora.sandbox import require_isolation
 from codelora.tasks import Example, Task, text_scores
 from codelora.utils import UserError, read_jsonl
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("prompt", "canonical_solution", "test")
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "mceval_kotlin.jsonl"
+PASS_KS = (1, 2, 5, 10, 20, 50, 100)
 
 
 def collapse(code: str) -> str:
     return " ".join(code.split())
 
 
+def pass_metrics(n_samples: int) -> tuple[str, ...]:
+    """pass@k for every k in PASS_KS that n samples per problem can estimate (k <= n)."""
+    return tuple(f"pass@{k}" for k in PASS_KS if k <= max(1, n_samples))
+
+
+def stub_completion(prompt: str) -> str:
+    """A body that compiles against any signature (`TODO()` has type Nothing) and closes the
+    braces the prompt left open: compiling it checks the prompt and tests alone."""
+    depth = brace_depth(prompt)
+    return "    TODO()\n" + "}\n" * depth if depth > 0 else " {\n    TODO()\n}\n"
+
+
 class KotlinTask(Task):
     max_new_tokens = 384
-    metrics = ("es", "em", "bleu", "pass@1")
+    data_flag = "mceval_data"
+    text_metrics: tuple[str, ...] = ("es", "em", "bleu")
 
     def __init__(self, name: str, cfg):
         super().__init__(cfg)
         self.name = name
-        self.execution: dict = {}
+        self.n_samples = max(1, getattr(cfg, "n_samples", 1) or 1)
+        self.metrics = (*self.text_metrics, *pass_metrics(self.n_samples))
+        self.execution: dict[str, ExecutionResult] = {}  # problem id -> its reference's (or stub's) result
+        self.judged: dict = {}  # what score() found, for describe()
+        self.results: dict[str, ExecutionResult] = {}  # program text -> its result, this run
+
+    # -- data
+
+    def data_path(self) -> Path:
+        given = getattr(self.cfg, self.data_flag, None)
+        flag = "--" + self.data_flag.replace("_", "-")
+        if not given:
+            raise UserError(f"{self.name}: give the data file with {flag}")
+        path = Path(given)
+        if not path.is_file():
+            raise UserError(f"{self.name}: data file not found: {path} ({flag})")
+        return path
 
     def load(self) -> list[Example]:
         if self.cfg.allow_code_execution:  # refuse now, before any model generates, not at scoring
-            require_isolation(self.cfg.unsafe_no_sandbox)
-        source = Path(self.cfg.mceval_data) if self.cfg.mceval_data else DEFAULT_DATA
-        if not source.is_file():
-            raise UserError(f"{self.name}: data file not found: {source} (give --mceval-data)")
-        examples = []
-        for n, rec in enumerate(read_jsonl(source), 1):
-            missing = [f for f in FIELDS if not isinstance(rec.get(f), str)]
-            if missing:
-                raise UserError(f"{self.name}: {source}: record {n} lacks field(s) {', '.join(missing)}")
-            meta = {"test": rec["test"], "entry_point": rec.get("entry_point", "")}
-            examples.append(Example(str(rec.get("task_id", n - 1)), rec["prompt"], rec["canonical_solution"], meta))
+            require_isolation(self.unsafe)
+        source = self.data_path()
+        examples = [self.example(rec, n, source) for n, rec in enumerate(read_jsonl(source), 1)]
+        skipped = sum(not e.reference for e in examples)
+        if skipped:
+            log.info("%s: %d of %d records have no reference solution: skipped for ES/BLEU", self.name,
+                     skipped, len(examples))
         return examples
 
+    def example(self, rec: dict, n: int, source: Path) -> Example:
+        missing = [f for f in ("prompt", "test") if not isinstance(rec.get(f), str)]
+        if missing:
+            raise UserError(f"{self.name}: {source}: record {n} lacks field(s) {', '.join(missing)}")
+        reference = rec.get("canonical_solution")
+        if reference is not None and not isinstance(reference, str):
+            raise UserError(f"{self.name}: {source}: record {n}: canonical_solution is not a string")
+        meta = {"test": rec["test"], "entry_point": rec.get("entry_point", "")}
+        return Example(str(rec.get("task_id", n - 1)), rec["prompt"], reference or "", meta)
+
     def stop_rule(self, example: Example) -> StopRule:
-        return brace_rule(brace_depth(example.prompt))
+        return helper_aware_rule(brace_depth(example.prompt))
+
+    # -- execution
+
+    @property
+    def unsafe(self) -> bool:
+        return bool(getattr(self.cfg, "unsafe_no_sandbox", False))
+
+    def runner(self) -> KotlinRunner:
+        return KotlinRunner(require_kotlin(getattr(self.cfg, "kotlinc", None)), self.cfg.exec_timeout,
+                            unsafe_no_sandbox=self.unsafe)
 
     def execute(self, examples: Sequence[Example], completions: Sequence[str]) -> list[ExecutionResult]:
+        """Results of prompt + completion + test; each distinct program is compiled and run once
+        per task (samples often repeat, and `prepare` runs everything in one batch up front)."""
         programs = [kotlin_program(e.prompt, c, e.meta["test"]) for e, c in zip(examples, completions)]
-        workers = max(1, min(4, (os.cpu_count() or 2)))  # each kotlinc is a JVM using ~1 core
+        todo = list(dict.fromkeys(p for p in programs if p not in self.results))
+        if todo:
+            self.results.update(zip(todo, self.runner().execute(todo)))
+        return [self.results[p] for p in programs]
 
-        def one(program: str) -> ExecutionResult:
-            return run_kotlin(program, timeout=self.cfg.exec_timeout, unsafe_no_sandbox=self.cfg.unsafe_no_sandbox)
+    def prepare(self, examples: Sequence[Example], predictions: dict[str, Sequence[str]]) -> None:
+        """Execute every model's predictions and the judgeability checks in one batch, before
+        `score` asks for them model by model (one kotlinc call instead of one per model)."""
+        if not self.cfg.allow_code_execution:
+            return
+        problems = {problem_id(e): e for e in examples}
+        pairs = [(e, c) for preds in predictions.values() for e, c in zip(examples, preds)]
+        pairs += [(e, e.reference or stub_completion(e.prompt)) for p, e in problems.items() if p not in self.execution]
+        self.execute([e for e, _ in pairs], [c for _, c in pairs])
 
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(one, programs))
+    def judgeability(self, examples: Sequence[Example]) -> dict[str, tuple[bool, str]]:
+        """{problem: (judgeable, why not)}: its reference passes, or without one, its tests compile
+        against a stub body. Executed once per problem (the benchmark caches `self.execution`)."""
+        problems = {problem_id(e): e for e in examples}
+        todo = [(p, e) for p, e in problems.items() if p not in self.execution]
+        if todo:
+            log.info("%s: checking which of %d problems the compiler can judge", self.name, len(todo))
+            refs = [(e.reference or stub_completion(e.prompt)) for _, e in todo]
+            for (p, _), res in zip(todo, self.execute([e for _, e in todo], refs)):
+                self.execution[p] = res
+        verdicts = {}
+        for p, e in problems.items():
+            res = self.execution[p]
+            if e.reference:
+                ok, why = res.passed, f"reference solution: {res.status}: {res.detail}"
+            else:  # the stub throws NotImplementedError when run: compiling is what it checks
+                ok, why = res.status in ("passed", "failed"), f"tests do not compile against a stub body: {res.detail}"
+            verdicts[p] = (ok, "" if ok else why.strip()[:300])
+        return verdicts
+
+    # -- scores
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
-        rows, corpus = text_scores([collapse(e.reference) for e in examples], [collapse(p) for p in predictions])
+        rows, corpus = self.text_scores(examples, predictions)
         if not self.cfg.allow_code_execution:
-            corpus["pass@1"] = None
+            for m in pass_metrics(self.n_samples):
+                corpus[m] = None
             corpus["pass@1_note"] = "not run: pass --allow-code-execution to execute generated code (sandboxed)"
             return rows, corpus
-        if not kotlin_available():
-            raise UserError(f"{self.name}: --allow-code-execution needs kotlinc and java on PATH (make kotlin)")
+        kotlinc = require_kotlin(getattr(self.cfg, "kotlinc", None))
         results = self.execute(examples, predictions)
-        references = self.reference_results(examples)
-        judgeable = [r.passed for r in references]
-        for row, res, ok in zip(rows, results, judgeable):
+        verdicts = self.judgeability(examples)
+        for row, ex, res in zip(rows, examples, results):
             row.update({"pass": int(res.passed), "exec_status": res.status, "exec_detail": res.detail[:500],
-                        "judgeable": int(ok)})
-        n = len(rows)
-        n_judge = sum(judgeable)
-        passed = sum(r["pass"] for r in rows)
-        passed_judge = sum(r["pass"] for r, ok in zip(rows, judgeable) if ok)
-        corpus.update({
-            "pass@1": round(100 * passed / n, 2) if n else None,
-            "pass@1_judgeable": round(100 * passed_judge / n_judge, 2) if n_judge else None,
-            "judgeable": f"{n_judge}/{n}",
-        })
+                        "judgeable": int(verdicts[problem_id(ex)][0]), "problem": problem_id(ex)})
+        corpus.update(self.pass_scores(rows, verdicts))
+        corpus["kotlinc"] = kotlinc_version(kotlinc)
+        self.judged = {"kotlinc": corpus["kotlinc"], "judgeable": corpus["judgeable"],
+                       "not_judgeable": {p: why for p, (ok, why) in sorted(verdicts.items()) if not ok}}
         return rows, corpus
 
-    def reference_results(self, examples: Sequence[Example]) -> list[ExecutionResult]:
-        """Execution results of the canonical solutions; cached in memory for the run (the
-        benchmark also caches them on disk via `self.execution`)."""
-        todo = list({e.id: e for e in examples if e.id not in self.execution}.values())
-        if todo:
-            log.info("%s: executing %d reference solutions to see which problems the compiler can judge",
-                     self.name, len(todo))
-            for ex, res in zip(todo, self.execute(todo, [e.reference for e in todo])):
-                self.execution[ex.id] = res
-        return [self.execution[e.id] for e in examples]
+    def text_scores(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
+        """ES/EM/BLEU over the examples that have a reference; the rest get empty rows, counted."""
+        keep = [i for i, e in enumerate(examples) if e.reference]
+        scored, corpus = text_scores([collapse(examples[i].reference) for i in keep],
+                                     [collapse(predictions[i]) for i in keep])
+        rows: list[dict] = [{} for _ in examples]
+        for i, row in zip(keep, scored):
+            rows[i] = row
+        corpus["n"] = len(examples)
+        corpus["no_reference"] = len(examples) - len(keep)
+        return rows, corpus
+
+    def pass_scores(self, rows: Sequence[dict], verdicts: dict[str, tuple[bool, str]]) -> dict:
+        """pass@k averaged over problems (Chen et al. 2021's unbiased estimator with the n samples
+        of each problem), and pass@1 over the judgeable problems."""
+        passes: dict[str, list[int]] = defaultdict(list)
+        for row in rows:
+            passes[row["problem"]].append(row["pass"])
+        out: dict = {}
+        for metric in pass_metrics(self.n_samples):
+            k = int(metric.split("@")[1])
+            values = [pass_at_k(len(v), sum(v), k) for v in passes.values() if len(v) >= k]
+            out[metric] = round(100 * sum(values) / len(values), 2) if values else None
+        judge = [p for p in passes if verdicts[p][0]]
+        out["pass@1_judgeable"] = (round(100 * sum(pass_at_k(len(passes[p]), sum(passes[p]), 1) for p in judge)
+                                         / len(judge), 2) if judge else None)
+        out["judgeable"] = f"{len(judge)}/{len(passes)}"
+        return out
 
     def describe(self) -> dict:
         if not self.cfg.allow_code_execution:
             return {"execution": "off"}
-        how = "WITHOUT isolation (--unsafe-no-sandbox)" if self.cfg.unsafe_no_sandbox else "isolated by bubblewrap"
-        return {"execution": f"kotlinc + java -ea in codelora.sandbox, {how}"}
+        how = "WITHOUT isolation (--unsafe-no-sandbox)" if self.unsafe else "isolated by bubblewrap"
+        info = {"execution": f"kotlinc (batched) + java -ea per program in codelora.sandbox, {how}", **self.judged}
+        if self.judged:
+            why = "; ".join(f"{p}: {r.splitlines()[0] if r else ''}" for p, r in self.judged["not_judgeable"].items())
+            info["table_note"] = (f"kotlinc {self.judged['kotlinc']}; judgeable {self.judged['judgeable']} "
+                                  f"({self.judge_rule})" + (f"; not judgeable: {why}" if why else ""))
+        return info
+
+    judge_rule = "problems whose reference solution passes; without one, whose tests compile"
+
+
+class HumanEvalKotlin(KotlinTask):
+    """MultiPL-E's HumanEval in Kotlin: no references, so pass@k only."""
+
+    data_flag = "humaneval_kt_data"
+    text_metrics = ()
+    judge_rule = "problems whose published tests compile against a stub body"
+
+    def example(self, rec: dict, n: int, source: Path) -> Example:
+        missing = [f for f in ("name", "prompt", "tests") if not isinstance(rec.get(f), str)]
+        if missing:
+            raise UserError(f"{self.name}: {source}: record {n} lacks field(s) {', '.join(missing)}")
+        return Example(rec["name"], rec["prompt"], "", {"test": rec["tests"], "stop_tokens": rec.get("stop_tokens")})
+
+
+def problem_id(example: Example) -> str:
+    """The problem an example (one of --n-samples samples) belongs to."""
+    return example.meta.get("problem", example.id)
 
 
 def make_task(name: str, cfg) -> Task:
-    return KotlinTask(name, cfg)
+    if name == "humaneval-kt":
+        return HumanEvalKotlin(name, cfg)
+    task = KotlinTask(name, cfg)
+    task.data_flag = "mbkp_data" if name == "mbkp" else "mceval_data"
+    return task

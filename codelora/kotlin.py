@@ -1,0 +1,361 @@
+"""Kotlin toolchain and execution: find kotlinc/java, build a program from prompt + completion +
+test, compile many programs in one kotlinc call and run each one alone, every step inside
+`codelora.sandbox.run_sandboxed`.
+
+Why batched: a kotlinc call costs seconds of JVM start and compiler warm-up whatever it compiles,
+while running a compiled program costs a fraction of a second. So the programs of a benchmark are
+compiled together, each in its own package (`p0`, `p1`, ...: the same function name in two
+programs never clashes), into one jar per batch; then each runs in its own sandboxed `java`
+process with its own time limit. A compile error in one program must not fail the others:
+kotlinc names the file of each error, so the named files are set aside as compile errors and the
+rest is compiled again; a failure that names no file (or a compiler timeout) splits the batch in
+two (bisection) until the culprit stands alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from codelora.generation import brace_depth, brace_rule
+from codelora.sandbox import run_sandboxed
+from codelora.utils import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecutionResult:
+    status: str  # passed | failed | compile_error | timeout
+    detail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+# ------------------------------------------------------------------------------------ toolchain
+
+# `make kotlin` installs the pinned compiler here (tools/install-kotlin.sh); otherwise kotlinc on PATH.
+PROJECT_KOTLINC = Path(__file__).resolve().parents[1] / ".tools" / "kotlinc" / "bin" / "kotlinc"
+
+
+def kotlinc_command(override: str | None = None) -> str | None:
+    """The kotlinc to use: `override` (--kotlinc) when given, else the project's, else PATH's."""
+    if override:
+        found = shutil.which(override) if not Path(override).is_file() else override
+        return str(Path(found).resolve()) if found else None
+    if PROJECT_KOTLINC.is_file():
+        return str(PROJECT_KOTLINC)
+    return shutil.which("kotlinc")
+
+
+def java_command() -> str:
+    return str(Path(shutil.which("java") or "java").resolve())
+
+
+def java_home() -> Path:
+    return Path(java_command()).parents[1]
+
+
+def kotlin_binds(kotlinc: str) -> list[Path]:
+    """The compiler's and the JRE's install directories, for the sandbox to read (either may live
+    outside /usr: `make kotlin` puts kotlinc in .tools/)."""
+    tools = [kotlinc, shutil.which("java") or "java"]
+    return [Path(t).resolve().parents[1] for t in tools if Path(t).is_absolute()]
+
+
+def kotlin_available(override: str | None = None) -> bool:
+    return bool(kotlinc_command(override) and shutil.which("java"))
+
+
+@functools.lru_cache(maxsize=8)
+def kotlinc_version(kotlinc: str) -> str:
+    """'2.4.20' from `kotlinc -version` ('info: kotlinc-jvm 2.4.20 (JRE 17...)'), for the report."""
+    try:
+        out = subprocess.run([kotlinc, "-version"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UserError(f"kotlinc {kotlinc} does not run: {exc}") from exc
+    found = re.search(r"kotlinc-jvm (\S+)", out.stdout + out.stderr)
+    if not found:
+        raise UserError(f"{kotlinc} -version printed no kotlinc-jvm version: {(out.stdout + out.stderr).strip()[:200]}")
+    return found.group(1)
+
+
+def require_kotlin(override: str | None = None) -> str:
+    """The kotlinc to use, or one UserError saying how to get one."""
+    kotlinc = kotlinc_command(override)
+    if override and not kotlinc:
+        raise UserError(f"--kotlinc {override}: not found")
+    if not kotlinc or not shutil.which("java"):
+        raise UserError("--allow-code-execution needs kotlinc and java (run `make kotlin`, or give --kotlinc PATH)")
+    return kotlinc
+
+
+# ------------------------------------------------------------------------------------ programs
+
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+[\w.*` ]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$", re.M)
+# Lines that open a top-level declaration (or close one, or are blank/comments); any other line at
+# brace depth 0 of a test is a statement: legal in a script (.kts), a syntax error in a .kt file.
+_DECLARATION = re.compile(
+    r"^\s*(?:$|//|/\*|\*|}|@|import\b|package\b|fun\b|val\b|var\b|class\b|object\b|interface\b|typealias\b"
+    r"|(?:public|private|internal|protected|inline|tailrec|suspend|operator|infix|data|sealed|enum|abstract"
+    r"|open|inner|value|annotation|const|lateinit|override|external|expect|actual)\s)"
+)
+_TEST_MAIN = "codeloraTestMain"
+
+
+def _script_statements(test: str) -> tuple[str, list[str]]:
+    """(the test's declarations, its top-level statements in order). A statement runs on until
+    the braces it opens are closed again (a multi-line `check(...) { ... }` stays whole)."""
+    lines = test.split("\n")
+    kept: list[str] = []
+    statements: list[str] = []
+    depth = 0
+    target: list[str] | None = None
+    for line in lines:
+        if depth == 0:
+            target = kept if _DECLARATION.match(line) else statements
+        target.append(line)
+        depth = max(0, depth + brace_depth(line))
+    return "\n".join(kept), statements
+
+
+def script_test_as_kt(test: str) -> str:
+    """A test written script-style (top-level `check(...)` calls, McEval's trailing `main()`
+    call) as a valid .kt file: its top-level statements, in order, become the body of `fun main`,
+    and a `fun main` the test defines itself is renamed so those statements can call it."""
+    declarations, statements = _script_statements(test)
+    if not any(s.strip() for s in statements):
+        return test
+    rename = re.compile(r"\bmain(?=\s*\()")
+    declarations = re.sub(r"\bfun(\s+)main(?=\s*\()", rf"fun\1{_TEST_MAIN}", declarations)
+    body = "\n".join("    " + rename.sub(_TEST_MAIN, s) for s in statements if s.strip())
+    return f"{declarations}\n\nfun main() {{\n{body}\n}}\n"
+
+
+def kotlin_program(prompt: str, completion: str, test: str) -> str:
+    """prompt + completion + "\\n" + test as one .kt file: a script-style test's top-level
+    statements run from `main`, and `import` lines anywhere are moved to the top (Kotlin only
+    allows them there; a test may start with its own)."""
+    program = f"{prompt}{completion}\n\n{script_test_as_kt(test)}\n"
+    imports = list(dict.fromkeys(m.group(0).strip() for m in _IMPORT.finditer(program)))
+    if not imports:
+        return program
+    return "\n".join(imports) + "\n\n" + _IMPORT.sub("", program)
+
+
+def in_package(program: str, package: str) -> str:
+    """`program` moved into `package` (replacing a package line it has), so many programs
+    compile side by side without their names clashing."""
+    body = re.sub(r"^[ \t]*package[ \t]+[\w.]+[ \t]*;?[ \t]*$", "", program, count=1, flags=re.M)
+    return f"package {package}\n\n{body}"
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------- stop rule
+
+_HELPER = re.compile(
+    r"(?:(?:private|internal|public|inline|tailrec|suspend|infix|operator)\s+)*fun\s+(?:<[^>]*>\s*)?"
+    r"(?:[\w.<>]+\.)?(\w+)\s*\("
+)
+
+
+def helper_aware_rule(initial_depth: int):
+    """Stop rule for a method body whose prompt left `initial_depth` braces open: the body ends
+    where its braces close, unless what follows is a top-level helper function (`fun name(`,
+    not `main`; McEval's reference solutions define some after the method): then the helper is
+    kept and the rule looks again after it. Undecided while the next line is too short to tell."""
+    body_end = brace_rule(initial_depth)
+
+    def rule(text: str) -> int | None:
+        end = body_end(text)
+        while end is not None:
+            rest = text[end:]
+            start = len(rest) - len(rest.lstrip())
+            line_end = rest.find("\n", start)
+            head = rest[start:] if line_end < 0 else rest[start:line_end]
+            helper = _HELPER.match(head)
+            if helper is None:
+                decided = line_end >= 0 or "(" in head or len(head) > 80
+                could_grow = re.fullmatch(r"[\w\s<>.,]*", head) is not None
+                return end if decided or not could_grow or not _maybe_helper(head) else None
+            if helper.group(1) == "main":
+                return end
+            if "{" not in head:  # `fun f(x: Int) = expression`: one line
+                if line_end < 0:
+                    return None
+                end = end + line_end
+                continue
+            inner = brace_rule(0)(rest[start:])
+            end = None if inner is None else end + start + inner
+        return None
+
+    return rule
+
+
+def _maybe_helper(head: str) -> bool:
+    """Whether `head` (a line being generated) can still grow into `fun name(`."""
+    words = head.split()
+    modifiers = {"private", "internal", "public", "inline", "tailrec", "suspend", "infix", "operator"}
+    for i, word in enumerate(words):
+        last = i == len(words) - 1 and not head[-1:].isspace()
+        if word == "fun":
+            return True
+        if word in modifiers:
+            continue
+        return last and any(m.startswith(word) for m in [*modifiers, "fun"])
+    return True
+
+
+# ---------------------------------------------------------------------------------- execution
+
+# RLIMIT_DATA per JVM beyond its -Xmx: thread stacks, metaspace, code cache and GC tables
+# (kotlinc with -Xmx512m fails to start its threads under 700 MB, runs under 1024 MB)
+JVM_OVERHEAD_MB = 1024
+JVM_OPTIONS = ("-XX:MaxMetaspaceSize=256m", "-Xss8m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+COMPILER_HEAP_MB = 1536
+# A kotlinc call may take this long plus so much per program before it counts as hung (then its
+# batch is bisected). Generous: on 2 loaded cores 50 small programs took 79 s of wall time.
+COMPILE_TIMEOUT = 120.0
+COMPILE_SECONDS_PER_PROGRAM = 5.0
+BATCH_SIZE = 200  # programs per kotlinc call: bounds the compiler's memory
+
+
+@dataclass
+class KotlinRunner:
+    """Compiles programs in batches and runs each alone; `timeout` bounds each program's run
+    (each compiler call: COMPILE_TIMEOUT and COMPILE_SECONDS_PER_PROGRAM)."""
+
+    kotlinc: str
+    timeout: float = 30.0
+    memory_mb: int = 512
+    workers: int = 0  # parallel runs; 0: one per CPU core
+    unsafe_no_sandbox: bool = False  # --unsafe-no-sandbox: limits only, no isolation
+    deadline: float | None = None  # time.monotonic() by which everything must be done (run_kotlin)
+
+    def _limit(self, seconds: float) -> float:
+        if self.deadline is None:
+            return seconds
+        return max(1.0, min(seconds, self.deadline - time.monotonic()))
+
+    def execute(self, programs: Sequence[str]) -> list[ExecutionResult]:
+        results: dict[int, ExecutionResult] = {}
+        with tempfile.TemporaryDirectory(prefix="codelora-ktb-") as tmp:
+            root = Path(tmp)
+            root.chmod(0o755)  # the sandbox's uid (run as root: "nobody") must reach the batch dirs
+            jars: dict[int, Path] = {}
+            for start in range(0, len(programs), BATCH_SIZE):
+                indices = list(range(start, min(start + BATCH_SIZE, len(programs))))
+                self._compile(programs, indices, root, jars, results)
+            workers = self.workers or max(1, os.cpu_count() or 1)
+            with ThreadPoolExecutor(workers) as pool:
+                ran = pool.map(lambda i: (i, self._run(i, jars[i], root)), sorted(jars))
+                results.update(ran)
+        return [results[i] for i in range(len(programs))]
+
+    def _sandbox(self, *read_only: Path) -> dict:
+        """run_sandboxed's isolation arguments: the compiler's and JRE's directories (and `read_only`,
+        e.g. a batch's jar) readable inside."""
+        return {"ro_binds": [*kotlin_binds(self.kotlinc), *read_only], "unsafe_no_sandbox": self.unsafe_no_sandbox}
+
+    # -- compile
+
+    def _compile(self, programs: Sequence[str], indices: list[int], root: Path, jars: dict[int, Path],
+                 results: dict[int, ExecutionResult]) -> None:
+        """Compile `indices` into one jar; set aside the programs kotlinc blames, bisect otherwise."""
+        while indices:
+            out = root / f"batch{min(indices)}-{len(indices)}"
+            out.mkdir()
+            for i in indices:
+                (out / f"p{i}").mkdir()
+                (out / f"p{i}" / "Main.kt").write_text(in_package(programs[i], f"p{i}"), encoding="utf-8")
+            limit = max(COMPILE_TIMEOUT, self.timeout) + COMPILE_SECONDS_PER_PROGRAM * len(indices)
+            compiled = run_sandboxed(
+                [self.kotlinc, *[f"p{i}/Main.kt" for i in indices], "-include-runtime", "-nowarn", "-d", "batch.jar"],
+                out, self._limit(limit), memory_mb=COMPILER_HEAP_MB + JVM_OVERHEAD_MB,
+                env={"JAVA_OPTS": f"-Xmx{COMPILER_HEAP_MB}m -XX:+UseSerialGC", "JAVA_HOME": str(java_home())},
+                **self._sandbox(),
+            )
+            per_file = compiled.seconds / len(indices)
+            if compiled.returncode == 0 and (out / "batch.jar").is_file():
+                jars.update({i: out / "batch.jar" for i in indices})
+                return
+            if len(indices) == 1:
+                status = "timeout" if compiled.timed_out else "compile_error"
+                detail = "compile timed out" if compiled.timed_out else _tail(compiled.stderr, 12)
+                results[indices[0]] = ExecutionResult(status, detail, compiled.seconds)
+                return
+            blamed = {} if compiled.timed_out else _errors_by_file(compiled.stderr, indices)
+            if not blamed:
+                log.info("kotlinc: batch of %d failed without naming a file; bisecting", len(indices))
+                half = len(indices) // 2
+                self._compile(programs, indices[:half], root, jars, results)
+                indices = indices[half:]
+                continue
+            for i, errors in blamed.items():
+                results[i] = ExecutionResult("compile_error", _tail(errors, 12), per_file)
+            indices = [i for i in indices if i not in blamed]
+
+    # -- run
+
+    def _run(self, index: int, jar: Path, root: Path) -> ExecutionResult:
+        cwd = root / f"run{index}"
+        cwd.mkdir()
+        ran = run_sandboxed(
+            [java_command(), f"-Xmx{self.memory_mb}m", *JVM_OPTIONS, "-ea", "-cp", str(jar), f"p{index}.MainKt"],
+            cwd, self._limit(self.timeout), memory_mb=self.memory_mb + JVM_OVERHEAD_MB,
+            **self._sandbox(jar.parent),
+        )
+        if ran.timed_out:
+            return ExecutionResult("timeout", "run timed out", ran.seconds)
+        if ran.returncode != 0:
+            return ExecutionResult("failed", _tail(ran.stderr or ran.stdout), ran.seconds)
+        return ExecutionResult("passed", "", ran.seconds)
+
+
+_ERROR_LINE = re.compile(r"^p(\d+)/Main\.kt:\d+:\d+: error: ", re.M)
+
+
+def _errors_by_file(stderr: str, indices: Sequence[int]) -> dict[int, str]:
+    """{program index: its error messages} from kotlinc's `p3/Main.kt:5:9: error: ...` lines (each
+    message runs until the next file-located line)."""
+    wanted = set(indices)
+    found: dict[int, list[str]] = {}
+    starts = list(_ERROR_LINE.finditer(stderr))
+    located = [m.start() for m in re.finditer(r"^p\d+/Main\.kt:\d+:\d+: ", stderr, re.M)] + [len(stderr)]
+    for match in starts:
+        i = int(match.group(1))
+        if i in wanted:
+            end = next(p for p in located if p > match.start())
+            found.setdefault(i, []).append(stderr[match.start():end].rstrip())
+    return {i: "\n".join(msgs) for i, msgs in found.items()}
+
+
+def run_kotlin(program: str, timeout: float = 30.0, memory_mb: int = 512, kotlinc: str | None = None,
+               unsafe_no_sandbox: bool = False) -> ExecutionResult:
+    """One program compiled alone and run with `java -ea`; `timeout` covers compile + run."""
+    runner = KotlinRunner(require_kotlin(kotlinc), timeout, memory_mb, unsafe_no_sandbox=unsafe_no_sandbox,
+                          deadline=time.monotonic() + timeout)
+    return runner.execute([program])[0]
+
+
+def compile_one_at_a_time(programs: Sequence[str], kotlinc: str, timeout: float = 30.0,
+                          memory_mb: int = 512) -> list[ExecutionResult]:
+    """The baseline bench/kotlin_exec.py measures batching against: one kotlinc call per program."""
+    runner = KotlinRunner(kotlinc, timeout, memory_mb, workers=1)
+    return [runner.execute([p])[0] for p in programs]

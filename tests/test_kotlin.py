@@ -1,0 +1,98 @@
+"""Kotlin programs: building them (script-style tests, imports, packages), the stop rule that keeps
+helper functions, pass@k, and batched compilation (one kotlinc call for several programs, a
+compile error isolated from the others). kotlinc calls cost seconds: one batch here."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import product
+
+import pytest
+
+import codelora.kotlin as kotlin
+from codelora.generation import brace_rule
+from codelora.kotlin import KotlinRunner, helper_aware_rule, in_package, kotlin_program, kotlinc_version, require_kotlin
+from codelora.metrics import pass_at_k
+
+
+def test_pass_at_k_equals_its_combinatorial_definition():
+    for n, k in product(range(1, 12), repeat=2):
+        if k > n:
+            continue
+        for c in range(n + 1):
+            exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+            assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12), (n, c, k)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+def test_stop_rule_keeps_mceval_reference_helpers(mceval_data):
+    records = [json.loads(line) for line in mceval_data.read_text().splitlines()]
+    with_helpers = 0
+    for rec in records:
+        ref = rec["canonical_solution"].rstrip()
+        generated = ref + "\n\nfun main() {\n    println(1)\n}\n"
+        rule = helper_aware_rule(0)
+        assert generated[: rule(generated)] == ref, rec["task_id"]
+        if brace_rule(0)(generated) < len(ref):  # the plain brace rule cuts the helpers off
+            with_helpers += 1
+    assert with_helpers >= 1  # McEval has references with helpers after the method
+
+
+def test_stop_rule_waits_to_tell_and_ends_at_other_code():
+    rule = helper_aware_rule(1)  # an MBXP/HumanEval prompt opened the body
+    assert rule("    return 1\n}\n\nfu") is None  # may still become `fun helper(`
+    assert rule("    return 1\n}\n\nfun ma") is None
+    text = "    return 1\n}\n\nfun main() {"
+    assert text[: rule(text)] == "    return 1\n}"
+    text = "    return h(1)\n}\nprivate fun h(x: Int) = x + 1\nclass Extra"
+    assert text[: rule(text)] == "    return h(1)\n}\nprivate fun h(x: Int) = x + 1"
+    text = "    return 1\n}\n// a comment\n"
+    assert text[: rule(text)] == "    return 1\n}"
+
+
+def test_program_runs_script_style_tests_from_main():
+    program = kotlin_program("fun f(x: Int): Int", " = x + 1", "check(f(1) == 2)\ncheck(f(2) == 3) {\n  \"f(2)\"\n}\n")
+    assert "fun main() {\n    check(f(1) == 2)\n    check(f(2) == 3) {" in program
+    mceval = kotlin_program("fun f(): Int", " { return 1 }", "fun main() {\n    assert(f() == 1)\n}\nmain()\n")
+    assert "fun codeloraTestMain() {" in mceval and "fun main() {\n    codeloraTestMain()\n}" in mceval
+    imported = kotlin_program("fun f(): Int", " { return 1 }", "import kotlin.math.abs\nfun main() { }")
+    assert imported.startswith("import kotlin.math.abs\n")
+    assert in_package("package a.b\nfun f() = 1\n", "p7").splitlines()[0] == "package p7"
+
+
+PROGRAMS = {
+    # two programs defining the same names: their packages keep them apart
+    "passes": kotlin_program("fun twice(x: Int): Int", " = helper(x)\nfun helper(x: Int) = 2 * x",
+                             "fun main() {\n    assert(twice(2) == 4)\n}\nmain()\n"),
+    "fails": kotlin_program("fun twice(x: Int): Int", " = x", "check(twice(2) == 4) { \"twice(2)\" }\n"),
+    "compile_error": kotlin_program("fun twice(x: Int): Int", " = \"s\"", "fun main() {\n    twice(1)\n}\n"),
+    "script_passes": kotlin_program("fun inc(x: Int): Int", " {\n    return x + 1\n}",
+                                    "check(inc(1) == 2)\ncheck(inc(-1) == 0)\n"),
+    "timeout": "fun main() {\n    while (true) {}\n}\n",
+}
+
+
+def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch):
+    kotlinc = require_kotlin()
+    assert kotlinc_version(kotlinc) == "2.4.20"  # the pinned compiler of `make kotlin`
+    calls = []
+    real = kotlin.run_sandboxed
+
+    def spy(argv, *args, **kwargs):
+        calls.append(argv)
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(kotlin, "run_sandboxed", spy)
+    results = KotlinRunner(kotlinc, timeout=8.0).execute(list(PROGRAMS.values()))
+    by_name = dict(zip(PROGRAMS, results))
+    assert {name: r.status for name, r in by_name.items()} == {
+        "passes": "passed", "fails": "failed", "compile_error": "compile_error", "script_passes": "passed",
+        "timeout": "timeout"}
+    assert "p2/Main.kt" in by_name["compile_error"].detail and "mismatch" in by_name["compile_error"].detail
+    assert "twice(2)" in by_name["fails"].detail  # the failed check's message: the stderr tail
+    compiles = [argv for argv in calls if argv[0] == kotlinc]
+    # all five in one call; kotlinc named the broken file, so the other four compile once more
+    assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [5, 4]
+    assert len(calls) - len(compiles) == 4  # one java process per compiled program
