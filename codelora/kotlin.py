@@ -52,13 +52,14 @@ PROJECT_KOTLINC = Path(__file__).resolve().parents[1] / ".tools" / "kotlinc" / "
 
 
 def kotlinc_command(override: str | None = None) -> str | None:
-    """The kotlinc to use: `override` (--kotlinc) when given, else the project's, else PATH's."""
+    """The kotlinc to use: `override` (--kotlinc) when given, else the project's, else PATH's;
+    symlinks resolved (the sandbox binds only the real install directory, so a path through a
+    symlinked .tools/ would not exist inside it)."""
     if override:
-        found = shutil.which(override) if not Path(override).is_file() else override
-        return str(Path(found).resolve()) if found else None
-    if PROJECT_KOTLINC.is_file():
-        return str(PROJECT_KOTLINC)
-    return shutil.which("kotlinc")
+        found = override if Path(override).is_file() else shutil.which(override)
+    else:
+        found = str(PROJECT_KOTLINC) if PROJECT_KOTLINC.is_file() else shutil.which("kotlinc")
+    return str(Path(found).resolve()) if found else None
 
 
 def java_command() -> str:
