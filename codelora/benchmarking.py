@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from codelora.generation import GenerationSettings, generate, load_model, load_tokenizer
+from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
 from codelora.metrics import ES_BACKEND
 from codelora.tasks import Example, Task, get_task
 from codelora.utils import UserError, atomic_file, check_writable_parent, seed_everything, write_json, write_jsonl
@@ -175,7 +175,8 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
         rules = [task.stop_rule(e) for e in missing]
         finished = 0
         prompts = [task.prompt_for(e, tokenizer) for e in missing]
-        for idx, preds in generate(model, tokenizer, prompts, settings, rules):
+        positions = GenerationStats()
+        for idx, preds in generate(model, tokenizer, prompts, settings, rules, positions):
             cache.append(
                 [{"id": missing[i].id, "prompt_sha": _sha(missing[i].prompt), "prediction": p} for i, p in zip(idx, preds)]
             )
@@ -186,7 +187,9 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
             log.info("%s / %s: %d/%d generated", model_name, name, finished, len(missing))
         seconds = time.perf_counter() - start
         stats[name] = {"generated": len(missing), "seconds": round(seconds, 2),
-                       "examples_per_s": round(len(missing) / seconds, 3) if seconds else None}
+                       "examples_per_s": round(len(missing) / seconds, 3) if seconds else None,
+                       # share of the token positions computed that were padding (as training reports)
+                       "padding_fraction": round(positions.padding_fraction, 4)}
     del model
     return stats
 

@@ -9,6 +9,7 @@ the new tokens only, without special tokens, cut where the stop rule says.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,23 @@ log = logging.getLogger(__name__)
 
 # A stop rule looks at the text generated so far (prompt excluded) and returns the length of the
 # prediction to keep when the completion is finished, or None to go on.
+#
+# Optionally a rule says which characters can make it fire: `rule.triggers`, a string (set with
+# `triggers(...)`). Its answer may turn from None to a cut only on a step whose new token contains
+# one of them, so the generation loop finds the rows that might stop from token ids (one lookup per
+# step) and decodes only those. A rule without `triggers` is asked at every step (always correct);
+# "" means only EOS ends the completion.
 StopRule = Callable[[str], int | None]
+
+
+def triggers(chars: str) -> Callable[[StopRule], StopRule]:
+    """Decorator: declare the characters that can make a stop rule fire (see StopRule)."""
+
+    def mark(rule: StopRule) -> StopRule:
+        rule.triggers = chars  # type: ignore[attr-defined]
+        return rule
+
+    return mark
 
 
 @dataclass
@@ -37,17 +54,20 @@ class GenerationSettings:
 # --------------------------------------------------------------------------------- stop rules
 
 
+@triggers("")
 def stop_at_eos(text: str) -> int | None:
     """Only EOS ends the completion (handled by generate itself)."""
     return None
 
 
+@triggers("\n")
 def stop_at_line_end(text: str) -> int | None:
     """Line completion: the prediction is the rest of the current line."""
     cut = text.find("\n")
     return None if cut < 0 else cut
 
 
+@triggers("\n")
 def stop_after_next_line(text: str) -> int | None:
     """Next-line completion: the prediction is "\n" + one line (the newline it starts with is
     the one that ends the prompt's last line), so it ends at the following newline."""
@@ -90,12 +110,14 @@ def brace_rule(initial_depth: int = 0) -> StopRule:
     if initial_depth <= 0:
         return stop_at_brace_close
 
+    @triggers("}")  # only a closing brace can close the last open one
     def rule(text: str) -> int | None:
         return _scan_braces(text, initial_depth, stop=True)[0]
 
     return rule
 
 
+@triggers("}\n")  # a brace closes the body; a newline ends an `= expression` body
 def stop_at_brace_close(text: str) -> int | None:
     """Brace-delimited body (Kotlin, Java, C-like): finished when the braces opened in the
     generation are all closed again. Braces inside string/char literals and comments do not
@@ -211,21 +233,92 @@ def load_model(name: str, dtype: str = "auto"):
 # ------------------------------------------------------------------------------- generation
 
 
-class _StopOnRule:
-    """A StoppingCriteria: per row, decode the new tokens and ask that row's stop rule."""
+@dataclass
+class GenerationStats:
+    """Where generation's compute went, counted in token positions the model processed: prompt
+    positions on the first forward (padding included) and one position per row per decoding step
+    (a row that already stopped but is still computed, as `generate` does, is padding)."""
 
-    def __init__(self, tokenizer, prompt_len: int, rules: Sequence[StopRule], num_beams: int = 1):
+    prompt_tokens: int = 0
+    prompt_padding: int = 0
+    new_tokens: int = 0
+    new_padding: int = 0
+
+    @property
+    def padding_fraction(self) -> float:
+        total = self.prompt_tokens + self.prompt_padding + self.new_tokens + self.new_padding
+        return (self.prompt_padding + self.new_padding) / total if total else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self.__dict__, "padding_fraction": round(self.padding_fraction, 4)}
+
+
+@functools.lru_cache(maxsize=8)
+def _token_has(tokenizer, chars: str, vocab: int):
+    """Bool tensor over token ids: does the token's text contain one of `chars`? Special tokens
+    and ids past the tokenizer (a model's padded vocabulary) count as containing none."""
+    import torch
+
+    ids = range(min(vocab, len(tokenizer)))
+    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+    flags = [any(c in t for c in chars) for t in texts] + [False] * (vocab - len(texts))
+    return torch.tensor(flags, dtype=torch.bool)
+
+
+def _might_stop(tokenizer, rules: Sequence[StopRule], rows: Sequence[int], new_tokens, vocab: int) -> list[int]:
+    """The rows (indices into `rules`) whose stop rule might fire after `new_tokens` (one token per
+    row, a tensor): those whose token contains one of the rule's triggers, and every row whose rule
+    declares none."""
+    by_trigger: dict[str | None, list[int]] = {}
+    for pos, row in enumerate(rows):
+        by_trigger.setdefault(getattr(rules[row], "triggers", None), []).append(pos)
+    maybe: list[int] = []
+    for chars, positions in by_trigger.items():
+        if chars is None:
+            maybe += positions
+        elif chars:
+            hit = _token_has(tokenizer, chars, vocab)[new_tokens[positions].cpu()]
+            maybe += [p for p, h in zip(positions, hit.tolist()) if h]
+    return sorted(maybe)
+
+
+class _StopOnRule:
+    """A StoppingCriteria: ask each row's stop rule, decoding only rows that might stop."""
+
+    def __init__(self, tokenizer, prompt_len: int, rules: Sequence[StopRule], num_beams: int = 1,
+                 vocab: int | None = None):
         self.tokenizer, self.prompt_len, self.rules, self.num_beams = tokenizer, prompt_len, rules, num_beams
+        self.vocab = vocab or len(tokenizer)
+        self.stopped_at: dict[int, int] = {}  # row -> new tokens it had when its rule fired
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        # beam search expands each prompt into rows in prompt order: num_beams of them, or the
-        # 2 x num_beams candidates transformers' beam search checks, so count them per call
-        per_prompt = max(1, len(texts) // len(self.rules))
-        done = [self.rules[i // per_prompt](t) is not None for i, t in enumerate(texts)]
-        return torch.tensor(done, device=input_ids.device)
+        if self.num_beams > 1:  # beams are reordered every step: ask every row about its whole text
+            texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+            # beam search expands each prompt into rows in prompt order: num_beams of them, or the
+            # 2 x num_beams candidates transformers' beam search checks, so count them per call
+            per_prompt = max(1, len(texts) // len(self.rules))
+            done = [self.rules[i // per_prompt](t) is not None for i, t in enumerate(texts)]
+            return torch.tensor(done, device=input_ids.device)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        rows = [r for r in range(input_ids.shape[0]) if r not in self.stopped_at]  # generate keeps them stopped
+        if not rows:
+            return done
+        maybe = _might_stop(self.tokenizer, self.rules, rows, input_ids[rows, -1], self.vocab)
+        if maybe:
+            rows = [rows[p] for p in maybe]
+            texts = self.tokenizer.batch_decode(input_ids[rows, self.prompt_len :], skip_special_tokens=True)
+            for row, text in zip(rows, texts):
+                if self.rules[row](text) is not None:
+                    done[row] = True
+                    self.stopped_at[row] = input_ids.shape[1] - self.prompt_len
+        return done
+
+
+def vocab_size(model, tokenizer) -> int:
+    """Token ids the model can emit (Phi-1.5 pads its 50,295-token vocabulary to 51,200)."""
+    return max(len(tokenizer), int(getattr(model.config, "vocab_size", 0) or 0))
 
 
 def _context_limit(model, tokenizer, max_new_tokens: int) -> int:
@@ -233,11 +326,20 @@ def _context_limit(model, tokenizer, max_new_tokens: int) -> int:
     return max(8, int(limit) - max_new_tokens)
 
 
+def _count_prompt(stats: GenerationStats | None, attention) -> None:
+    if stats is not None:
+        real = int(attention.sum())
+        stats.prompt_tokens += real
+        stats.prompt_padding += attention.numel() - real
+
+
 def generate_batch(
-    model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, rule: StopRule | Sequence[StopRule]
+    model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, rule: StopRule | Sequence[StopRule],
+    stats: GenerationStats | None = None,
 ) -> list[str]:
     """Completions (prompt excluded, special tokens dropped, cut by the stop rule) for one batch;
-    `rule` is one rule for all prompts or one per prompt."""
+    `rule` is one rule for all prompts or one per prompt; `stats` (when given) adds up the
+    positions computed."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -248,11 +350,16 @@ def generate_batch(
         truncation=True,
         max_length=_context_limit(model, tokenizer, settings.max_new_tokens),
     ).to(model.device)
+    _count_prompt(stats, enc["attention_mask"])
     prompt_len = enc["input_ids"].shape[1]
     rules = [rule] * len(prompts) if callable(rule) else list(rule)
+    if settings.num_beams == 1 and not settings.do_sample and GREEDY_PATH == "compacting":
+        return _greedy_compacting(model, tokenizer, enc, settings.max_new_tokens, rules, settings.min_new_tokens,
+                                  stats)
     stops = StoppingCriteriaList()
+    criterion = _StopOnRule(tokenizer, prompt_len, rules, settings.num_beams, vocab_size(model, tokenizer))
     if any(r is not stop_at_eos for r in rules):
-        stops.append(_StopOnRule(tokenizer, prompt_len, rules, settings.num_beams))
+        stops.append(criterion)
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
         num_beams=settings.num_beams,
@@ -263,15 +370,16 @@ def generate_batch(
         stopping_criteria=stops,
         min_new_tokens=settings.min_new_tokens or None,
     )
-    if settings.num_beams == 1 and not settings.do_sample:
-        return _greedy_compacting(model, tokenizer, enc, settings.max_new_tokens, rules, settings.min_new_tokens)
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:  # silence "temperature is set but do_sample=False" from a model's generation_config
         kwargs.update(temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
         out = model.generate(**enc, **kwargs)
-    texts = tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+    new = out[:, prompt_len:]
+    if stats is not None and settings.num_beams == 1:
+        _count_new(stats, new, tokenizer.eos_token_id, criterion.stopped_at)
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     predictions = []
     for text, row_rule in zip(texts, rules):
         cut = row_rule(text)
@@ -279,8 +387,25 @@ def generate_batch(
     return predictions
 
 
+def _count_new(stats: GenerationStats, new, eos: int | None, stopped_at: dict[int, int]) -> None:
+    """`generate` computes every row until the last one stops: a row's positions after its EOS or
+    its stop rule fired are padding."""
+    rows, steps = new.shape
+    real = 0
+    for row, tokens in enumerate(new.tolist()):
+        length = stopped_at.get(row, steps)
+        if eos is not None and eos in tokens[:length]:
+            length = tokens.index(eos) + 1
+        real += length
+    stats.new_tokens += real
+    stats.new_padding += rows * steps - real
+
+
+GREEDY_PATH = "compacting"  # or "generate": which greedy implementation generate_batch uses
+
+
 def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequence[StopRule],
-                       min_new_tokens: int = 0) -> list[str]:
+                       min_new_tokens: int = 0, stats: GenerationStats | None = None) -> list[str]:
     """Greedy decoding with a KV cache that drops rows as soon as they finish.
 
     `generate` keeps computing every row until the last one stops (finished rows are fed pad
@@ -295,10 +420,13 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
     input_ids, attention = enc["input_ids"], enc["attention_mask"]
     n = input_ids.shape[0]
     generated: list[list[int]] = [[] for _ in range(n)]
-    alive = torch.arange(n, device=input_ids.device)  # original row index of each batch row
+    alive = list(range(n))  # original row index of each batch row
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
     with torch.inference_mode():
-        out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+        # logits of the last position only, as generate does: at Phi-1.5 scale all positions'
+        # logits are batch x prompt x 51,200 floats (bench/generation.py measures the difference)
+        out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                    logits_to_keep=1)
         cache = out.past_key_values
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :]
@@ -306,22 +434,28 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
                 logits = logits.clone()
                 logits[:, eos] = -float("inf")
             next_tokens = logits.argmax(-1)
-            keep = []
-            for row, (orig, tok) in enumerate(zip(alive.tolist(), next_tokens.tolist())):
-                if tok == eos:
-                    continue
-                generated[orig].append(tok)
-                rule = rules[orig]
-                if rule is not stop_at_eos and rule(tokenizer.decode(generated[orig], skip_special_tokens=True)) is not None:
-                    continue
-                keep.append(row)
-            if not keep:
+            tokens = next_tokens.tolist()
+            for orig, tok in zip(alive, tokens):
+                if tok != eos:
+                    generated[orig].append(tok)
+            if stats is not None:
+                stats.new_tokens += len(alive)
+            finished = {row for row, tok in enumerate(tokens) if tok == eos}
+            live = [row for row in range(len(alive)) if row not in finished]
+            rows = [alive[row] for row in live]
+            for pos in _might_stop(tokenizer, rules, rows, next_tokens[live], logits.shape[-1]) if rows else []:
+                orig = rows[pos]
+                if rules[orig](tokenizer.decode(generated[orig], skip_special_tokens=True)) is not None:
+                    finished.add(live[pos])
+            if len(finished) == len(alive):
                 break
-            if len(keep) < len(alive):
+            if finished:
+                keep = [row for row in range(len(alive)) if row not in finished]
                 index = torch.tensor(keep, device=input_ids.device)
                 for layer in cache.layers:
                     layer.batch_select_indices(index)
-                alive, next_tokens, attention = alive[index], next_tokens[index], attention[index]
+                alive = [alive[row] for row in keep]
+                next_tokens, attention = next_tokens[index], attention[index]
             attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
             positions = attention.sum(-1, keepdim=True) - 1
             out = model(
@@ -336,21 +470,39 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
     return predictions
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of prompt indices, longest first, that put no padding in the first forward where
+    the prompts allow it: prompts of one token length fill whole batches together (held-out
+    windows are nearly all `prompt_tokens` long, so length sorting alone gains nothing there); the
+    few left over from each length are pooled, length-sorted, into the remaining batches. That is
+    no more batches than plain chunking, and at most one that is not full.
+
+    Largest first (rows x longest prompt): an out-of-memory error shows up at once rather than at
+    the end of a long run."""
+    by_length: dict[int, list[int]] = {}
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        by_length.setdefault(lengths[i], []).append(i)
+    full, rest = [], []
+    for group in by_length.values():
+        cut = len(group) - len(group) % batch_size
+        full += [group[s : s + batch_size] for s in range(0, cut, batch_size)]
+        rest += group[cut:]
+    pooled = [rest[s : s + batch_size] for s in range(0, len(rest), batch_size)]
+    return sorted(full + pooled, key=lambda b: -len(b) * lengths[b[0]])
+
+
 def generate(
     model,
     tokenizer,
     prompts: Sequence[str],
     settings: GenerationSettings,
     rule: StopRule | Sequence[StopRule],
+    stats: GenerationStats | None = None,
 ) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield (indices, predictions) batch by batch, longest prompts first.
-
-    Sorting by length keeps padding (wasted compute) small, and putting the longest batch first
-    makes an out-of-memory error show up at once rather than at the end of a long run.
-    """
-    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), settings.batch_size):
-        idx = order[start : start + settings.batch_size]
+    """Yield (indices, predictions) batch by batch, in `plan_batches` order; `stats` (when
+    given) adds up the positions computed, padding included."""
+    limit = _context_limit(model, tokenizer, settings.max_new_tokens)
+    lengths = [min(len(ids), limit) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
+    for idx in plan_batches(lengths, settings.batch_size):
         batch_rule = rule if callable(rule) else [rule[i] for i in idx]
-        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], settings, batch_rule)
+        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], settings, batch_rule, stats)

@@ -56,6 +56,8 @@ def test_end_to_end_outputs(tmp_path, tiny_model_dir, second_model_dir, dataset_
     models = summary["models"]
     heldout = summary["tasks"]["heldout"]
     assert heldout["n"] == 5
+    # each model's timing says how much of generation's compute went to padding
+    assert all(0.0 <= summary["timing"][m]["heldout"]["padding_fraction"] < 1.0 for m in models)
     rows = [json.loads(line) for line in (out / "examples" / "heldout.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {"prompt", "reference", "predictions", "scores"} <= set(rows[0])
     # the corpus ES is the mean of the per-example ES, and the delta is finetuned - base
