@@ -135,3 +135,33 @@ def test_split_groups_seeded_by_group_and_ratios():
     assert Counter(split_groups(["a", "b", "c", "d"], train_ratio=0.98, validation_ratio=0.01, seed=0)) == \
         {"train": 2, "validation": 1, "test": 1}
     assert split_groups(["a", "b"], train_ratio=1.0, validation_ratio=0.0, seed=0) == ["train", "train"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=files)
+def test_token_starts_from_ids_equal_the_tokenizers_offsets(tiny_tokenizer, text):
+    """The fast path (ids + byte lengths) gives exactly the starts the offsets give, on text
+    with multi-byte and astral characters split across byte-level tokens."""
+    from codelora.windows import byte_lengths, token_starts_from_ids
+
+    backend = tiny_tokenizer.backend_tokenizer
+    lengths = byte_lengths(backend)
+    assert lengths is not None  # codelora's own tokenizer is plain byte-level BPE
+    enc = backend.encode(text, add_special_tokens=False)
+    assert token_starts_from_ids(text, enc.ids, lengths) == token_starts(enc.offsets)
+
+
+def test_byte_lengths_refuses_tokenizers_whose_offsets_differ(tiny_tokenizer):
+    """A normalizer or trimmed offsets move token starts away from byte counts: no fast path."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from codelora.windows import byte_lengths
+
+    spec = json.loads(tiny_tokenizer.backend_tokenizer.to_str())
+    trimmed = {**spec, "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                                          "use_regex": True}}
+    lowered = {**spec, "normalizer": {"type": "Lowercase"}}
+    for variant in (trimmed, lowered):
+        assert byte_lengths(Tokenizer.from_str(json.dumps(variant))) is None
