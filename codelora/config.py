@@ -95,7 +95,12 @@ class PreprocessConfig:
         factory=lambda: ["span", "line", "block"],
         help="FIM middle shapes to draw from: span (random characters), line (one whole line), block (2-8 lines)",
     )
-    num_proc: int = opt(1, "processes for datasets.map")
+    # 1: the tokenizer already encodes each batch on every core, so on 2 cores 2 processes measured
+    # 1.02x (per-repeat 0.78-1.27x) on real Kotlin, and the run 0.70x (bench/preprocess.py)
+    num_proc: int = opt(1, "processes for the cleaning and windowing maps; the tokenizer already uses every "
+                           "core inside one process, so more pay off only on many cores, where one process's Python "
+                           "work (cleaning, windowing) becomes the bottleneck (on 2 cores, 2 processes measured "
+                           "0.78-1.27x of 1: keep 1 there; bench/preprocess.py measures yours)")
     push_to_hub: str | None = opt(None, "push the DatasetDict to this Hub dataset repo (USER/NAME)")
     private: bool = opt(False, "make the pushed dataset private")
 

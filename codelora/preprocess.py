@@ -4,7 +4,8 @@ Steps, each a `datasets.map` (batched, `num_proc` processes) over files, never o
 1. clean: strip the licence header, drop short files and files with huge literals (counted);
 2. split: every file goes to one split, chosen by a seeded shuffle of its whitespace-normalised
    content, so whitespace-variant copies cannot straddle train and test;
-3. window: one batched fast-tokenizer call with offsets per batch of files, then prompt/completion
+3. window: one batched fast-tokenizer call per batch of files (token starts from the ids where the
+   tokenizer allows, else its offsets), then prompt/completion
    windows cut from the text (see codelora.windows).
 The output stores text only (prompt, completion, path, repo, commit, and the two token counts);
 training tokenizes again and appends the EOS token itself.
