@@ -45,7 +45,7 @@ EXAMPLES = """\
 
 # Drop reasons, in the order the checks run (the summary prints them in this order).
 REASONS = (
-    "extension", "excluded_dir", "symlink", "submodule", "not_regular",
+    "extension", "excluded_dir", "symlink", "submodule", "not_regular", "missing_blob",
     "too_small", "too_large", "binary", "not_utf8", "duplicate",
 )
 
@@ -135,6 +135,9 @@ def _classify_local(spec: str, path: Path) -> Source:
     """A local git repository (work tree, bare, or a subdirectory of one), or a plain directory."""
     import git
 
+    bare_dir = _bare_git_dir(path)
+    if bare_dir is not None:
+        return Source(spec, "git", str(bare_dir), str(bare_dir))
     try:
         repo = git.Repo(path, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -147,6 +150,21 @@ def _classify_local(spec: str, path: Path) -> Source:
     if prefix == ".git" or prefix.startswith(".git/"):
         prefix = ""
     return Source(spec, "git", str(top), str(top), prefix)
+
+
+def _bare_git_dir(path: Path) -> Path | None:
+    """The repository directory when git itself reads `path` as a bare repository, else None.
+
+    Asked of git, not GitPython: GitPython takes a bare repository without a `config` file (which
+    git accepts) for a subdirectory of the enclosing work tree.
+    """
+    import git
+
+    try:
+        bare, git_dir = git.Git(str(path)).rev_parse("--is-bare-repository", "--absolute-git-dir").split("\n")
+    except (git.GitCommandError, ValueError):
+        return None
+    return Path(git_dir).resolve() if bare.strip() == "true" else None
 
 
 # ------------------------------------------------------------------------------ git plumbing
@@ -177,7 +195,11 @@ def _git_error(err: Exception) -> str:
 
 
 def _resolve(repo, rev: str) -> str:
-    return repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    """`rev` as a full commit SHA; `repo` is a git.Repo or a git.Git command runner."""
+    import git
+
+    runner = repo if isinstance(repo, git.Git) else repo.git
+    return runner.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}").strip()
 
 
 @contextlib.contextmanager
@@ -214,8 +236,8 @@ def checkout_source(src: Source, revision: str | None, depth: int) -> Iterator[t
             # works (HEAD~3, origin/main, a worktree's HEAD); the clone borrows all its objects.
             rev = revision or "HEAD"
             try:
-                with git.Repo(src.location) as origin:
-                    commit = _resolve(origin, rev)
+                # git.Git, not git.Repo: git's own discovery (see _bare_git_dir)
+                commit = _resolve(git.Git(src.location), rev)
             except git.GitCommandError:
                 what = f"unknown revision {rev!r}" if revision else "it has no commits"
                 raise UserError(f"cannot read {src.spec}: {what}") from None
@@ -262,7 +284,7 @@ def _fetch_failure(repo, src: Source, revision: str | None, err: Exception) -> s
 @dataclass
 class Entry:
     path: str  # relative POSIX path (record's `path`)
-    kind: str  # "file" | "symlink" | "submodule" | "other"
+    kind: str  # "file" | "symlink" | "submodule" | "missing" (blob absent from the repository) | "other"
     size: int
     ref: str  # blob SHA (git) or absolute path (plain directory)
 
@@ -272,16 +294,25 @@ def list_git_files(repo, commit: str, prefix: str = "") -> list[Entry]:
     args = ["-r", "-l", "-z", "--full-tree", commit]
     if prefix:
         args += ["--", prefix]
-    out = repo.git.ls_tree(*args, strip_newline_in_stdout=False)
+    out = repo.git.ls_tree(*args, strip_newline_in_stdout=False, stdout_as_string=False)
     entries = []
-    for record in out.split("\0"):
+    for record in out.split(b"\0"):
         if not record:
             continue
-        meta, path = record.split("\t", 1)
-        mode, _type, sha, size = meta.split()
+        meta, path = record.split(b"\t", 1)
+        mode, _type, sha, size = meta.decode("ascii").split()
         kind = {"120000": "symlink", "160000": "submodule"}.get(mode, "file")
-        entries.append(Entry(path, kind, int(size) if size != "-" else 0, sha))
+        if size == "BAD":  # ls-tree's word for a blob that is not in the object database
+            kind, size = "missing", "0"
+        entries.append(Entry(display_path(path), kind, int(size) if size != "-" else 0, sha))
     return sorted(entries, key=lambda e: e.path)
+
+
+def display_path(raw: bytes | str) -> str:
+    """A file name as a JSON-safe string: UTF-8 names as they are, other bytes as `\\xNN` escapes
+    (git and POSIX allow any bytes in a name; a record must still be valid UTF-8)."""
+    data = os.fsencode(raw) if isinstance(raw, str) else raw
+    return data.decode("utf-8", "backslashreplace")
 
 
 def list_dir_files(root: Path) -> list[Entry]:
@@ -301,7 +332,7 @@ def list_dir_files(root: Path) -> list[Entry]:
                 kind = "file"
             else:
                 kind = "other"
-            entries.append(Entry(full.relative_to(root).as_posix(), kind, st.st_size, str(full)))
+            entries.append(Entry(display_path(full.relative_to(root).as_posix()), kind, st.st_size, str(full)))
     return sorted(entries, key=lambda e: e.path)
 
 
@@ -324,7 +355,8 @@ def path_filter(entry: Entry, cfg: ParseConfig) -> str | None:
     if any(part in excluded for part in entry.path.split("/")[:-1]):
         return "excluded_dir"
     if entry.kind != "file":
-        return {"symlink": "symlink", "submodule": "submodule"}.get(entry.kind, "not_regular")
+        return {"symlink": "symlink", "submodule": "submodule", "missing": "missing_blob"}.get(
+            entry.kind, "not_regular")
     if entry.size < cfg.min_bytes:
         return "too_small"
     if entry.size > cfg.max_bytes:

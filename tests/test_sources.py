@@ -264,3 +264,56 @@ def test_untracked_directory_inside_a_repository(kotlin_repo, tmp_path, capsys):
     out = tmp_path / "raw.jsonl"
     code, _, err = run(["--repo", str(ignored), "--output", str(out)], capsys)
     assert code == 2 and "tracks no files there" in err and not out.exists()
+
+
+# ------------------------------------------------------------------------------ damaged repositories
+
+
+def test_non_utf8_file_name_is_kept_with_an_escaped_path(tmp_path, capsys):
+    root = make_git_repo(tmp_path / "repo", {"src/Ok.kt": UTIL_KT})
+    (root / "src" / os.fsdecode(b"caf\xe9.kt")).write_text(UTIL_KT + "// accented name\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "latin-1 name")
+    out = tmp_path / "raw.jsonl"
+    code, _, err = run(["--repo", str(root), "--output", str(out)], capsys)
+    assert code == 0, err
+    assert sorted(r["path"] for r in read_output(out)) == ["src/Ok.kt", "src/caf\\xe9.kt"]
+    # the same for a plain directory
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / os.fsdecode(b"na\xefve.kt")).write_text(UTIL_KT)
+    code, _, err = run(["--repo", str(plain), "--output", str(out)], capsys)
+    assert code == 0, err
+    assert [r["path"] for r in read_output(out)] == ["na\\xefve.kt"]
+
+
+def _delete_blob(root: Path, rev_path: str) -> None:
+    sha = git(root, "rev-parse", rev_path)
+    (root / ".git" / "objects" / sha[:2] / sha[2:]).unlink()
+
+
+def test_missing_blob_is_a_drop_reason_not_a_crash(tmp_path, capsys):
+    root = make_git_repo(tmp_path / "repo", {"src/Ok.kt": UTIL_KT, "notes.txt": "filtered anyway\n",
+                                             "src/Gone.kt": UTIL_KT + "// gone\n"})
+    _delete_blob(root, "HEAD:notes.txt")
+    out = tmp_path / "raw.jsonl"
+    code, _, err = run(["--repo", str(root), "--output", str(out)], capsys)
+    assert code == 0, err
+    _delete_blob(root, "HEAD:src/Gone.kt")
+    code, _, err = run(["--repo", str(root), "--output", str(out)], capsys)
+    assert code == 0, err
+    assert [r["path"] for r in read_output(out)] == ["src/Ok.kt"]
+    side = json.loads(sources.stats_path(out).read_text())
+    assert side["dropped"]["missing_blob"] == 1 and side["dropped"]["extension"] == 1
+
+
+def test_bare_repository_without_config_inside_another_repository(tmp_path, capsys):
+    parent = make_git_repo(tmp_path / "parent", {"Parent.kt": UTIL_KT + "// parent\n"})
+    inner = make_git_repo(tmp_path / "inner", {"src/Inner.kt": UTIL_KT})
+    bare = parent / "inner.git"
+    git(tmp_path, "clone", "-q", "--bare", str(inner), str(bare))
+    (bare / "config").unlink()  # git still reads it as a bare repository
+    out = tmp_path / "raw.jsonl"
+    code, _, err = run(["--repo", str(bare), "--output", str(out)], capsys)
+    assert code == 0, err
+    assert [r["path"] for r in read_output(out)] == ["src/Inner.kt"]
