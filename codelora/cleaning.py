@@ -2,8 +2,12 @@
 
 A licence header is pure boilerplate: it is identical across thousands of files, so a model
 trained on it learns to emit copyright notices. Only a comment at the very top of a file counts
-(after an optional BOM, shebang line and blank lines), and only when it reads like a licence;
-any other leading comment (a file's documentation) stays.
+(after an optional BOM, shebang line, Kotlin `@file:` annotations and blank lines), and only when
+it reads like a licence and is not the documentation of the declaration right below it; any other
+leading comment (a file's documentation) stays.
+
+Line ends are made "\n" first: windows are cut at "\n", and a CRLF file would otherwise leave a
+stray "\r" at the end of every prompt and completion.
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ from dataclasses import dataclass
 _LICENSE_WORDS = re.compile(
     r"copyright|\(c\)\s*\d{4}|©|licen[cs]e|spdx-license-identifier|all rights reserved"
     r"|permission is hereby granted|without warranties|redistribution and use",
+    re.IGNORECASE,
+)
+# The subset that only a notice has: a comment with one of these is a header even when code
+# follows it directly; one that merely mentions a licence may be a declaration's documentation.
+_NOTICE_WORDS = re.compile(
+    r"copyright|\(c\)\s*\d{4}|©|spdx-license-identifier|all rights reserved|permission is hereby granted"
+    r"|licensed (?:to|under)",
     re.IGNORECASE,
 )
 # A `#` line comment: `#` followed by space, `#`, or end of line -- so `#include` / `#define`
@@ -57,6 +68,43 @@ def _leading_comment(text: str, pos: int) -> int | None:
     return None
 
 
+# What may follow a header directly (no blank line between) without the header being the
+# documentation of a declaration: package/import lines, more comments, preprocessor lines.
+_NOT_A_DECLARATION = ("package ", "import ", "from ", "@file:", "#", "//", "/*", '"""', "'''", "using ",
+                      "use ", "module ")
+
+
+def _documents_next_line(text: str, end: int) -> bool:
+    """True when the comment ending at `end` sits directly on a declaration (a KDoc/Javadoc or a
+    line comment that documents a class or function): that is the code's documentation, even
+    when it mentions a licence."""
+    line_end = text.find("\n", end)
+    line = text[end:len(text) if line_end < 0 else line_end].strip()
+    return bool(line) and not line.startswith(_NOT_A_DECLARATION)
+
+
+def _is_license_header(text: str, start: int, end: int) -> bool:
+    if _NOTICE_WORDS.search(text, start, end):
+        return True
+    return _LICENSE_WORDS.search(text, start, end) is not None and not _documents_next_line(text, end)
+
+
+def _file_annotations_end(text: str, pos: int) -> int:
+    """End of the Kotlin `@file:` annotations (and the blank lines after them) at `pos`; an
+    annotation's arguments may span lines, so lines are taken until its parentheses balance."""
+    while text.startswith("@file:", pos):
+        depth = 0
+        while pos < len(text):
+            line_end = text.find("\n", pos)
+            line_end = len(text) if line_end < 0 else line_end + 1
+            depth += text.count("(", pos, line_end) - text.count(")", pos, line_end)
+            pos = line_end
+            if depth <= 0:
+                break
+        pos = _skip_blank_lines(text, pos)
+    return pos
+
+
 def _skip_blank_lines(text: str, pos: int) -> int:
     while pos < len(text):
         line_end = text.find("\n", pos)
@@ -80,11 +128,14 @@ def strip_license_header(text: str) -> tuple[str, bool]:
         line_end = text.find("\n")
         line_end = len(text) if line_end < 0 else line_end + 1
         keep, text = keep + text[:line_end], text[line_end:]
+    # `@file:` annotations must stay before `package`; ktor and others put the header after them.
+    annotations_end = _file_annotations_end(text, _skip_blank_lines(text, 0))
+    keep, text = keep + text[:annotations_end], text[annotations_end:]
     pos = _skip_blank_lines(text, 0)
     stripped = False
     while pos < len(text):
         end = _leading_comment(text, pos)
-        if end is None or not _LICENSE_WORDS.search(text, pos, end):
+        if end is None or not _is_license_header(text, pos, end):
             break
         pos = _skip_blank_lines(text, end)
         stripped = True
@@ -111,6 +162,7 @@ def longest_token_over(text: str, limit: int) -> bool:
 def clean_text(text: str, *, strip_license: bool = True, min_lines: int = 5, max_digit_run: int = 200,
                max_token_chars: int = 500, special_tokens: tuple[str, ...] = ()) -> CleanResult:
     """Apply every filter in a fixed order; the first failing one names the drop reason."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # CRLF and old-Mac CR line ends
     stripped = False
     if strip_license:
         text, stripped = strip_license_header(text)

@@ -66,3 +66,32 @@ def test_filters_in_order_with_reasons():
 
 def test_normalize_whitespace():
     assert normalize_whitespace("fun a()  {\n\treturn 1\r\n}\n") == normalize_whitespace("fun a() {\n return 1 }")
+
+
+def test_header_after_leading_file_annotations_is_stripped():
+    header = "/*\n * Copyright 2014-2024 JetBrains s.r.o and contributors. Apache 2.0 license.\n */\n\n"
+    one = '@file:Suppress("unused")\n\n'
+    assert strip_license_header(one + header + BODY) == (one + BODY, True)
+    several = '@file:JvmName("Names")\n@file:Suppress(\n    "DEPRECATION",\n    "unused",\n)\n'
+    assert strip_license_header(several + header + BODY) == (several + BODY, True)
+    # an annotation with no licence after it: the file is untouched
+    plain = one + "/** Docs of this file. */\n\n" + BODY
+    assert strip_license_header(plain) == (plain, False)
+
+
+def test_doc_comment_of_a_declaration_after_the_header_stays():
+    header = "/*\n * Copyright 2020 Example Corp. Licensed under the Apache License 2.0.\n */\n\n"
+    kdoc = "/**\n * Reads a license file and reports its SPDX id.\n */\nclass LicenseReader\n"
+    assert strip_license_header(header + kdoc) == (kdoc, True)
+    # also when the documented declaration comes first, with no header at all
+    assert strip_license_header(kdoc) == (kdoc, False)
+    line_doc = "// Copyright (c) 2020 X\n\n// license checks live here\nfun checkLicense() = Unit\n"
+    assert strip_license_header(line_doc) == ("// license checks live here\nfun checkLicense() = Unit\n", True)
+
+
+def test_crlf_line_ends_become_lf():
+    crlf = "// Copyright 2020 X\r\n\r\n" + BODY.replace("\n", "\r\n")
+    res = clean_text(crlf)
+    assert res.text == BODY and res.license_stripped
+    old_mac = BODY.replace("\n", "\r")
+    assert clean_text(old_mac).text == BODY
