@@ -112,7 +112,7 @@ def timed_preprocess(raw: Path, tok_dir: Path, out: Path, num_proc: int) -> floa
 
 def run_preprocess(raw: Path, tok_dir: Path, out: Path, num_proc: int) -> dict:
     return preprocess.run_preprocess(PreprocessConfig(input=str(raw), tokenizer=str(tok_dir), output=str(out),
-                                                      num_proc=num_proc))
+                                                      num_proc=num_proc, overwrite=True))
 
 
 def windows_of(out: Path) -> dict[str, list]:

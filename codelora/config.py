@@ -101,6 +101,8 @@ class PreprocessConfig:
                            "core inside one process, so more pay off only on many cores, where one process's Python "
                            "work (cleaning, windowing) becomes the bottleneck (on 2 cores, 2 processes measured "
                            "0.78-1.27x of 1: keep 1 there; bench/preprocess.py measures yours)")
+    overwrite: bool = opt(False, "replace an earlier preprocess_data.py output at --output (any other "
+                                 "non-empty directory is always refused)")
     push_to_hub: str | None = opt(None, "push the DatasetDict to this Hub dataset repo (USER/NAME)")
     private: bool = opt(False, "make the pushed dataset private")
 

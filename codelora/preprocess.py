@@ -25,7 +25,14 @@ from typing import Any
 
 from codelora.cleaning import clean_text, normalize_whitespace
 from codelora.config import PreprocessConfig, config_to_dict, save_config
-from codelora.utils import UserError, atomic_dir, check_writable_parent, read_jsonl, write_json
+from codelora.utils import (
+    UserError,
+    atomic_dir,
+    check_writable_parent,
+    read_jsonl_numbered,
+    sigterm_as_interrupt,
+    write_json,
+)
 from codelora.windows import (SPLITS, byte_lengths, group_key, make_windows, split_groups, token_starts,
                               token_starts_from_ids)
 
@@ -57,12 +64,25 @@ def window_features():
 # ------------------------------------------------------------------------------ loading
 
 
+def _local_tokenizer_path(name: str) -> str:
+    """`name` itself for a Hub id, the expanded directory for a local path; a path that names no
+    directory is an error here (transformers would report it as a malformed Hub repo id)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_local:
+        raise UserError(f"--tokenizer {name}: no such directory")
+    return name
+
+
 def load_tokenizer(name: str):
     """The transformers tokenizer (for its special tokens) and a private copy of its fast backend,
     with truncation and padding switched off so whole files are encoded."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
+    name = _local_tokenizer_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # noqa: BLE001 - OSError, ValueError, HTTP errors: all the user's input
@@ -78,10 +98,10 @@ def load_tokenizer(name: str):
 
 
 def _raw_records(path: str):
-    for i, row in enumerate(read_jsonl(path), 1):
+    for lineno, row in read_jsonl_numbered(path):
         text = row.get("file_text")
         if not isinstance(text, str) or not isinstance(row.get("path"), str):
-            raise UserError(f"{path}: record {i} lacks a string file_text/path (not parse_data.py output?)")
+            raise UserError(f"{path}:{lineno}: lacks a string file_text/path (not parse_data.py output?)")
         yield {"file_text": text, "path": row["path"], "repo": str(row.get("repo") or ""),
                "commit": row.get("commit")}
 
@@ -93,6 +113,8 @@ def load_raw(path: str, cache_dir: Path):
 
     features = Features({"file_text": Value("string"), "path": Value("string"), "repo": Value("string"),
                          "commit": Value("string")})
+    if next(_raw_records(path), None) is None:  # datasets fails on an empty generator with its own words
+        raise UserError(f"{path}: no records")
     try:
         ds = Dataset.from_generator(_raw_records, gen_kwargs={"path": path}, features=features,
                                     cache_dir=str(cache_dir), fingerprint=_fingerprint("raw", path))
@@ -252,24 +274,53 @@ def dataset_card(stats: dict, cfg: PreprocessConfig) -> str:
     return render_card(meta, "\n".join(lines))
 
 
+# The Hub's `size_categories` values (its dataset-card metadata accepts only these).
+_SIZE_BUCKETS = ((10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
+                 (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
+                 (10**11, "10B<n<100B"), (10**12, "100B<n<1T"))
+
+
 def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
-        if n < limit:
-            return name
-    return "n>10M"
+    return next((name for limit, name in _SIZE_BUCKETS if n < limit), "n>1T")
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether `path` looks like a directory this stage wrote (a saved DatasetDict + our stats)."""
+    try:
+        stats = json.loads((path / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (path / "dataset_dict.json").is_file() and isinstance(stats, dict) and "windowing" in stats
+
+
+def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
+    """Refuse an --output whose replacement would lose anything that is not our own earlier output:
+    an ordinary directory, the working directory or one above it, the directory of the input."""
+    where = output.resolve()
+    cwd = Path.cwd().resolve()
+    if where == cwd or where in cwd.parents:
+        raise UserError(f"--output {output}: is the working directory or one above it; name a new directory")
+    if input_path.resolve().is_relative_to(where):
+        raise UserError(f"--output {output}: holds --input {input_path}; name another directory")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()):
+        if not is_own_output(output):
+            raise UserError(f"--output {output}: not a dataset written by preprocess_data.py; refusing to "
+                            "replace it (name a new or empty directory)")
+        if not overwrite:
+            raise UserError(f"--output {output} already exists (pass --overwrite to replace it)")
+    check_writable_parent(output)
 
 
 def run_preprocess(cfg: PreprocessConfig) -> dict:
     from datasets import Dataset, DatasetDict
 
-    input_path, output = Path(cfg.input), Path(cfg.output)
+    input_path, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
     # Every check that can fail fast runs before any heavy work.
     if not input_path.is_file():
         raise UserError(f"--input {input_path}: no such file (run parse_data.py first)")
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} exists and is not a directory")
-    check_writable_parent(output)
+    check_output(output, input_path, cfg.overwrite)
     token = None
     if cfg.push_to_hub:
         from codelora.hub import check_push_access
@@ -284,7 +335,9 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # Intermediate Arrow files live beside the output (same disk, not a small /tmp) and go away.
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as work:
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so the work directory is removed too.
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix=f".{output.name}.work-",
+                                                             dir=output.parent) as work:
         raw = load_raw(str(input_path), Path(work))
         nproc = cfg.num_proc if cfg.num_proc > 1 and len(raw) >= 2 * cfg.num_proc else None
         clean_kwargs = dict(strip_license=cfg.strip_license, min_lines=cfg.min_lines,

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import stat
 import tempfile
 from collections import Counter
@@ -28,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from codelora.config import ParseConfig, config_to_dict
-from codelora.utils import UserError, atomic_file, check_writable_parent, write_json
+from codelora.utils import UserError, atomic_file, check_writable_parent, sigterm_as_interrupt, write_json
 
 log = logging.getLogger(__name__)
 
@@ -200,20 +199,6 @@ def _resolve(repo, rev: str) -> str:
 
     runner = repo if isinstance(repo, git.Git) else repo.git
     return runner.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}").strip()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while a clone exists, so `finally` blocks still remove it."""
-    try:
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -454,7 +439,7 @@ def run_parse(cfg: ParseConfig) -> ParseStats:
         classify_source(spec)
 
     stats = ParseStats()
-    with _sigterm_as_interrupt(), atomic_file(output) as handle:
+    with sigterm_as_interrupt(), atomic_file(output) as handle:
         for record in iter_records(cfg, stats):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         if stats.kept == 0:  # raising inside the block discards the temp file

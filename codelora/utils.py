@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -128,11 +129,23 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     """Yield JSON objects; a malformed line is a UserError naming the file and line number."""
+    for _lineno, obj in read_jsonl_numbered(path):
+        yield obj
+
+
+def read_jsonl_numbered(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) for each non-blank line, so later checks can name the line too;
+    a line that is not UTF-8 or not a JSON object is a UserError naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:  # bytes: a decoding error is then reported with its line
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {raw[err.start]:#04x} at column "
+                                f"{err.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -141,4 +154,18 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
                 raise UserError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
             if not isinstance(obj, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield lineno, obj
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while temporary files exist, so `finally` blocks remove them."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

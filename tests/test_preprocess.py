@@ -164,16 +164,25 @@ def test_push_to_hub_card(prepared, raw_jsonl, tiny_tokenizer_dir, tmp_path, mon
 # ------------------------------------------------------------------------------ bad inputs
 
 
-def bad(argv, capsys, out: Path) -> str:
+def fake_earlier_output(out: Path) -> dict[str, str]:
+    """A directory that looks like an earlier preprocess output (what --overwrite may replace)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "keep.txt").write_text("OLD")
-    code = preprocess_main(argv + ["--output", str(out)])
+    files = {"dataset_dict.json": '{"splits": ["train", "validation", "test"]}',
+             "stats.json": json.dumps({"windowing": {"mode": "lines"}}), "keep.txt": "OLD"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return files
+
+
+def bad(argv, capsys, out: Path) -> str:
+    files = fake_earlier_output(out)
+    code = preprocess_main(argv + ["--output", str(out), "--overwrite"])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "Traceback" not in err
-    assert (out / "keep.txt").read_text() == "OLD" and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_text() for p in out.iterdir()} == files  # the earlier output is intact
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
-    return err.strip().splitlines()[-1]
+    return err.strip()
 
 
 def test_bad_inputs(raw_jsonl, tiny_tokenizer_dir, tmp_path, capsys, monkeypatch):
@@ -186,8 +195,8 @@ def test_bad_inputs(raw_jsonl, tiny_tokenizer_dir, tmp_path, capsys, monkeypatch
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text('{"text": "x"}\n')
     assert "lacks a string file_text" in bad(["--input", str(wrong), *tok], capsys, out)
-    assert "cannot load tokenizer" in bad(["--input", str(raw_jsonl), "--tokenizer", str(tmp_path / "nope")],
-                                          capsys, out)
+    assert "no such directory" in bad(["--input", str(raw_jsonl), "--tokenizer", str(tmp_path / "nope")],
+                                      capsys, out)
     assert "cannot load tokenizer 'no-such-org/no-such-tok'" in bad(
         ["--input", str(raw_jsonl), "--tokenizer", "no-such-org/no-such-tok"], capsys, out)
     assert "every file was dropped" in bad(["--input", str(raw_jsonl), *tok, "--min-lines", "10000"], capsys, out)
@@ -205,11 +214,15 @@ def test_bad_inputs(raw_jsonl, tiny_tokenizer_dir, tmp_path, capsys, monkeypatch
     assert blocker.read_text() == "x"
 
 
-def test_repeated_run_replaces_output(prepared, raw_jsonl, tiny_tokenizer_dir, tmp_path):
+def test_repeated_run_replaces_output_only_with_overwrite(prepared, raw_jsonl, tiny_tokenizer_dir, tmp_path,
+                                                          capsys):
     out = tmp_path / "ds"
     run_pre(raw_jsonl, tiny_tokenizer_dir, out)
     before = Counter(load_from_disk(str(out))["train"]["path"])
-    run_pre(raw_jsonl, tiny_tokenizer_dir, out, "--max-train-samples", "10")
+    code = preprocess_main(["--input", str(raw_jsonl), "--tokenizer", str(tiny_tokenizer_dir), "--output", str(out)])
+    assert code == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert Counter(load_from_disk(str(out))["train"]["path"]) == before
+    run_pre(raw_jsonl, tiny_tokenizer_dir, out, "--max-train-samples", "10", "--overwrite")
     assert len(load_from_disk(str(out))["train"]) == 10 and sum(before.values()) > 10
 
 
@@ -221,3 +234,101 @@ def test_empty_split_keeps_the_schema(raw_jsonl, tiny_tokenizer_dir, tmp_path):
     assert len(dd["validation"]) == 0 and len(dd["test"]) > 0
     assert dd["validation"].features == dd["train"].features
     assert dd["train"].features["commit"].dtype == "string"
+
+
+# ------------------------------------------------------------------------------ the data stage's defects
+
+
+def test_output_that_is_not_our_dataset_is_never_deleted(raw_jsonl, tiny_tokenizer_dir, tmp_path, capsys,
+                                                          monkeypatch):
+    work = tmp_path / "project"
+    work.mkdir()
+    own_input = work / "raw.jsonl"
+    own_input.write_bytes(raw_jsonl.read_bytes())
+    (work / "notes.txt").write_text("mine")
+    tok = ["--tokenizer", str(tiny_tokenizer_dir)]
+    for extra in ([], ["--overwrite"]):
+        code = preprocess_main(["--input", str(raw_jsonl), *tok, "--output", str(work), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and "not a dataset written by preprocess_data.py" in err, err
+        code = preprocess_main(["--input", str(own_input), *tok, "--output", str(work), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and "holds --input" in err, err
+        assert sorted(p.name for p in work.iterdir()) == ["notes.txt", "raw.jsonl"]
+    # `--output .` (the working directory, or any directory above it) is refused before any work
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(preprocess, "load_tokenizer", lambda name: pytest.fail("work started"))
+    for out in (".", "..", str(work)):
+        code = preprocess_main(["--input", str(own_input), *tok, "--output", out, "--overwrite"])
+        err = capsys.readouterr().err
+        assert code == 2 and "--output" in err, err
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt", "raw.jsonl"]
+    # an empty directory holds nothing to lose: it is used
+    monkeypatch.undo()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_pre(raw_jsonl, tiny_tokenizer_dir, empty)["files"]["kept"] == 43
+
+
+def test_input_errors_name_the_file_and_line(raw_jsonl, tiny_tokenizer_dir, tmp_path, capsys):
+    tok = ["--tokenizer", str(tiny_tokenizer_dir)]
+    out = tmp_path / "o" / "ds"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert bad(["--input", str(empty), *tok], capsys, out).endswith(f"{empty}: no records")
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    assert bad(["--input", str(blank), *tok], capsys, out).endswith(f"{blank}: no records")
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"file_text": "x", "path": "a"}\n{"file_text": "caf\xe9", "path": "b"}\n')
+    assert f"{latin}:2: not UTF-8" in bad(["--input", str(latin), *tok], capsys, out)
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text('{"file_text": "x", "path": "a"}\n\n\n{"file_text": "y"}\n')
+    assert f"{gap}:4: lacks a string" in bad(["--input", str(gap), *tok], capsys, out)
+    missing_dir = tmp_path / "no" / "such-tokenizer"
+    for spec in (str(missing_dir), "./no-such-tokenizer-dir", "~/no-such-tokenizer-dir"):
+        err = bad(["--input", str(raw_jsonl), "--tokenizer", spec], capsys, out)
+        assert "no such directory" in err and "repo id" not in err.lower(), err
+
+
+def test_sigterm_leaves_no_work_directory(raw_jsonl, tiny_tokenizer_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out" / "ds"
+    started = tmp_path / "started"
+    # The real CLI in a child process, held inside the work directory (by a slow split) until killed.
+    script = (
+        "import sys, time, pathlib\n"
+        "from codelora import preprocess\n"
+        "real = preprocess.split_groups\n"
+        "def slow(*a, **k):\n"
+        f"    pathlib.Path({str(started)!r}).write_text('x')\n"
+        "    time.sleep(60)\n"
+        "    return real(*a, **k)\n"
+        "preprocess.split_groups = slow\n"
+        "sys.exit(preprocess.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, "--input", str(raw_jsonl), "--tokenizer",
+                             str(tiny_tokenizer_dir), "--output", str(out)],
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate(timeout=30)
+    assert [p.name for p in out.parent.iterdir() if ".work-" in p.name]  # the work dir exists now
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert list(out.parent.iterdir()) == []
+
+
+def test_dataset_card_size_categories_are_the_hubs():
+    from codelora.preprocess import _size_category
+
+    assert [_size_category(n) for n in (5, 5_000, 50_000_000, 500_000_000, 5 * 10**9, 2 * 10**12)] == [
+        "n<1K", "1K<n<10K", "10M<n<100M", "100M<n<1B", "1B<n<10B", "n>1T"]
