@@ -85,6 +85,20 @@ class PreprocessConfig:
     max_digit_run: int = opt(200, "drop files containing a run of more digits than this")
     max_token_chars: int = opt(500, "drop files containing a non-space token longer than this")
     strip_license: bool = opt(True, "strip a licence/copyright comment at the top of each file")
+    near_dup_threshold: float = opt(
+        0.5,
+        "files whose estimated Jaccard similarity (MinHash of word 5-grams) is at least this share a "
+        "split, closed transitively; 1 = only whitespace-equal copies. 0.5 (not BigCode's 0.85 for "
+        "dedup): half the shingles shared means whole blocks of lines shared, i.e. leaked completions",
+    )
+    passage_max_files: int = opt(
+        5,
+        "also keep in one split the files that share a passage (3 consecutive non-blank lines, >= 40 "
+        "non-space characters) found in at most this many files (expect/actual twins, copied KDoc); "
+        "0 = off. Commoner passages are boilerplate and would chain the corpus into one group",
+    )
+    dedup: Literal["none", "near"] = opt(
+        "none", "'near': also drop near-duplicate files inside train (one kept per cluster), counted per reason")
     train_ratio: float = opt(0.98, "fraction of files in train")
     validation_ratio: float = opt(0.01, "fraction of files in validation (test gets the rest)")
     seed: int = opt(42, "seed for the split and sampling")
@@ -114,6 +128,8 @@ class PreprocessConfig:
             raise UserError("--train-ratio must be in (0, 1] and --validation-ratio in [0, 1)")
         if self.train_ratio + self.validation_ratio > 1 + 1e-9:
             raise UserError("--train-ratio + --validation-ratio must not exceed 1")
+        if not 0 < self.near_dup_threshold <= 1:
+            raise UserError("--near-dup-threshold must be in (0, 1]")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise UserError("--max-train-samples must be >= 1")
         if not (0 <= self.fim_rate <= 1 and 0 <= self.fim_spm_rate <= 1):

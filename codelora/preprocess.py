@@ -25,6 +25,8 @@ from typing import Any
 
 from codelora.cleaning import clean_text, normalize_whitespace
 from codelora.config import PreprocessConfig, config_to_dict, save_config
+from codelora.leakage import completion_leakage, train_windows
+from codelora.neardup import drop_near_duplicates, near_duplicate_groups, passage_hashes, signature
 from codelora.utils import (
     UserError,
     atomic_dir,
@@ -143,8 +145,10 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int, max_digit_run: int,
-                 max_token_chars: int, special_tokens: tuple[str, ...]) -> dict[str, list]:
-    out: dict[str, list] = {"text": [], "drop_reason": [], "license_stripped": [], "group": []}
+                 max_token_chars: int, special_tokens: tuple[str, ...], near_dup: bool = False,
+                 passages: bool = False) -> dict[str, list]:
+    out: dict[str, list] = {"text": [], "drop_reason": [], "license_stripped": [], "group": [], "minhash": [],
+                            "passages": []}
     for raw in batch["file_text"]:
         res = clean_text(raw, strip_license=strip_license, min_lines=min_lines, max_digit_run=max_digit_run,
                          max_token_chars=max_token_chars, special_tokens=special_tokens)
@@ -152,6 +156,9 @@ def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int,
         out["drop_reason"].append(res.reason)
         out["license_stripped"].append(res.license_stripped)
         out["group"].append(group_key(normalize_whitespace(res.text)) if res.text else "")
+        out["minhash"].append(signature(res.text).tolist() if near_dup and res.text else [])
+        # int64 view: Arrow has no unsigned inference from Python ints; equality is all that is used
+        out["passages"].append(passage_hashes(res.text).view("int64").tolist() if passages and res.text else [])
     return out
 
 
@@ -196,6 +203,38 @@ def _window_batch(batch: dict[str, list], *, tokenizer, mode: str, prompt_tokens
     return out
 
 
+# ------------------------------------------------------------------------------ splits
+
+
+def assign_splits(keys: list[str], signatures: list[list[int]], passages: list[list[int]],
+                  cfg: PreprocessConfig) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """File indices per split, near-duplicates grouped into one split (and, with --dedup near,
+    dropped inside train), plus what the grouping found for stats.json."""
+    import numpy as np
+
+    threshold = cfg.near_dup_threshold
+    sigs = [np.asarray(s, dtype=np.uint32) for s in signatures] if threshold < 1 else None
+    shared = [np.asarray(p, dtype=np.int64).view(np.uint64) for p in passages] if cfg.passage_max_files > 0 else None
+    groups, links = near_duplicate_groups(keys, sigs, threshold, shared, cfg.passage_max_files)
+    assignment = split_groups(groups, train_ratio=cfg.train_ratio, validation_ratio=cfg.validation_ratio,
+                              seed=cfg.seed)
+    by_split = {s: [i for i, a in enumerate(assignment) if a == s] for s in SPLITS}
+    dropped: dict[str, int] = {}
+    if cfg.dedup == "near":
+        by_split["train"], dropped = drop_near_duplicates(by_split["train"], keys, groups, sigs, threshold)
+    sizes = Counter(groups)
+    return by_split, {
+        "near_dup_threshold": threshold,
+        "groups": len(sizes),
+        "passage_max_files": cfg.passage_max_files,
+        **links,
+        "files_in_shared_groups": sum(n for n in sizes.values() if n > 1),
+        "largest_group": max(sizes.values()),
+        "dedup": cfg.dedup,
+        "dedup_dropped": dropped,
+    }
+
+
 # ------------------------------------------------------------------------------ statistics
 
 
@@ -209,28 +248,6 @@ def percentiles(values) -> dict[str, float]:
     return {"min": int(arr.min()), "p5": float(p[0]), "p25": float(p[1]), "p50": float(p[2]),
             "p75": float(p[3]), "p95": float(p[4]), "p99": float(p[5]), "max": int(arr.max()),
             "mean": round(float(arr.mean()), 2)}
-
-
-def completion_overlap(train, test, top: int = 5) -> dict[str, Any]:
-    """How many test completions occur verbatim among train completions, and the commonest ones.
-
-    With a file-level split what remains is boilerplate that every file shares (closing braces,
-    `} else {`, blank-line-separated imports); the `top` list shows which.
-    """
-    seen: set[bytes] = set()
-    for batch in train.select_columns(["completion"]).iter(batch_size=10_000):
-        seen.update(hashlib.blake2b(c.encode(), digest_size=12).digest() for c in batch["completion"])
-    hits: Counter = Counter()
-    total = 0
-    for batch in test.select_columns(["completion"]).iter(batch_size=10_000):
-        for c in batch["completion"]:
-            total += 1
-            if hashlib.blake2b(c.encode(), digest_size=12).digest() in seen:
-                hits[c] += 1
-    count = sum(hits.values())
-    return {"test_completions": total, "also_in_train": count,
-            "fraction": round(count / total, 4) if total else 0.0,
-            "most_common": [{"completion": c[:120], "count": n} for c, n in hits.most_common(top)]}
 
 
 def read_parse_stats(input_path: Path) -> dict | None:
@@ -265,6 +282,18 @@ def dataset_card(stats: dict, cfg: PreprocessConfig) -> str:
         lines.append(f"- parse_data.py: {parse.get('seen')} files seen, {parse.get('kept')} kept; dropped: {dropped}")
     lines += ["", "## Splits (by file)", "", "| split | files | examples |", "|---|---|---|"]
     lines += [f"| {s} | {stats['files_per_split'][s]} | {stats['examples'][s]} |" for s in SPLITS]
+    grouping = stats["grouping"]
+    lines += ["", "Files are grouped before the split: near-duplicates (MinHash Jaccard >= "
+              f"{grouping['near_dup_threshold']}) and files sharing a passage found in at most "
+              f"{grouping['passage_max_files']} files stay in one split ({grouping['files_in_shared_groups']} "
+              f"files in shared groups, the largest {grouping['largest_group']})."]
+    lines += [f"- dropped inside train (`--dedup near`) as `{k}`: {v}" for k, v in grouping["dedup_dropped"].items()]
+    lines += ["", "## Leakage", "",
+              "Held-out completions found verbatim in a train window (prompt + completion); completions "
+              "of at most 3 non-space characters are not counted.", "",
+              "| split | counted | found in train | share |", "|---|---|---|---|"]
+    lines += [f"| {s} | {r['counted']} | {r['leaked']} | {100 * r['fraction']:.2f}% |"
+              for s, r in stats["leakage"].items()]
     lines += ["", "## Windows", "",
               f"mode `{cfg.mode}`, prompt ≤ {cfg.prompt_tokens} tokens, completion ≤ {cfg.completion_tokens} "
               f"tokens, stride {cfg.stride}, tokenizer `{cfg.tokenizer}`, seed {cfg.seed}. "
@@ -342,7 +371,8 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         nproc = cfg.num_proc if cfg.num_proc > 1 and len(raw) >= 2 * cfg.num_proc else None
         clean_kwargs = dict(strip_license=cfg.strip_license, min_lines=cfg.min_lines,
                             max_digit_run=cfg.max_digit_run, max_token_chars=cfg.max_token_chars,
-                            special_tokens=special)
+                            special_tokens=special, near_dup=cfg.near_dup_threshold < 1,
+                            passages=cfg.passage_max_files > 0)
         cleaned = raw.map(_clean_batch, batched=True, batch_size=256, num_proc=nproc, fn_kwargs=clean_kwargs,
                           remove_columns=["file_text"], desc="cleaning",
                           new_fingerprint=_fingerprint("clean", raw._fingerprint, clean_kwargs))
@@ -353,9 +383,8 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         if not kept_idx:
             raise UserError(f"every file was dropped by the filters ({dict(dropped)}); nothing to write")
         kept = cleaned.select(kept_idx)
-        assignment = split_groups(column(kept, "group"), train_ratio=cfg.train_ratio,
-                                  validation_ratio=cfg.validation_ratio, seed=cfg.seed)
-        by_split = {s: [i for i, a in enumerate(assignment) if a == s] for s in SPLITS}
+        by_split, grouping = assign_splits(column(kept, "group"), column(kept, "minhash"),
+                                           column(kept, "passages"), cfg)
         files = DatasetDict({s: kept.select(idx) for s, idx in by_split.items()})
 
         window_kwargs = dict(tokenizer=backend, mode=cfg.mode, prompt_tokens=cfg.prompt_tokens,
@@ -379,6 +408,10 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         if cfg.max_train_samples is not None and cfg.max_train_samples < before_sampling:
             pick = random.Random(cfg.seed).sample(range(before_sampling), cfg.max_train_samples)
             windows["train"] = windows["train"].select(sorted(pick))
+        # measured on the plain windows, before FIM reorders a share of train into prefix/suffix
+        heldout = {s: list(zip(column(windows[s], "path"), column(windows[s], "completion")))
+                   for s in ("validation", "test")}
+        leakage = completion_leakage(train_windows(windows["train"]), heldout)
         if cfg.fim_rate > 0:
             windows = _with_fim(windows, cfg, tokenizer, backend)
 
@@ -401,7 +434,9 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
                 "prompt": percentiles([v for s in SPLITS for v in column(windows[s], "prompt_tokens")]),
                 "completion": percentiles([v for s in SPLITS for v in column(windows[s], "completion_tokens")]),
             },
-            "test_completions_in_train": completion_overlap(windows["train"], windows["test"]),
+            "grouping": grouping,
+            # the share of held-out completions found verbatim in a train window (codelora.leakage)
+            "leakage": leakage,
             "parse": read_parse_stats(input_path),
             "config": config_to_dict(cfg),
         }
@@ -450,13 +485,17 @@ def _fim_stats(train, cfg: PreprocessConfig, tokenizer) -> dict:
 def format_summary(stats: dict, output: Path) -> str:
     files, ex = stats["files"], stats["examples"]
     dropped = ", ".join(f"{k} {v}" for k, v in files["dropped"].items()) or "none"
-    overlap = stats["test_completions_in_train"]
+    grouping, leak = stats["grouping"], stats["leakage"]["test"]
+    dedup = ", ".join(f"{k} {v}" for k, v in grouping["dedup_dropped"].items() if v)
     return (
         f"preprocess_data.py: {files['input']} files, {files['kept']} kept "
         f"({files['license_stripped']} licence headers stripped); dropped: {dropped}\n"
+        f"  near-duplicates (Jaccard >= {grouping['near_dup_threshold']}): {grouping['files_in_shared_groups']} "
+        f"files in shared groups, largest {grouping['largest_group']}"
+        + (f"; dropped inside train: {dedup}" if dedup else "") + "\n"
         f"  examples: train {ex['train']}, validation {ex['validation']}, test {ex['test']} -> {output}\n"
-        f"  test completions also in train: {overlap['also_in_train']}/{overlap['test_completions']} "
-        f"({100 * overlap['fraction']:.2f}%)"
+        f"  test completions found in train windows: {leak['leaked']}/{leak['counted']} "
+        f"({100 * leak['fraction']:.2f}%; {leak['short_not_counted']} of <= 3 non-space characters not counted)"
     )
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import random
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -205,24 +206,29 @@ def split_groups(keys: Sequence[str], *, train_ratio: float, validation_ratio: f
                  seed: int) -> list[str]:
     """Assign each file to a split by its group key (files with one key share a split).
 
-    Groups are shuffled with `seed` and cut by count. Every non-zero ratio gets at least one group
-    when there are enough, so a small corpus still has a validation and a test split.
+    Groups are taken in a seeded shuffled order into validation, then test, while they fit that
+    split's share of the *files*; the rest is train. A group bigger than a held-out split's share
+    (a large cluster of near-twins) goes to train: holding it out would overfill the split, and
+    cutting it would leak. Every non-zero held-out ratio gets at least one group when there are
+    three or more, so a small corpus still has a validation and a test split.
     """
-    groups = sorted(set(keys))
+    sizes = Counter(keys)
+    groups = sorted(sizes)
     # Sorted first, so the result depends only on the keys and the seed, not on input order.
     random.Random(seed).shuffle(groups)
-    total = len(groups)
     test_ratio = max(0.0, 1.0 - train_ratio - validation_ratio)
-    n_val = round(total * validation_ratio)
-    n_test = round(total * test_ratio)
-    if total >= 3:
-        n_val = max(n_val, 1 if validation_ratio > 0 else 0)
-        n_test = max(n_test, 1 if test_ratio > 1e-9 else 0)
-    n_val = min(n_val, max(0, total - 1))
-    n_test = min(n_test, max(0, total - 1 - n_val))
+    ratios = {"validation": validation_ratio, "test": test_ratio if test_ratio > 1e-9 else 0.0}
+    targets = {s: round(len(keys) * r) for s, r in ratios.items()}
+    filled = {s: 0 for s in ratios}
     assign: dict[str, str] = {}
-    for i, key in enumerate(groups):
-        assign[key] = "validation" if i < n_val else "test" if i < n_val + n_test else "train"
+    for key in groups:
+        assign[key] = "train"
+        for split, target in targets.items():
+            first = filled[split] == 0 and ratios[split] > 0 and len(groups) >= 3 and sizes[key] <= max(target, 1)
+            if filled[split] + sizes[key] <= target or first:
+                assign[key] = split
+                filled[split] += sizes[key]
+                break
     return [assign[k] for k in keys]
 
 

@@ -15,6 +15,8 @@ from codelora.preprocess import main as preprocess_main
 from codelora.sources import main as parse_main
 from tests.conftest import make_git_repo
 
+# short lines: each fits one completion (24 tokens of the tiny tokenizer), so no window is cut mid-line
+KDOC = "    /**\n     * Compares this value\n     * with the other value\n     * for its order.\n     */\n"
 LICENSE = "/*\n * Copyright 2000-2024 Example Corp.\n * Licensed under the Apache License, Version 2.0\n */\n\n"
 
 
@@ -38,6 +40,11 @@ def raw_jsonl(tmp_path_factory) -> Path:
     files["a/Twin.kt"] = kotlin_file(500)
     files["b/Twin.kt"] = kotlin_file(500).replace("    ", "\t")
     files["c/Twin.kt"] = kotlin_file(500).replace("\n\n", "\n")
+    # a near-copy (one function rewritten) and a file that shares only a KDoc block with Thing7:
+    # both must land in the split of what they copy
+    files["d/Twin.kt"] = kotlin_file(500).replace("val y = x * 1 + 500", "val y = x shl 3")
+    files["src/Thing7.kt"] = files["src/Thing7.kt"].replace("class Thing7 {\n", "class Thing7 {\n" + KDOC)
+    files["e/Sibling.kt"] = "package demo.sibling\n\nclass Sibling {\n" + KDOC + "    fun other(): Int = 7\n}\n"
     repo = make_git_repo(root / "repo", files)
     out = root / "raw.jsonl"
     assert parse_main(["--repo", str(repo), "--output", str(out)]) == 0
@@ -66,16 +73,38 @@ def test_dataset_contract_and_stats(prepared, raw_jsonl):
     for split in dd.values():
         assert {"prompt", "completion", "path", "repo", "commit"} <= set(split.column_names)
         assert len(split) > 0
-    assert stats["files"] == {"input": 47, "kept": 43, "license_stripped": 21, "dropped": {
+    assert stats["files"] == {"input": 49, "kept": 45, "license_stripped": 21, "dropped": {
         "too_few_lines": 1, "long_digit_run": 1, "long_token": 1, "special_token_text": 1}}
-    assert stats["files_per_split"] == {"train": 35, "validation": 4, "test": 4}
+    assert stats["files_per_split"] == {"train": 37, "validation": 4, "test": 4}
     assert stats["examples"] == {s: len(dd[s]) for s in dd}
     assert stats["token_lengths"]["completion"]["max"] <= 24
     assert stats["token_lengths"]["prompt"]["max"] <= 48
-    overlap = stats["test_completions_in_train"]
-    assert overlap["test_completions"] == len(dd["test"])
-    assert stats["parse"]["kept"] == 47 and stats["sources"][0]["commit"]
+    assert stats["grouping"]["jaccard_links"] >= 1 and stats["grouping"]["passage_links"] >= 1
+    assert stats["grouping"]["files_in_shared_groups"] == 6 and stats["grouping"]["largest_group"] == 4
+    assert stats["parse"]["kept"] == 49 and stats["sources"][0]["commit"]
     assert (out / "config.yaml").is_file()
+
+
+def test_leakage_is_what_a_brute_force_search_finds(prepared):
+    out, stats = prepared
+    dd = load_from_disk(str(out))
+    train_texts = [p + c for p, c in zip(dd["train"]["prompt"], dd["train"]["completion"])]
+    for split in ("validation", "test"):
+        comps = [c for c in dd[split]["completion"] if len(c.replace(" ", "").replace("\n", "")) > 3]
+        leaked = sum(any(c in t for t in train_texts) for c in comps)
+        report = stats["leakage"][split]
+        assert (report["counted"], report["leaked"]) == (len(comps), leaked)
+        assert report["completions"] == len(dd[split])
+
+
+def test_dedup_near_drops_copies_inside_train(raw_jsonl, tiny_tokenizer_dir, tmp_path):
+    stats = run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "ds", "--dedup", "near", "--train-ratio", "1.0",
+                    "--validation-ratio", "0")
+    # b/ and c/Twin.kt are whitespace variants of a/Twin.kt, d/Twin.kt a near-copy
+    assert stats["grouping"]["dedup_dropped"] == {"exact_duplicate": 2, "near_duplicate": 1}
+    paths = set(load_from_disk(str(tmp_path / "ds"))["train"]["path"])
+    assert len(paths & {"a/Twin.kt", "b/Twin.kt", "c/Twin.kt", "d/Twin.kt"}) == 1
+    assert stats["files_per_split"]["train"] == stats["files"]["kept"] - 3
 
 
 def test_windows_are_exact_slices_of_cleaned_files(prepared, raw_jsonl):
@@ -104,8 +133,9 @@ def test_split_by_file_and_whitespace_twins_together(prepared):
         for path in set(split["path"]):
             where.setdefault(path, set()).add(name)
     assert all(len(s) == 1 for s in where.values())
-    twins = {next(iter(where[p])) for p in ("a/Twin.kt", "b/Twin.kt", "c/Twin.kt")}
+    twins = {next(iter(where[p])) for p in ("a/Twin.kt", "b/Twin.kt", "c/Twin.kt", "d/Twin.kt")}
     assert len(twins) == 1
+    assert where["e/Sibling.kt"] == where["src/Thing7.kt"]
     assert not {"src/Huge.kt", "src/Blob.kt", "src/Short.kt", "src/Eos.kt"} & set(where)
 
 
@@ -159,6 +189,8 @@ def test_push_to_hub_card(prepared, raw_jsonl, tiny_tokenizer_dir, tmp_path, mon
     assert card.startswith("---\n") and stats["sources"][0]["commit"] in card
     assert f"| train | {stats['files_per_split']['train']} | {stats['examples']['train']} |" in card
     assert "dropped `long_digit_run`: 1" in card
+    leak = stats["leakage"]["test"]
+    assert f"| test | {leak['counted']} | {leak['leaked']} | {100 * leak['fraction']:.2f}% |" in card
 
 
 # ------------------------------------------------------------------------------ bad inputs
@@ -267,7 +299,7 @@ def test_output_that_is_not_our_dataset_is_never_deleted(raw_jsonl, tiny_tokeniz
     monkeypatch.undo()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run_pre(raw_jsonl, tiny_tokenizer_dir, empty)["files"]["kept"] == 43
+    assert run_pre(raw_jsonl, tiny_tokenizer_dir, empty)["files"]["kept"] == 45
 
 
 def test_input_errors_name_the_file_and_line(raw_jsonl, tiny_tokenizer_dir, tmp_path, capsys):

@@ -165,3 +165,13 @@ def test_byte_lengths_refuses_tokenizers_whose_offsets_differ(tiny_tokenizer):
     lowered = {**spec, "normalizer": {"type": "Lowercase"}}
     for variant in (trimmed, lowered):
         assert byte_lengths(Tokenizer.from_str(json.dumps(variant))) is None
+
+
+def test_split_groups_fill_by_files_and_keep_a_giant_group_in_train():
+    # one cluster of 300 near-twins and 700 single files: validation and test get ~10% of the
+    # files each, and the cluster (too big for either) stays whole in train
+    keys = ["giant"] * 300 + [f"k{i}" for i in range(700)]
+    for seed in range(5):
+        a = split_groups(keys, train_ratio=0.8, validation_ratio=0.1, seed=seed)
+        assert set(a[:300]) == {"train"}
+        assert Counter(a) == {"train": 800, "validation": 100, "test": 100}

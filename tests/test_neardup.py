@@ -1,0 +1,102 @@
+"""Near-duplicate grouping (MinHash + LSH, shared passages, union closure) and in-train dedup."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from codelora.neardup import (
+    components,
+    drop_near_duplicates,
+    jaccard,
+    near_duplicate_groups,
+    passage_hashes,
+    shared_passage_pairs,
+    shingle_hashes,
+    signature,
+    similar_pairs,
+)
+
+
+def kotlin_source(seed: int, functions: int = 30) -> str:
+    rnd = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "lambda", "zeta"]
+    body = []
+    for j in range(functions):
+        a, b = rnd.sample(words, 2)
+        body.append(f"    fun {a}{seed}x{j}({b}: Int): Int {{\n        val {a} = {b} * {rnd.randint(2, 999)}\n"
+                    f"        return {a} + {rnd.randint(0, 99)}\n    }}\n")
+    return f"package p{seed}\n\nclass C{seed} {{\n" + "\n".join(body) + "}\n"
+
+
+def mutate(text: str, share: float, seed: int) -> str:
+    """Replace a share of the lines with new ones (a near-copy)."""
+    rnd = random.Random(seed)
+    lines = text.split("\n")
+    for i in rnd.sample(range(len(lines)), int(len(lines) * share)):
+        lines[i] = f"    val changed{seed}_{i} = {rnd.randint(0, 10**6)}"
+    return "\n".join(lines)
+
+
+def test_minhash_estimates_jaccard_of_shingles():
+    a = kotlin_source(1)
+    b = mutate(a, 0.1, 7)
+    sa, sb = set(shingle_hashes(a).tolist()), set(shingle_hashes(b).tolist())
+    exact = len(sa & sb) / len(sa | sb)
+    assert abs(jaccard(signature(a), signature(b)) - exact) < 0.15  # 128 permutations: s.e. <= 0.044
+    assert jaccard(signature(a), signature(a)) == 1.0
+    assert jaccard(signature(a), signature(kotlin_source(2))) < 0.2
+    # layout and punctuation do not change the shingles
+    assert np.array_equal(shingle_hashes(a), shingle_hashes(a.replace("    ", "\t").replace("(", " ( ")))
+
+
+def test_similar_pairs_finds_near_copies_only():
+    bases = [kotlin_source(i) for i in range(20)]
+    texts = bases + [mutate(bases[3], 0.1, 1), mutate(bases[5], 0.1, 2), mutate(bases[8], 0.6, 3)]
+    pairs = similar_pairs([signature(t) for t in texts], threshold=0.5)
+    assert pairs == [(3, 20), (5, 21)]  # the 60% rewrite of file 8 is no longer a near-copy
+
+
+def test_groups_are_closed_under_union_and_order_free():
+    a = kotlin_source(1)
+    b = mutate(a, 0.04, 1)  # a ~ b (Jaccard ~0.83)
+    c = mutate(b, 0.04, 2)  # b ~ c (~0.88)
+    d = mutate(c, 0.04, 3)  # c ~ d (~0.80), while a and d are below the threshold (~0.63)
+    others = [kotlin_source(i) for i in range(10, 16)]
+    texts = [a, b, c, d, *others]
+    keys = [f"k{i}" for i in range(len(texts))]
+    assert jaccard(signature(a), signature(d)) < 0.75
+    groups, links = near_duplicate_groups(keys, [signature(t) for t in texts], 0.75)
+    assert len(set(groups[:4])) == 1 and len(set(groups)) == 7 and links["jaccard_links"] >= 3
+    order = list(reversed(range(len(texts))))
+    again, _ = near_duplicate_groups([keys[i] for i in order], [signature(texts[i]) for i in order], 0.75)
+    assert dict(zip([keys[i] for i in order], again)) == dict(zip(keys, groups))
+    assert components(4, [(0, 1), (2, 3), (1, 2)]).tolist() == [0, 0, 0, 0]
+
+
+def test_shared_rare_passages_link_files_but_boilerplate_does_not():
+    doc = ("    /**\n     * Compares this value with the specified value for order.\n"
+           "     * Returns zero if this value is equal to the specified other value.\n     */\n")
+    boiler = "import kotlin.collections.List\nimport kotlin.collections.Map\nimport kotlin.text.Regex\n"
+    texts = [boiler + kotlin_source(i, 8) for i in range(8)]
+    texts[2] = texts[2].replace("class C2 {\n", "class C2 {\n" + doc)
+    texts[6] = texts[6].replace("class C6 {\n", "class C6 {\n" + doc)
+    hashes = [passage_hashes(t) for t in texts]
+    # the import block is in all 8 files (> max_files): boilerplate, no link; the KDoc is in 2
+    assert shared_passage_pairs(hashes, max_files=5) == [(2, 6)]
+    assert components(8, shared_passage_pairs(hashes, max_files=8)).tolist() == [0] * 8  # chains all
+    # `}` lines are never a passage on their own
+    assert passage_hashes("}\n}\n}\n}\n").size == 0
+
+
+def test_drop_near_duplicates_inside_a_split_counts_reasons():
+    a = kotlin_source(1)
+    texts = [a, a, mutate(a, 0.05, 1), kotlin_source(2)]
+    keys = ["k0", "k0", "k2", "k3"]
+    groups = ["g", "g", "g", "k3"]
+    sigs = [signature(t) for t in texts]
+    kept, reasons = drop_near_duplicates([0, 1, 2, 3], keys, groups, sigs, 0.5)
+    assert kept == [0, 3] and reasons == {"exact_duplicate": 1, "near_duplicate": 1}
+    kept, reasons = drop_near_duplicates([0, 1, 2, 3], keys, groups, None, 1.0)
+    assert kept == [0, 2, 3] and reasons == {"exact_duplicate": 1, "near_duplicate": 0}
