@@ -97,6 +97,13 @@ class PreprocessConfig:
         "non-space characters) found in at most this many files (expect/actual twins, copied KDoc); "
         "0 = off. Commoner passages are boilerplate and would chain the corpus into one group",
     )
+    contamination_data: list[str] = opt(
+        factory=list,
+        help="benchmark JSON Lines files in use (HumanEval-Kotlin, McEval, CodeXGLUE): files sharing a "
+        "--contamination-ngram with any of their tasks are reported and dropped",
+    )
+    contamination_ngram: int = opt(20, "word tokens in a shared run that counts as contamination")
+    drop_contaminated: bool = opt(True, "drop contaminated files (--no-drop-contaminated: only report them)")
     dedup: Literal["none", "near"] = opt(
         "none", "'near': also drop near-duplicate files inside train (one kept per cluster), counted per reason")
     train_ratio: float = opt(0.98, "fraction of files in train")
@@ -128,6 +135,8 @@ class PreprocessConfig:
             raise UserError("--train-ratio must be in (0, 1] and --validation-ratio in [0, 1)")
         if self.train_ratio + self.validation_ratio > 1 + 1e-9:
             raise UserError("--train-ratio + --validation-ratio must not exceed 1")
+        if self.contamination_ngram < 5:
+            raise UserError("--contamination-ngram must be >= 5 (shorter runs match ordinary code)")
         if not 0 < self.near_dup_threshold <= 1:
             raise UserError("--near-dup-threshold must be in (0, 1]")
         if self.max_train_samples is not None and self.max_train_samples < 1:

@@ -38,7 +38,7 @@ def shingle_hashes(text: str) -> np.ndarray:
     tokens = _TOKEN.findall(text)
     if not tokens:
         return np.zeros(0, dtype=np.uint64)
-    ids = np.fromiter((zlib.crc32(t.encode()) for t in tokens), dtype=np.uint64, count=len(tokens))
+    ids = _crc32_each(tokens)
     n = min(SHINGLE, len(ids))
     width = len(ids) - n + 1
     acc = np.zeros(width, dtype=np.uint64)
@@ -47,11 +47,29 @@ def shingle_hashes(text: str) -> np.ndarray:
     return np.unique(acc & np.uint64(0xFFFFFFFF))
 
 
-def signature(text: str, num_perm: int = NUM_PERM) -> np.ndarray:
-    """The MinHash signature of a file's shingles (datasketch, fixed seed: reproducible)."""
+def _crc32_each(strings: list[str]) -> np.ndarray:
+    """crc32 of each string (stable across processes, unlike hash()), computed once per distinct
+    string: a file repeats most of its tokens and lines."""
+    crc = {u: zlib.crc32(u.encode()) for u in dict.fromkeys(strings)}
+    return np.fromiter(map(crc.__getitem__, strings), dtype=np.uint64, count=len(strings))
+
+
+_PERMUTATIONS: dict[int, object] = {}
+
+
+def _minhash(num_perm: int, **kwargs):
+    """A datasketch MinHash with the seed-1 permutations, drawn once per process (drawing them
+    is most of the cost of a small file's signature)."""
     from datasketch import MinHash
 
-    m = MinHash(num_perm=num_perm, seed=1, hashfunc=_identity)
+    if num_perm not in _PERMUTATIONS:
+        _PERMUTATIONS[num_perm] = MinHash(num_perm=num_perm, seed=1).permutations
+    return MinHash(num_perm=num_perm, seed=1, permutations=_PERMUTATIONS[num_perm], scheme="affine32", **kwargs)
+
+
+def signature(text: str, num_perm: int = NUM_PERM) -> np.ndarray:
+    """The MinHash signature of a file's shingles (datasketch, fixed seed: reproducible)."""
+    m = _minhash(num_perm, hashfunc=_identity)
     hashes = shingle_hashes(text)
     if hashes.size:
         m.update_batch(hashes.tolist())
@@ -69,13 +87,13 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 def similar_pairs(signatures: Sequence[np.ndarray], threshold: float) -> list[tuple[int, int]]:
     """Index pairs (i < j) whose estimated Jaccard similarity is >= threshold."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     if not signatures:
         return []
     num_perm = len(signatures[0])
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    sketches = [MinHash(num_perm=num_perm, seed=1, hashvalues=s, scheme="affine32") for s in signatures]
+    sketches = [_minhash(num_perm, hashvalues=s) for s in signatures]
     with lsh.insertion_session() as session:
         for i, m in enumerate(sketches):
             session.insert(i, m, check_duplication=False)
@@ -168,7 +186,7 @@ def passage_hashes(text: str) -> np.ndarray:
     lines = [ln for ln in lines if ln]
     if len(lines) < PASSAGE_LINES:
         return np.zeros(0, dtype=np.uint64)
-    ids = np.fromiter((zlib.crc32(ln.encode()) for ln in lines), dtype=np.uint64, count=len(lines))
+    ids = _crc32_each(lines)
     sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))  # stripped: ~non-space
     width = len(lines) - PASSAGE_LINES + 1
     acc = np.zeros(width, dtype=np.uint64)
@@ -190,9 +208,9 @@ def shared_passage_pairs(hashes: Sequence[np.ndarray], max_files: int) -> list[t
     values, owners = values[order], owners[order]
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     counts = np.diff(np.r_[starts, values.size])
-    pairs = set()
-    for start, count in zip(starts[(counts >= 2) & (counts <= max_files)].tolist(),
-                            counts[(counts >= 2) & (counts <= max_files)].tolist()):
-        files = np.unique(owners[start:start + count]).tolist()
-        pairs.update(zip(files, files[1:]))
-    return sorted(pairs)
+    per_entry = np.repeat(counts, counts)  # how many files hold each entry's passage
+    # a passage's files are consecutive after the sort (a file holds each passage once): link
+    # each to the next, for the passages held by 2..max_files files
+    link = (values[1:] == values[:-1]) & (per_entry[:-1] <= max_files)
+    pairs = np.unique(np.stack([owners[:-1][link], owners[1:][link]], axis=1), axis=0)
+    return [(int(i), int(j)) for i, j in pairs.tolist()]

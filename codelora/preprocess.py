@@ -25,6 +25,7 @@ from typing import Any
 
 from codelora.cleaning import clean_text, normalize_whitespace
 from codelora.config import PreprocessConfig, config_to_dict, save_config
+from codelora.contamination import contaminated_files, load_benchmarks
 from codelora.leakage import completion_leakage, train_windows
 from codelora.neardup import drop_near_duplicates, near_duplicate_groups, passage_hashes, signature
 from codelora.utils import (
@@ -206,6 +207,19 @@ def _window_batch(batch: dict[str, list], *, tokenizer, mode: str, prompt_tokens
 # ------------------------------------------------------------------------------ splits
 
 
+def decontaminate(kept, benchmarks, drop: bool):
+    """The kept files less those that share a long n-gram with a benchmark task (unless `drop`
+    is off), and the contamination report for stats.json (codelora.contamination)."""
+    flags, report = contaminated_files(benchmarks, zip(column(kept, "path"), column(kept, "text")))
+    report = {"checked": True, "files_checked": len(flags), "dropped": sum(flags) if drop else 0, **report}
+    if drop and any(flags):
+        kept = kept.select([i for i, hit in enumerate(flags) if not hit])
+        if len(kept) == 0:
+            raise UserError("every kept file is contaminated by the benchmark data; nothing to write")
+    return kept, report
+
+
+
 def assign_splits(keys: list[str], signatures: list[list[int]], passages: list[list[int]],
                   cfg: PreprocessConfig) -> tuple[dict[str, list[int]], dict[str, Any]]:
     """File indices per split, near-duplicates grouped into one split (and, with --dedup near,
@@ -288,6 +302,15 @@ def dataset_card(stats: dict, cfg: PreprocessConfig) -> str:
               f"{grouping['passage_max_files']} files stay in one split ({grouping['files_in_shared_groups']} "
               f"files in shared groups, the largest {grouping['largest_group']})."]
     lines += [f"- dropped inside train (`--dedup near`) as `{k}`: {v}" for k, v in grouping["dedup_dropped"].items()]
+    contamination = stats.get("contamination") or {"checked": False}
+    if contamination["checked"]:
+        hit = ", ".join(f"{k} {v}" for k, v in contamination["tasks_hit"].items()) or "none"
+        lines += ["", "## Benchmark contamination", "",
+                  f"{contamination['files_checked']} files checked against {contamination['benchmark_tasks']} "
+                  f"benchmark tasks ({contamination['ngram']}-gram overlap): {contamination['files_hit']} files hit, "
+                  f"{contamination['dropped']} dropped; tasks hit: {hit}."]
+    else:
+        lines += ["", "## Benchmark contamination", "", "Not checked (no --contamination-data given)."]
     lines += ["", "## Leakage", "",
               "Held-out completions found verbatim in a train window (prompt + completion); completions "
               "of at most 3 non-space characters are not counted.", "",
@@ -361,6 +384,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         from codelora.fim import sentinel_strings
 
         special += sentinel_strings(tokenizer)
+    benchmarks = load_benchmarks(cfg.contamination_data, cfg.contamination_ngram) if cfg.contamination_data else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # Intermediate Arrow files live beside the output (same disk, not a small /tmp) and go away.
@@ -383,6 +407,9 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         if not kept_idx:
             raise UserError(f"every file was dropped by the filters ({dict(dropped)}); nothing to write")
         kept = cleaned.select(kept_idx)
+        contamination: dict[str, Any] = {"checked": False}
+        if benchmarks is not None:
+            kept, contamination = decontaminate(kept, benchmarks, cfg.drop_contaminated)
         by_split, grouping = assign_splits(column(kept, "group"), column(kept, "minhash"),
                                            column(kept, "passages"), cfg)
         files = DatasetDict({s: kept.select(idx) for s, idx in by_split.items()})
@@ -435,6 +462,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
                 "completion": percentiles([v for s in SPLITS for v in column(windows[s], "completion_tokens")]),
             },
             "grouping": grouping,
+            "contamination": contamination,
             # the share of held-out completions found verbatim in a train window (codelora.leakage)
             "leakage": leakage,
             "parse": read_parse_stats(input_path),
@@ -485,7 +513,10 @@ def _fim_stats(train, cfg: PreprocessConfig, tokenizer) -> dict:
 def format_summary(stats: dict, output: Path) -> str:
     files, ex = stats["files"], stats["examples"]
     dropped = ", ".join(f"{k} {v}" for k, v in files["dropped"].items()) or "none"
-    grouping, leak = stats["grouping"], stats["leakage"]["test"]
+    grouping, leak, contamination = stats["grouping"], stats["leakage"]["test"], stats["contamination"]
+    contaminated = (f"  benchmark contamination: {contamination['files_hit']} of {contamination['files_checked']} "
+                    f"files hit, {contamination['dropped']} dropped\n" if contamination["checked"] else
+                    "  benchmark contamination: not checked (no --contamination-data)\n")
     dedup = ", ".join(f"{k} {v}" for k, v in grouping["dedup_dropped"].items() if v)
     return (
         f"preprocess_data.py: {files['input']} files, {files['kept']} kept "
@@ -493,7 +524,8 @@ def format_summary(stats: dict, output: Path) -> str:
         f"  near-duplicates (Jaccard >= {grouping['near_dup_threshold']}): {grouping['files_in_shared_groups']} "
         f"files in shared groups, largest {grouping['largest_group']}"
         + (f"; dropped inside train: {dedup}" if dedup else "") + "\n"
-        f"  examples: train {ex['train']}, validation {ex['validation']}, test {ex['test']} -> {output}\n"
+        + contaminated
+        + f"  examples: train {ex['train']}, validation {ex['validation']}, test {ex['test']} -> {output}\n"
         f"  test completions found in train windows: {leak['leaked']}/{leak['counted']} "
         f"({100 * leak['fraction']:.2f}%; {leak['short_not_counted']} of <= 3 non-space characters not counted)"
     )

@@ -364,3 +364,25 @@ def test_dataset_card_size_categories_are_the_hubs():
 
     assert [_size_category(n) for n in (5, 5_000, 50_000_000, 500_000_000, 5 * 10**9, 2 * 10**12)] == [
         "n<1K", "1K<n<10K", "10M<n<100M", "100M<n<1B", "1B<n<10B", "n>1T"]
+
+
+def test_contaminated_files_are_dropped_or_reported(raw_jsonl, mceval_data, tiny_tokenizer_dir, tmp_path, capsys):
+    tasks = [json.loads(line) for line in mceval_data.read_text().splitlines()]
+    planted = tmp_path / "planted.jsonl"
+    solution = "package leak\n\n" + tasks[0]["signature"] + " " + tasks[0]["canonical_solution"] + "\n"
+    planted.write_text(raw_jsonl.read_text() + json.dumps({"file_text": solution, "path": "leak/Sol.kt"}) + "\n")
+    stats = run_pre(planted, tiny_tokenizer_dir, tmp_path / "a", "--contamination-data", str(mceval_data))
+    report = stats["contamination"]
+    assert report["checked"] and report["files_hit"] == 1 and report["dropped"] == 1
+    assert report["examples"][0]["path"] == "leak/Sol.kt" and report["tasks_hit"] == {"mceval_kotlin.jsonl": 1}
+    assert stats["files"]["kept"] - 1 == sum(stats["files_per_split"].values())
+    dd = load_from_disk(str(tmp_path / "a"))
+    assert all("leak/Sol.kt" not in set(dd[s]["path"]) for s in dd)
+    kept = run_pre(planted, tiny_tokenizer_dir, tmp_path / "b", "--contamination-data", str(mceval_data),
+                   "--no-drop-contaminated")
+    assert kept["contamination"]["files_hit"] == 1 and kept["contamination"]["dropped"] == 0
+    assert not run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "c")["contamination"]["checked"]
+    # a missing benchmark file fails before any work
+    code = preprocess_main(["--input", str(raw_jsonl), "--tokenizer", str(tiny_tokenizer_dir), "--output",
+                            str(tmp_path / "d"), "--contamination-data", str(tmp_path / "nope.jsonl")])
+    assert code == 2 and "nope.jsonl: no such file" in capsys.readouterr().err and not (tmp_path / "d").exists()
