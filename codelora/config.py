@@ -406,6 +406,12 @@ def build_config(cls: type, yaml_values: dict[str, Any] | None, cli_values: dict
     values: dict[str, Any] = {}
     source = yaml_values or {}
     if any(key in SECTIONS for key in source):
+        # A sectioned file: any other top-level key is a typo (`trian:`) or a flat key that would
+        # otherwise be silently ignored by every stage.
+        stray = [str(key) for key in source if key not in SECTIONS]
+        if stray:
+            raise UserError(f"unknown top-level key '{stray[0]}' in a sectioned config; "
+                            f"sections are {', '.join(SECTIONS)}")
         source = source.get(section, {}) if section else {}
         if not isinstance(source, dict):
             raise UserError(f"config section '{section}' must be a mapping")
