@@ -609,6 +609,7 @@ def run_metrics(trainer: CompletionTrainer, data: TrainData, quantized: bool, pl
         "train_tokens": totals["tokens"],
         "train_tokens_per_second": totals["tokens"] / totals["seconds"] if totals["seconds"] > 0 else None,
         "non_padding_fraction": data.non_padding_fraction,
+        "eval_examples": len(data.eval) if data.eval is not None else 0,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "load_in_4bit": quantized,
@@ -701,7 +702,7 @@ def save_adapter(trainer: CompletionTrainer, dest: Path, base_model: str) -> Non
 def _write_outputs(cfg: TrainConfig, out: Path, metrics: dict[str, Any], quantized: bool) -> None:
     from codelora.plots import plot_loss_curve
 
-    resolved = {"load_in_4bit": quantized}
+    resolved = {"load_in_4bit": quantized, "eval_examples": metrics["eval_examples"]}  # the device defaults
     if metrics["resumed_from"]:
         resolved.update(resumed_from=metrics["resumed_from"], changed_on_resume=metrics["changed_on_resume"])
     save_config(cfg, out / "config.yaml", resolved=resolved)

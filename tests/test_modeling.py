@@ -87,3 +87,13 @@ def test_4bit_weights_are_stored_in_the_compute_dtype_under_fsdp(monkeypatch):
     assert modeling.quantization_config(torch.bfloat16).bnb_4bit_quant_storage == torch.uint8  # bitsandbytes' default
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
     assert modeling.quantization_config(torch.bfloat16).bnb_4bit_quant_storage == torch.bfloat16
+
+
+def test_bitsandbytes_kernels_notice_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    bnb_log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level("WARNING"):
+        bnb_log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'")
+        bnb_log.warning("some other bitsandbytes problem")
+    assert "kernels-community" not in caplog.text and "some other bitsandbytes problem" in caplog.text
