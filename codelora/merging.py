@@ -58,6 +58,7 @@ def resolve_adapter(adapter: str) -> tuple[dict[str, Any], Path | None]:
             raise UserError(f"--adapter {adapter}: adapter_config.json is missing (is this an adapter directory?)")
         if not any((path / name).is_file() for name in WEIGHT_FILES):
             raise UserError(f"--adapter {adapter}: adapter weights are missing (expected {WEIGHT_FILES[0]})")
+        check_safetensors(path / WEIGHT_FILES[0])
         try:
             return json.loads(config_file.read_text(encoding="utf-8")), path
         except json.JSONDecodeError as err:
@@ -68,6 +69,55 @@ def resolve_adapter(adapter: str) -> tuple[dict[str, Any], Path | None]:
         return PeftConfig.from_pretrained(adapter).to_dict(), None
     except Exception as err:  # noqa: BLE001 - offline, missing repo, bad file: all "cannot load"
         raise UserError(f"--adapter {adapter}: cannot load adapter config ({type(err).__name__}: {err})") from None
+
+
+def check_safetensors(file: Path) -> None:
+    """A truncated or corrupt weights file, named, before anything heavy is loaded."""
+    if not file.is_file():
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                handle.get_slice(key).get_shape()
+    except Exception as err:  # noqa: BLE001 - any failure to read the header means the same thing
+        raise UserError(f"{file}: corrupt or truncated safetensors file ({type(err).__name__}: {err}); "
+                        f"copy or train the adapter again") from None
+
+
+def mismatch_summary(err: Exception) -> str:
+    """torch's load_state_dict error is a header line then one line per tensor: keep the detail."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    sizes = [line for line in lines if line.startswith("size mismatch")]
+    if sizes:
+        more = f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else ""
+        return f"{len(sizes)} tensor shape mismatch(es), e.g. {sizes[0][:400]}{more}"
+    return " ".join(lines)[:600]
+
+
+def check_base_identity(adapter_dir: Path | None, base_name: str, force: bool) -> None:
+    """Refuse a base other than the one the adapter was trained on (weights fingerprint)."""
+    from codelora.modeling import BASE_IDENTITY_FILE, weights_fingerprint
+
+    record = adapter_dir / BASE_IDENTITY_FILE if adapter_dir else None
+    if record is None or not record.is_file():
+        log.warning("the adapter records no identity of its base (%s absent): cannot check that %s is it",
+                    BASE_IDENTITY_FILE, base_name)
+        return
+    trained_on = json.loads(record.read_text(encoding="utf-8"))
+    expected, got = trained_on.get("weights_fingerprint"), weights_fingerprint(base_name)
+    if expected is None or got is None:
+        log.warning("cannot fingerprint the base weights of %s: not checked against the adapter's", base_name)
+    elif expected != got:
+        message = (f"base model {base_name} is not the base this adapter was trained on "
+                   f"({trained_on.get('base_model')}): its weights differ (fingerprint {got[:12]} vs "
+                   f"{expected[:12]}). Pass --force if it is the same model saved another way")
+        if not force:
+            raise UserError(message)
+        log.warning("--force: %s", message)
+    else:
+        log.info("base model identity checked: %s has the weights the adapter was trained on", base_name)
 
 
 def _adapter_tensor_count(adapter_dir: Path | None, adapter: str) -> int | None:
@@ -90,8 +140,7 @@ def attach_adapter(base, adapter: str, adapter_dir: Path | None, base_name: str)
     try:
         model = PeftModel.from_pretrained(base, adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0][:300]
-        raise UserError(f"adapter {adapter} does not fit base model {base_name}: {first}") from None
+        raise UserError(f"adapter {adapter} does not fit base model {base_name}: {mismatch_summary(err)}") from None
     # Same module names and shapes but a different layout (e.g. more layers) loads with a warning
     # and leaves some LoRA weights at their no-op init: count what the file actually provided.
     expected = _adapter_tensor_count(adapter_dir, adapter)
@@ -167,6 +216,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
     batch = probe_batch(tokenizer, base.device)
     base_logits = logits_of(base, batch)
     peft_model = attach_adapter(base, cfg.adapter, adapter_dir, base_name)
+    check_base_identity(adapter_dir, base_name, cfg.force)
     reference = logits_of(peft_model, batch)
     adapter_effect = relative_error(base_logits, reference)
 

@@ -8,12 +8,15 @@ and `make_tiny_phi` builds a randomly initialised native `PhiForCausalLM` from a
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -109,14 +112,27 @@ def resolve_load_in_4bit(requested: bool | None) -> bool:
     return has_cuda() if requested is None else requested
 
 
+def uses_fsdp() -> bool:
+    """True inside an `accelerate launch` with an FSDP config (accelerate sets this variable)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+
+
 def quantization_config(dtype):
     from transformers import BitsAndBytesConfig
 
+    extra = {}
+    if uses_fsdp():
+        # FSDP flattens parameters of one dtype per unit: 4-bit weights must be stored in the
+        # compute dtype, not uint8 (peft's "FSDP + QLoRA" guide).
+        extra["bnb_4bit_quant_storage"] = dtype
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,  # quantize the quantization constants too: ~0.4 bit/param saved
         bnb_4bit_compute_dtype=dtype,
+        **extra,
     )
 
 
@@ -160,6 +176,9 @@ def load_base_model(
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
+        if not has_cuda() and importlib.util.find_spec("kernels") is None:
+            # Said here, where it matters, instead of bitsandbytes' warning on every import.
+            log.info("4-bit on CPU: bitsandbytes' faster CPU kernels need the optional `kernels` package")
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
@@ -250,7 +269,10 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
+    with warnings.catch_warnings():
+        # peft 0.21 reads the deprecated `is_gradient_checkpointing` property; nothing to act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise UserError("LoRA produced no trainable parameters; check --target-modules")
@@ -260,3 +282,49 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str
         f"{trainable:,}", f"{total:,}", 100 * trainable / total,
     )
     return model
+
+
+# ------------------------------------------------------------------------------ base identity
+
+BASE_IDENTITY_FILE = "codelora_base.json"  # in an adapter directory: which base weights it was trained on
+
+
+def weight_files(name: str) -> list[Path]:
+    """The base's safetensors files: a local directory's, or those in the Hub cache (no download)."""
+    path = Path(name)
+    if path.is_dir():
+        return sorted(path.glob("*.safetensors"))
+    try:
+        from huggingface_hub import snapshot_download
+
+        root = snapshot_download(name, allow_patterns=["*.safetensors"], local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached, not a repo: no fingerprint, not an error
+        return []
+    return sorted(Path(root).glob("*.safetensors"))
+
+
+def weights_fingerprint(name: str) -> str | None:
+    """sha256 over every tensor's name, dtype, shape and first values, read from the files.
+
+    The raw file bytes, not the loaded model: a 4-bit training load and an fp32 merge load of the
+    same files agree. Reading a slice of each tensor costs milliseconds, even for Phi-1.5; two
+    models of one architecture (or two finetunes of one base) differ in those values.
+    """
+    import hashlib
+
+    import torch
+    from safetensors import safe_open
+
+    files = weight_files(name)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in sorted(handle.keys()):
+                part = handle.get_slice(key)
+                shape = part.get_shape()
+                digest.update(f"{key}|{part.get_dtype()}|{shape}".encode())
+                values = part[:1] if shape else handle.get_tensor(key)
+                digest.update(values.flatten()[:256].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

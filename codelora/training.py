@@ -18,15 +18,21 @@ Run layout (OUTPUT_DIR):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
+import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer, TrainerCallback
 
 from codelora.cli import run_stage
 from codelora.config import TrainConfig, save_config
@@ -41,13 +47,9 @@ EXAMPLES = """\
   python train.py --base-model microsoft/phi-1_5 --dataset data/kotlin_prepared_dataset \\
       --output-dir runs/phi15-kotlin
   python train.py --config configs/kotlin-phi-1_5.yaml --max-steps 500 --push-to-hub USER/phi15-kotlin-lora
-  python train.py --output-dir runs/phi15-kotlin --resume          # continue after an interruption
-  accelerate launch --num_processes 2 train.py --output-dir runs/ddp   # data parallel
+  python train.py --config configs/kotlin-phi-1_5.yaml --resume    # continue after an interruption
+  python train.py --config configs/kotlin-phi-1_5.yaml --num-processes 2   # data parallel, CPU or GPUs
 """
-
-
-class NonFiniteLossError(UserError):
-    """The loss became NaN/inf; the run stops and keeps its last good checkpoint."""
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -185,57 +187,209 @@ def non_padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]
     return real / slots if slots else 1.0
 
 
+# ----------------------------------------------------------------------------------- checkpoints
+
+# Written last into each checkpoint, atomically: its presence is what makes a checkpoint complete
+# (a `kill -9` during a save leaves a directory without it), and it carries what a resume needs
+# besides the Trainer's own state: the settings that ran and the whole run's totals so far.
+PROGRESS_FILE = "codelora_progress.json"
+# A resume may change these: the new schedule is applied from the checkpoint's step on.
+SCHEDULE_SETTINGS = ("learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "max_steps", "epochs")
+# These define the model or the data stream; a resume with other values would not continue the run.
+FIXED_SETTINGS = ("base_model", "dataset", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout",
+                  "target_modules", "max_length", "batch_size", "grad_accum", "max_train_samples",
+                  "group_by_length", "seed", "num_processes")
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints whose save finished (PROGRESS_FILE present), oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-", 1)[1].isdigit()]
+    return sorted((p for p in found if (p / PROGRESS_FILE).is_file()), key=checkpoint_step)
+
+
+def incomplete_checkpoints(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    done = set(complete_checkpoints(folder))
+    return [p for p in folder.glob("checkpoint-*") if p.is_dir() and p not in done]
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint in `folder`, or None."""
+    done = complete_checkpoints(folder)
+    return done[-1] if done else None
+
+
+def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    return [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def last_good_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint whose adapter weights are all finite."""
+    from safetensors.torch import load_file
+
+    for ckpt in reversed(complete_checkpoints(folder)):
+        weights = ckpt / "adapter_model.safetensors"
+        if weights.is_file() and not non_finite_tensors(load_file(weights)):
+            return ckpt
+    return None
+
+
+def read_progress(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / PROGRESS_FILE).read_text(encoding="utf-8"))
+
+
+def settings_of(cfg: TrainConfig, num_processes: int) -> dict[str, Any]:
+    values = dataclasses.asdict(cfg)
+    values["num_processes"] = num_processes
+    return {k: values[k] for k in (*SCHEDULE_SETTINGS, *FIXED_SETTINGS)}
+
+
+def resume_changes(saved: dict[str, Any], now: dict[str, Any], checkpoint: Path) -> dict[str, list[Any]]:
+    """{setting: [checkpoint's value, this run's value]} for changed schedule settings; a changed
+    fixed setting is refused, naming each one."""
+    fixed = [k for k in FIXED_SETTINGS if k in saved and saved[k] != now[k]]
+    if fixed:
+        diffs = ", ".join(f"{k} {saved[k]!r} (now {now[k]!r})" for k in fixed)
+        raise UserError(f"--resume: {checkpoint} was trained with {diffs}; these cannot change mid-run. "
+                        f"Resume with the checkpoint's values, or start a new --output-dir")
+    return {k: [saved[k], now[k]] for k in SCHEDULE_SETTINGS if k in saved and saved[k] != now[k]}
+
+
 # --------------------------------------------------------------------------------------- trainer
 
-
-def _trainer_class():
-    from transformers import Trainer
-
-    class CompletionTrainer(Trainer):
-        """Trainer with a deterministic length-grouped sampler, a non-finite-loss guard and a
-        count of the real (non-padding) tokens trained on."""
-
-        def __init__(self, *args, length_sampler: LengthGroupedSampler | None = None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.length_sampler = length_sampler
-            self.tokens_trained = 0
-
-        def _get_train_sampler(self, train_dataset=None):
-            if self.length_sampler is not None:
-                return self.length_sampler
-            # Seeded by (seed, epoch) through set_epoch, so resume reproduces the order too.
-            return super()._get_train_sampler(train_dataset)
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            tokens = inputs["attention_mask"].sum()
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            # The Trainer's logs filter NaN/inf away (logging_nan_inf_filter) and the optimizer
-            # would happily step on NaN gradients, so check each micro-batch ourselves. All ranks
-            # must agree, or one would raise while the others hang in the next all-reduce.
-            bad = (~torch.isfinite(loss)).to(torch.float32).reshape(1)
-            if self.accelerator.num_processes > 1:
-                bad = self.accelerator.reduce(bad, reduction="sum")
-            if bad.item() > 0:
-                step = self.state.global_step + 1
-                last = _latest_checkpoint(Path(self.args.output_dir))
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at step {step}; training stopped without writing "
-                    f"an adapter. Last good checkpoint: {last or 'none yet'} (lower --learning-rate, "
-                    f"then --resume or restart)"
-                )
-            self.tokens_trained += int(tokens)
-            return loss
-
-    return CompletionTrainer
+class NonFiniteError(UserError):
+    """A gradient, loss or weight became NaN/inf; the run stops before writing anything from it."""
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
 
-    if not folder.is_dir():
-        return None
-    found = get_last_checkpoint(str(folder))
-    return Path(found) if found else None
+class CompletionTrainer(Trainer):
+    """Trainer with a deterministic length-grouped sampler, a non-finite guard before every
+    optimizer step and every save, and whole-run totals (loss, real tokens, seconds) that survive
+    a resume."""
+
+    def __init__(self, *args, length_sampler: LengthGroupedSampler | None = None,
+                 previous: dict[str, Any] | None = None, run_settings: dict[str, Any] | None = None,
+                 schedule_changes: dict[str, list[Any]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.length_sampler = length_sampler
+        self.previous = previous or {}  # totals of the run up to the resumed checkpoint
+        self.run_settings = run_settings or {}
+        self.schedule_changes = schedule_changes or {}
+        self.fresh_groups: list[dict[str, float]] = []
+        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._tokens = torch.zeros((), dtype=torch.int64)
+        self._step_loss = torch.zeros((), dtype=torch.float64)
+        self._segment_start = time.perf_counter()
+        self.add_callback(_RunBookkeeping(self))
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.length_sampler is not None:
+            return self.length_sampler
+        # Seeded by (seed, epoch) through set_epoch, so resume reproduces the order too.
+        return super()._get_train_sampler(train_dataset)
+
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        # This run's own lr / weight decay per group, before a resume loads the checkpoint's.
+        self.fresh_groups = [{"lr": g["lr"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+        return optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        device = inputs["attention_mask"].device
+        if self._loss_sum.device != device:
+            self._loss_sum, self._tokens, self._step_loss = (
+                t.to(device) for t in (self._loss_sum, self._tokens, self._step_loss))
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # On-device sums: no host sync per micro-batch; read at saves, at the end, or on failure.
+        self._tokens += inputs["attention_mask"].sum()
+        self._step_loss += loss.detach().to(torch.float64)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # The Trainer computes this norm (over all processes) just before optimizer.step(); a NaN
+        # or inf here means the step would poison every LoRA weight, so stop now. Every process
+        # sees the same norm, so all stop together instead of one hanging in a collective.
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if not math.isfinite(float(norm)):
+            step_loss = float(self._step_loss)
+            what = (f"non-finite loss ({step_loss})" if not math.isfinite(step_loss)
+                    else f"non-finite gradient norm ({float(norm)}; the loss, {step_loss:.4f}, is finite)")
+            raise NonFiniteError(f"{what} at step {self.state.global_step + 1}; training stopped before the "
+                                 f"optimizer step, nothing written from it. {self._advice()}")
+        self._loss_sum += self._step_loss
+        self._step_loss.zero_()
+        return norm
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # Every process calls this (FSDP gathers the full state dict here), so the check is collective.
+        bad = non_finite_tensors({n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad})
+        count = torch.tensor([float(len(bad))], device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            count = self.accelerator.reduce(count, reduction="sum")
+        if count.item() > 0:
+            raise NonFiniteError(f"{int(count.item())} LoRA weight tensor(s) are non-finite after step "
+                                 f"{self.state.global_step} (e.g. {bad[:1] or 'on another process'}); "
+                                 f"{output_dir} not written. {self._advice()}")
+        return super().save_model(output_dir, _internal_call)
+
+    def _advice(self) -> str:
+        last = last_good_checkpoint(Path(self.args.output_dir))
+        return (f"Last good checkpoint: {last or 'none yet'} (lower --learning-rate, then "
+                f"{'--resume' if last else 'restart'})")
+
+    def totals(self) -> dict[str, float]:
+        """Loss sum, real tokens and training seconds of the whole run (all processes, all segments)."""
+        sums = torch.stack([self._loss_sum.to(torch.float64), self._tokens.to(torch.float64)])
+        if self.accelerator.num_processes > 1:
+            sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
+            sums[0] /= self.accelerator.num_processes  # each process's loss is a mean over its own batch
+        return {
+            "loss_sum": float(sums[0]) + self.previous.get("loss_sum", 0.0),
+            "tokens": int(sums[1]) + self.previous.get("tokens", 0),
+            "seconds": time.perf_counter() - self._segment_start + self.previous.get("seconds", 0.0),
+        }
+
+
+class _RunBookkeeping(TrainerCallback):
+    """Applies a resumed run's new schedule; marks each checkpoint complete with the run's totals."""
+
+    def __init__(self, trainer: CompletionTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        # Runs after the Trainer loaded the checkpoint's optimizer and scheduler, whose state holds
+        # the old learning rate and weight decay: put this run's values back.
+        if self.trainer.schedule_changes and optimizer is not None and self.trainer.fresh_groups:
+            apply_schedule(optimizer, lr_scheduler, self.trainer.fresh_groups)
+        self.trainer._segment_start = time.perf_counter()
+
+    def on_save(self, args, state, control, **kwargs):
+        totals = self.trainer.totals()  # collective: every process takes part
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_json(folder / PROGRESS_FILE, {"global_step": state.global_step, **totals,
+                                                "settings": self.trainer.run_settings})
+
+
+def apply_schedule(optimizer, scheduler, groups: Sequence[dict[str, float]]) -> None:
+    """Give a resumed optimizer this run's peak lr and weight decay, at the checkpoint's step of
+    this run's schedule (the schedule's shape already comes from this run's arguments)."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        raise UserError(f"--resume: cannot apply a changed schedule to {type(scheduler).__name__}; "
+                        "keep the checkpoint's settings or start a new --output-dir")
+    scheduler.base_lrs = [g["lr"] for g in groups]
+    for group, fresh, fn in zip(optimizer.param_groups, groups, scheduler.lr_lambdas, strict=True):
+        group["initial_lr"] = fresh["lr"]
+        group["weight_decay"] = fresh["weight_decay"]
+        group["lr"] = fresh["lr"] * fn(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # what get_last_lr() reports
 
 
 def _device_settings() -> dict[str, Any]:
@@ -249,42 +403,69 @@ def _device_settings() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- run
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    from transformers import TrainingArguments
+@dataclasses.dataclass
+class TrainData:
+    train: Any
+    eval: Any | None
+    sampler: LengthGroupedSampler | None
+    non_padding_fraction: float
 
-    from codelora import hub
-    from codelora.modeling import (
-        add_lora,
-        compute_dtype,
-        count_parameters,
-        load_base_model,
-        load_tokenizer,
-        resolve_load_in_4bit,
-    )
 
-    if int(os.environ.get("RANK", "0")) > 0:
-        logging.getLogger("codelora").setLevel(logging.WARNING)  # one copy of each log line under DDP
-    out = Path(cfg.output_dir)
-    ckpt_dir = out / "checkpoints"
-    check_writable_parent(out / "adapter")
-    # Credentials first: a rejected token must fail now, not after hours of training.
-    token = hub.check_push_access(cfg.push_to_hub) if cfg.push_to_hub else None
-    resume_from = None
-    existing = _latest_checkpoint(ckpt_dir)
-    if cfg.resume:
-        resume_from = existing
-        if resume_from is None:
-            log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
-        else:
-            log.info("resuming from %s", resume_from)
-    elif existing is not None:
-        raise UserError(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
-                        f"or choose another --output-dir")
+@dataclasses.dataclass
+class ResumePlan:
+    checkpoint: Path | None = None
+    previous: dict[str, Any] = dataclasses.field(default_factory=dict)
+    changes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
-    seed_everything(cfg.seed)
+
+def world_size() -> int:
+    """Processes of this run: torchrun/accelerate set WORLD_SIZE in each."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def parallelism() -> str:
+    from codelora.modeling import uses_fsdp
+
+    if world_size() == 1:
+        return "single process"
+    return "FSDP" if uses_fsdp() else "DDP"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def plan_resume(cfg: TrainConfig, ckpt_dir: Path) -> ResumePlan:
+    """Which checkpoint to continue (if any) and what changed; refuses an impossible resume."""
+    partial = incomplete_checkpoints(ckpt_dir)
+    existing = latest_checkpoint(ckpt_dir)
+    if cfg.resume == "no":
+        if existing is not None or partial:
+            raise UserError(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
+                            f"or choose another --output-dir")
+        return ResumePlan()
+    if partial and is_main_process():
+        # Left by a crash during a save (no PROGRESS_FILE): unusable, and the Trainer's rotation
+        # could otherwise keep them over a good one. Removed before anything else is written.
+        for path in partial:
+            log.warning("removing %s: its save never finished (interrupted run)", path)
+            shutil.rmtree(path, ignore_errors=True)
+    if existing is None:
+        if cfg.resume == "yes":
+            raise UserError(f"--resume: no complete checkpoint in {ckpt_dir} (wrong --output-dir?); "
+                            f"use --resume auto to start from scratch when there is none")
+        log.info("--resume auto: no checkpoint in %s, starting from scratch", ckpt_dir)
+        return ResumePlan()
+    previous = read_progress(existing)
+    changes = resume_changes(previous.get("settings", {}), settings_of(cfg, world_size()), existing)
+    log.info("resuming from %s%s", existing, "".join(
+        f"; {k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+    return ResumePlan(existing, previous, changes)
+
+
+def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
+    """Tokenized train/eval splits, the length-grouped sampler, and the padding it leaves."""
     dsd = load_prepared_dataset(cfg.dataset)
-    tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
-    tokenizer.padding_side = "right"  # training pads on the right; generation code pads left itself
     train_raw = dsd["train"]
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_raw):
         train_raw = train_raw.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
@@ -294,45 +475,66 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     eval_ds = None
     if "validation" in dsd and len(dsd["validation"]) > 0:
         val = dsd["validation"]
-        if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(val):
-            val = val.shuffle(seed=cfg.seed).select(range(cfg.max_eval_samples))
+        limit = resolve_max_eval_samples(cfg.max_eval_samples, on_gpu)
+        if limit and limit < len(val):
+            val = val.shuffle(seed=cfg.seed).select(range(limit))
         eval_ds = tokenize_split(val, tokenizer, cfg.max_length, "validation")
-        # Eval order is irrelevant to the loss: sorting by length makes its padding nearly free.
-        eval_ds = eval_ds.sort("length", reverse=True)
+        # Eval order is irrelevant to the loss: longest first makes its padding nearly free.
+        lengths = eval_ds["length"]
+        eval_ds = eval_ds.select(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
+        if len(eval_ds) == 0:
+            eval_ds = None
     else:
         log.warning("no validation split: eval loss will not be computed")
 
-    on_gpu = torch.cuda.is_available()
-    quantized = resolve_load_in_4bit(cfg.load_in_4bit)
-    dtype = compute_dtype()
-    device_map = None
-    if on_gpu:
-        # Each DDP process loads its own copy onto its own GPU (4-bit weights cannot be moved later).
-        device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = load_base_model(cfg.base_model, load_in_4bit=quantized, dtype=dtype,
-                            trust_remote_code=cfg.trust_remote_code, device_map=device_map)
-    model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                     targets=cfg.target_modules, quantized=quantized,
-                     gradient_checkpointing=cfg.gradient_checkpointing)
-    trainable, total = count_parameters(model)
-
     lengths = train_ds["length"]
-    multiple_of = 8 if on_gpu else None  # tensor-core friendly shapes on GPU; no gain on CPU
     sampler = LengthGroupedSampler(lengths, cfg.batch_size, cfg.seed) if cfg.group_by_length else None
     first_batches = sampler.batches() if sampler else [
         list(range(i, min(i + cfg.batch_size, len(lengths)))) for i in range(0, len(lengths), cfg.batch_size)
     ]
-    fill = non_padding_fraction(lengths, first_batches, multiple_of=multiple_of)
+    fill = non_padding_fraction(lengths, first_batches, multiple_of=pad_multiple(on_gpu))
     log.info("%d train examples, %s tokens; non-padding fraction %.3f (batch %d%s)", len(lengths),
              f"{sum(lengths):,}", fill, cfg.batch_size, ", length-grouped" if sampler else "")
+    return TrainData(train_ds, eval_ds, sampler, fill)
 
-    # transformers 5 takes the tensorboard directory from this variable only. Set it for this
-    # run and put the caller's value back afterwards: a second run in the same process (tests,
-    # the pipeline) must not log into the first run's directory.
-    saved_tb_dir = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
-    has_eval = eval_ds is not None and len(eval_ds) > 0
-    args = TrainingArguments(
+
+# Eval examples per evaluation when --max-eval-samples is not given. One eval of 200 examples
+# took ~30 minutes for a Phi-1.5-sized model on a 2-core CPU (fp32, batch 8 x 384); on a GPU it
+# takes seconds, so the CPU default is smaller and the eval loss noisier.
+DEFAULT_EVAL_SAMPLES = {"cuda": 200, "cpu": 40}
+
+
+def resolve_max_eval_samples(requested: int | None, on_gpu: bool) -> int | None:
+    """None: the device default; 0: the whole validation split."""
+    if requested is None:
+        return DEFAULT_EVAL_SAMPLES["cuda" if on_gpu else "cpu"]
+    return requested or None
+
+
+def pad_multiple(on_gpu: bool) -> int | None:
+    return 8 if on_gpu else None  # tensor-core friendly shapes on GPU; no gain on CPU
+
+
+def build_model(cfg: TrainConfig, quantized: bool):
+    """The base (4-bit or not) wrapped with fresh LoRA adapters."""
+    from codelora.modeling import add_lora, compute_dtype, load_base_model, uses_fsdp
+
+    device_map = None
+    if torch.cuda.is_available() and not uses_fsdp():
+        # Each DDP process loads its own copy onto its own GPU (4-bit weights cannot be moved
+        # later); under FSDP the wrapper places and shards the weights itself.
+        device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = load_base_model(cfg.base_model, load_in_4bit=quantized, dtype=compute_dtype(),
+                            trust_remote_code=cfg.trust_remote_code, device_map=device_map)
+    return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                    targets=cfg.target_modules, quantized=quantized,
+                    gradient_checkpointing=cfg.gradient_checkpointing)
+
+
+def training_arguments(cfg: TrainConfig, ckpt_dir: Path, quantized: bool, has_eval: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
@@ -363,70 +565,198 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         dataloader_drop_last=False,
         **_device_settings(),
     )
-    trainer = _trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds if has_eval else None,
-        data_collator=CompletionCollator(tokenizer.pad_token_id, multiple_of),
-        processing_class=tokenizer,
-        length_sampler=sampler,
-    )
-    start = time.perf_counter()
+
+
+@contextlib.contextmanager
+def tensorboard_dir(path: Path) -> Iterator[None]:
+    """transformers 5 takes the tensorboard directory from this variable only. Set it for this run
+    and put the caller's value back: a second run in the same process (tests, the pipeline) must
+    not log into the first run's directory."""
+    saved = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
     try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        yield
     finally:
-        if saved_tb_dir is None:
+        if saved is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
         else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = saved_tb_dir
-    runtime = time.perf_counter() - start
-    # The Trainer evaluates at the last step itself; evaluate again only if that did not happen.
-    evals = [row for row in trainer.state.log_history if "eval_loss" in row]
-    eval_loss = None
-    if has_eval:
-        last = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else None
-        eval_loss = float(last["eval_loss"] if last else trainer.evaluate()["eval_loss"])
+            os.environ["TENSORBOARD_LOGGING_DIR"] = saved
 
-    # Everything below is the main process's job; the others just wait for it.
-    tokens = trainer.tokens_trained
-    if trainer.accelerator.num_processes > 1:
-        tokens = int(trainer.accelerator.reduce(torch.tensor([tokens], device=trainer.args.device), "sum").item())
-    metrics = {
-        "train_loss": float(result.training_loss),
+
+def final_eval_loss(trainer: CompletionTrainer) -> float | None:
+    """The Trainer evaluates at the last step itself; evaluate again only if that did not happen."""
+    if trainer.eval_dataset is None:
+        return None
+    evals = [row for row in trainer.state.log_history if "eval_loss" in row]
+    last = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else None
+    return float(last["eval_loss"] if last else trainer.evaluate()["eval_loss"])
+
+
+def run_metrics(trainer: CompletionTrainer, data: TrainData, quantized: bool, plan: ResumePlan) -> dict[str, Any]:
+    """train_metrics.json: the whole run, across resumes (loss, tokens and throughput included)."""
+    from codelora.modeling import count_parameters
+
+    trainable, total = count_parameters(trainer.model)
+    totals = trainer.totals()
+    steps = trainer.state.global_step
+    eval_loss = final_eval_loss(trainer)
+    return {
+        "train_loss": totals["loss_sum"] / steps if steps else None,
         "eval_loss": eval_loss,
-        "global_step": trainer.state.global_step,
+        "global_step": steps,
         "epochs": trainer.state.epoch,
-        "train_runtime_s": runtime,
-        "train_tokens": tokens,
-        "train_tokens_per_second": tokens / runtime if runtime > 0 else None,
-        "non_padding_fraction": fill,
+        "train_runtime_s": totals["seconds"],
+        "train_tokens": totals["tokens"],
+        "train_tokens_per_second": totals["tokens"] / totals["seconds"] if totals["seconds"] > 0 else None,
+        "non_padding_fraction": data.non_padding_fraction,
+        "eval_examples": len(data.eval) if data.eval is not None else 0,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "load_in_4bit": quantized,
         "num_processes": trainer.accelerator.num_processes,
-        "resumed_from": str(resume_from) if resume_from else None,
+        "parallelism": "FSDP" if trainer.is_fsdp_enabled else parallelism(),
+        "resumed_from": str(plan.checkpoint) if plan.checkpoint else None,
+        "changed_on_resume": plan.changes or None,
         "log_history": trainer.state.log_history,
     }
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train, write OUTPUT_DIR (see the module docstring) and return train_metrics.json's content.
+    `callbacks`: extra transformers TrainerCallbacks (progress hooks, tests)."""
+    from codelora import hub
+    from codelora.modeling import load_tokenizer, resolve_load_in_4bit
+
+    if cfg.num_processes > 1 and world_size() == 1:
+        return launch(cfg)
+    if not is_main_process():
+        logging.getLogger("codelora").setLevel(logging.WARNING)  # one copy of each log line under DDP
+    log.info("training on %d process%s%s", world_size(), "es" if world_size() > 1 else "",
+             f" ({parallelism()}, {'GPUs' if torch.cuda.is_available() else 'CPU over gloo'})"
+             if world_size() > 1 else "")
+    out = Path(cfg.output_dir)
+    ckpt_dir = out / "checkpoints"
+    check_writable_parent(out / "adapter")
+    # Credentials first: a rejected token must fail now, not after hours of training.
+    token = hub.check_push_access(cfg.push_to_hub) if cfg.push_to_hub else None
+    plan = plan_resume(cfg, ckpt_dir)
+
+    seed_everything(cfg.seed)
+    on_gpu = torch.cuda.is_available()
+    tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
+    tokenizer.padding_side = "right"  # training pads on the right; generation code pads left itself
+    data = prepare_data(cfg, tokenizer, on_gpu)
+    quantized = resolve_load_in_4bit(cfg.load_in_4bit)
+    model = build_model(cfg, quantized)
+    with tensorboard_dir(out / "logs"):  # read when the TrainingArguments are built
+        trainer = CompletionTrainer(
+            model=model,
+            args=training_arguments(cfg, ckpt_dir, quantized, data.eval is not None),
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            data_collator=CompletionCollator(tokenizer.pad_token_id, pad_multiple(on_gpu)),
+            processing_class=tokenizer,
+            callbacks=list(callbacks),
+            length_sampler=data.sampler,
+            previous=plan.previous,
+            run_settings=settings_of(cfg, world_size()),
+            schedule_changes=plan.changes,
+        )
+        trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
+    metrics = run_metrics(trainer, data, quantized, plan)
+    save_adapter(trainer, out / "adapter", cfg.base_model)
     if trainer.is_world_process_zero():
-        _write_outputs(cfg, out, trainer.model, tokenizer, metrics, quantized)
+        _write_outputs(cfg, out, metrics, quantized)
         if cfg.push_to_hub:
             _push(cfg, out / "adapter", metrics, quantized, token)
     trainer.accelerator.wait_for_everyone()
     return metrics
 
 
-def _write_outputs(cfg: TrainConfig, out: Path, model, tokenizer, metrics: dict[str, Any], quantized: bool) -> None:
+def save_adapter(trainer: CompletionTrainer, dest: Path, base_model: str) -> None:
+    """adapter_config.json + adapter_model.safetensors + tokenizer into `dest`, atomically, with
+    the base's weights fingerprint (merge_lora.py refuses another base).
+
+    Every process calls this: under FSDP, save_model gathers the full adapter from all of them
+    (and refuses non-finite weights); the main process writes and moves the result into place.
+    """
+    from codelora.modeling import BASE_IDENTITY_FILE, weights_fingerprint
+
+    staging = dest.with_name(f".{dest.name}.partial")
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if main:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml says the same
+        write_json(staging / BASE_IDENTITY_FILE, {"base_model": base_model,
+                                                  "weights_fingerprint": weights_fingerprint(base_model)})
+        with atomic_dir(dest) as tmp:
+            for item in staging.iterdir():
+                os.replace(item, tmp / item.name)
+        staging.rmdir()
+    trainer.accelerator.wait_for_everyone()
+
+
+def _write_outputs(cfg: TrainConfig, out: Path, metrics: dict[str, Any], quantized: bool) -> None:
     from codelora.plots import plot_loss_curve
 
-    with atomic_dir(out / "adapter") as tmp:
-        model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors only
-        tokenizer.save_pretrained(tmp)
-    save_config(cfg, out / "config.yaml", resolved={"load_in_4bit": quantized})
+    resolved = {"load_in_4bit": quantized, "eval_examples": metrics["eval_examples"]}  # the device defaults
+    if metrics["resumed_from"]:
+        resolved.update(resumed_from=metrics["resumed_from"], changed_on_resume=metrics["changed_on_resume"])
+    save_config(cfg, out / "config.yaml", resolved=resolved)
     write_json(out / "train_metrics.json", metrics)
     plot_loss_curve(metrics["log_history"], out / "loss_curve.png", title=f"{cfg.base_model} on {cfg.dataset}")
-    log.info("adapter written to %s (train loss %.4f, eval loss %s)", out / "adapter", metrics["train_loss"],
-             f"{metrics['eval_loss']:.4f}" if metrics["eval_loss"] is not None else "n/a")
+    eval_loss = f"{metrics['eval_loss']:.4f}" if metrics["eval_loss"] is not None else "n/a"
+    tps = metrics["train_tokens_per_second"]
+    log.info("adapter written to %s: %d steps, train loss %.4f, eval loss %s, %s tokens in %.0f s "
+             "(%s tokens/s)%s", out / "adapter", metrics["global_step"], metrics["train_loss"], eval_loss,
+             f"{metrics['train_tokens']:,}", metrics["train_runtime_s"], f"{tps:,.0f}" if tps else "n/a",
+             f", whole run (resumed from {Path(metrics['resumed_from']).name})" if metrics["resumed_from"] else "")
+
+
+# ---------------------------------------------------------------------------------- multi-process
+
+
+def launch(cfg: TrainConfig) -> int:
+    """Rerun this training under `accelerate launch` with cfg.num_processes processes.
+
+    `accelerate launch --num_processes N` alone starts ONE process on a CPU machine (its simple
+    launcher needs MPI); `--multi_gpu` goes through torchrun, which works on GPUs (NCCL) and, with
+    ACCELERATE_USE_CPU=1, on the CPU (gloo). An --accelerate-config file (FSDP) replaces those flags.
+    """
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    from codelora.config import config_to_dict
+
+    n = cfg.num_processes
+    env = dict(os.environ)
+    if cfg.accelerate_config:
+        if not Path(cfg.accelerate_config).is_file():
+            raise UserError(f"--accelerate-config {cfg.accelerate_config}: no such file")
+        flags = ["--config_file", cfg.accelerate_config]
+    else:
+        flags = ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "1"
+        # N processes share the cores: without this each starts one thread per core and they thrash.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    elif torch.cuda.device_count() < n:
+        raise UserError(f"--num-processes {n}: only {torch.cuda.device_count()} GPU(s) visible")
+    with tempfile.TemporaryDirectory(prefix="codelora-launch-") as tmp:
+        config_file = Path(tmp) / "train.yaml"
+        config_file.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "--num_processes", str(n),
+               "-m", "codelora.cli", "train", "--config", str(config_file)]
+        log.info("launching %d processes: %s", n, " ".join(cmd))
+        code = subprocess.run(cmd, env=env).returncode
+    if code:
+        raise UserError(f"the {n}-process run failed (exit {code}); its errors are above")
+    return 0
 
 
 def _push(cfg: TrainConfig, adapter_dir: Path, metrics: dict[str, Any], quantized: bool, token: str | None) -> None:

@@ -99,6 +99,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        _apply_umask(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -109,6 +110,15 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give files written into `folder` by libraries that create them 0600 (safetensors does) the
+    permissions the umask gives every other output, keeping any execute bits."""
+    mask = _umask()
+    for item in folder.rglob("*"):
+        if item.is_file() and not item.is_symlink():
+            os.chmod(item, (item.stat().st_mode & 0o777 | 0o666) & ~mask)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -67,3 +67,15 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("extra", ["trian:\n  lora_r: 4\n", "max_steps: 5\n"])
+def test_sectioned_yaml_refuses_unknown_top_level_keys(tmp_path, extra):
+    """A misspelled section (`trian:`) or a flat key beside sections was silently ignored."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("parse:\n  max_bytes: 5000\n" + extra)
+    bad = extra.split(":")[0]
+    for cls, section in ((ParseConfig, "parse"), (TrainConfig, "train")):
+        with pytest.raises(UserError, match=f"unknown top-level key '{bad}'") as err:
+            parse_config(cls, ["--config", str(cfg_file)], "p", "", "", section)
+        assert "train" in str(err.value)  # names the sections that exist

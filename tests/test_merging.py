@@ -45,8 +45,17 @@ def test_merged_model_reproduces_base_plus_adapter(tiny_model_dir, adapter_dir, 
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import os
+    import stat
+
     out = tmp_path / "merged"
-    assert merging.main(["--adapter", str(adapter_dir), "--output", str(out)]) == 0
+    old_umask = os.umask(0o022)
+    try:
+        assert merging.main(["--adapter", str(adapter_dir), "--output", str(out)]) == 0
+    finally:
+        os.umask(old_umask)
+    # safetensors creates files 0600; the merged model follows the umask like the other outputs.
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "merge_config.yaml"):
         assert (out / name).is_file(), name
     weights = load_file(out / "model.safetensors")
@@ -122,8 +131,37 @@ def test_adapter_for_another_base_is_refused(adapter_dir, tmp_path, tiny_tokeniz
     out = tmp_path / "merged"
     code = merging.main(["--adapter", str(adapter_dir), "--base-model", str(other_base), "--output", str(out)])
     assert code == 2
-    assert "does not fit base model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not fit base model" in err
+    # The detail, not just peft's header line: which tensor, and the two shapes.
+    assert ("size mismatch for" in err and "torch.Size" in err) or "LoRA tensors" in err
     assert not out.exists()
+
+
+def test_a_same_shaped_but_different_base_is_refused_unless_forced(adapter_dir, tmp_path, tiny_tokenizer, capsys):
+    """Same architecture, other weights: it loaded, warned, and said "verified"."""
+    from codelora.modeling import make_tiny_phi
+
+    other_base = tmp_path / "same-shape"
+    make_tiny_phi(tiny_tokenizer, other_base, seed=7, hidden_size=32, layers=2, heads=4)
+    out = tmp_path / "merged"
+    assert merging.main(["--adapter", str(adapter_dir), "--base-model", str(other_base), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not the base this adapter was trained on" in err and "--force" in err and str(other_base) in err
+    assert not out.exists()
+    assert merging.main(["--adapter", str(adapter_dir), "--base-model", str(other_base), "--output", str(out),
+                         "--force"]) == 0
+    assert (out / "model.safetensors").is_file()
+
+
+def test_a_corrupt_adapter_file_is_named(adapter_dir, tmp_path, capsys):
+    bad = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, bad)
+    weights = bad / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated download
+    assert merging.main(["--adapter", str(bad), "--output", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert str(weights) in err and "corrupt" in err and not (tmp_path / "merged").exists()
 
 
 def test_adapter_config_naming_another_base(adapter_dir, tmp_path, tiny_tokenizer, capsys):

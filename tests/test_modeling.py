@@ -18,8 +18,9 @@ def test_tokenizer_gets_a_pad_token_without_losing_eos(tiny_tokenizer_dir):
     assert ids[-1] == tok.eos_token_id
 
 
-def test_cpu_policy_is_fp32_without_quantization():
-    assert not torch.cuda.is_available()  # these machines; the GPU branch is exercised by bench/train_gpu.py
+def test_cpu_policy_is_fp32_without_quantization(monkeypatch):
+    # The policy for a machine without CUDA, whatever machine runs the test (it asserted "no GPU").
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert modeling.compute_dtype() == torch.float32
     assert modeling.resolve_load_in_4bit(None) is False
     assert modeling.resolve_load_in_4bit(True) is True
@@ -69,3 +70,30 @@ def test_add_lora_freezes_the_base_and_counts(tiny_model_dir, caplog):
     assert total == total_before + trainable
     assert all(("lora_" in n) == p.requires_grad for n, p in peft_model.named_parameters())
     assert f"trainable {trainable:,} / {total:,}" in caplog.text
+
+
+def test_gpu_policy_is_bf16_or_fp16_with_4bit(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert modeling.compute_dtype() == torch.bfloat16 and modeling.resolve_load_in_4bit(None) is True
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    with caplog.at_level("WARNING", logger="codelora"):
+        assert modeling.compute_dtype() == torch.float16
+    assert "does not support bf16" in caplog.text
+
+
+def test_4bit_weights_are_stored_in_the_compute_dtype_under_fsdp(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert modeling.quantization_config(torch.bfloat16).bnb_4bit_quant_storage == torch.uint8  # bitsandbytes' default
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+    assert modeling.quantization_config(torch.bfloat16).bnb_4bit_quant_storage == torch.bfloat16
+
+
+def test_bitsandbytes_kernels_notice_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    bnb_log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level("WARNING"):
+        bnb_log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'")
+        bnb_log.warning("some other bitsandbytes problem")
+    assert "kernels-community" not in caplog.text and "some other bitsandbytes problem" in caplog.text

@@ -60,7 +60,7 @@ def _preprocess(cfg: PreprocessConfig):
 def _train(cfg: TrainConfig):
     out = Path(cfg.output_dir)
     ckpts = out / "checkpoints"
-    if ckpts.is_dir() and any(ckpts.iterdir()) and not cfg.resume:
+    if ckpts.is_dir() and any(ckpts.iterdir()) and cfg.resume == "no":
         raise UserError(f"{ckpts} already holds checkpoints: pass --resume")  # as training.py does
     if code := CRASH.pop("train", None):
         (ckpts / "checkpoint-5").mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def _train(cfg: TrainConfig):
     data = json.loads((Path(cfg.dataset) / "data.json").read_text())
     with atomic_dir(out / "adapter") as tmp:
         write_json(
-            tmp / "adapter.json", {"lr": cfg.learning_rate, "examples": data["n"], "resumed": cfg.resume}
+            tmp / "adapter.json", {"lr": cfg.learning_rate, "examples": data["n"], "resumed": cfg.resume != "no"}
         )
 
 
