@@ -318,6 +318,9 @@ def run(cfg) -> int:
     for model in cfg.models:
         timing[model] = generate_missing(model, tasks, data, cfg, out)
     summary_tasks, rows = score_all(tasks, data, cfg, out)
+    from codelora.memorization import benchmark_memorization
+
+    memorization = benchmark_memorization(cfg.dataset, rows, cfg.models)  # also adds per-row figures
     for name, task_rows in rows.items():
         write_jsonl(out / "examples" / f"{name}.jsonl", task_rows)
     summary = {
@@ -329,6 +332,7 @@ def run(cfg) -> int:
         "generation": {"num_beams": cfg.num_beams, "do_sample": cfg.do_sample, "seed": cfg.seed,
                        "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True},
         "timing": timing,
+        "memorization": memorization,
         "sample": cfg.sample,
         "delta_ci95": f"paired bootstrap over examples, {BOOTSTRAP_RESAMPLES} resamples, percentile 95% "
                       "interval of the mean difference (ES, EM, pass@1; not corpus BLEU)",

@@ -191,19 +191,25 @@ def html_report(summary: dict, rows: dict[str, list[dict]], table_md: str, png: 
         parts += [_example_html(r, models, metric, d) for d, r in gains] or ["<p>none</p>"]
         parts.append("<h3 class='loss'>Worst losses</h3>")
         parts += [_example_html(r, models, metric, d) for d, r in losses] or ["<p>none</p>"]
+    from codelora.memorization import memorization_html
+
+    parts.append(memorization_html(summary))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write_reports(summary: dict, rows: dict[str, list[dict]], out: Path) -> str:
     """summary.json, results.md, scores.png, report.html under `out`; returns the table."""
+    from codelora.memorization import memorization_markdown
+
     table = markdown_table(summary)
+    memorized = memorization_markdown(summary)  # its own table, so not in the HTML score table
     write_json(out / "summary.json", summary)
     with atomic_file(out / "results.md") as handle:
-        handle.write(table)
+        handle.write(table + memorized)
     png = bar_chart_png(summary)
     with atomic_file(out / "scores.png", "wb") as handle:
         handle.write(png)
     with atomic_file(out / "report.html") as handle:
         handle.write(html_report(summary, rows, table, png))
-    return table
+    return table + memorized
