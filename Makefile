@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench kotlin lint clean
+.PHONY: venv demo demo-python test bench kotlin lint clean
 
 venv: $(STAMP)
 
@@ -17,9 +17,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# The offline demo on the embedded default corpus (see README).
-demo: venv
+# The offline demo on JetBrains' Kotlin from the installed compiler's sources jars (see README);
+# demo-python: the same on Python (the interpreter's stdlib, then parts of torch).
+demo: venv kotlin
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo
+
+demo-python: venv
+	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-python.yaml
 
 test: venv kotlin
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -1,25 +1,28 @@
-"""`make demo`: the whole pipeline, offline, on real code that every demo machine has.
+"""`make demo`: the whole pipeline, offline, on JetBrains' own Kotlin.
 
-There is no Hub offline, so no microsoft/phi-1_5 and no JetBrains/kotlin. The demo mirrors the real
-run with two corpora that `make demo` guarantees, each committed into a local git repository under
-.demo/ with a fixed identity and date:
+There is no Hub offline, so no microsoft/phi-1_5 and no clone of JetBrains/kotlin. The demo mirrors
+the real run with two slices of JetBrains/kotlin that every demo machine has after `make kotlin`:
+the `lib/*-sources.jar` files of the Kotlin compiler it installs (.tools/kotlinc). Each corpus is
+committed into a local git repository under .demo/ with a fixed identity and date, so
+parse_data.py clones it like a remote:
 
-- the base model's "general code" is the running interpreter's standard library (~10 MB of .py
-  files without its tests): the bootstrap stage trains a BPE tokenizer on it and pretrains a tiny
-  PhiForCausalLM for a few minutes, a stand-in for a pretrained code model;
-- the finetuning target, the stand-in for one project's repository, is a part of the torch package
-  that requirements.txt pins (`torch/_dynamo`, `torch/fx`, `torch/distributed`: ~12 MB, ~560
-  files). It is cloned by parse_data.py like a remote, split by file, finetuned on with LoRA, and
-  the benchmark compares base and finetuned on its held-out files.
+- the base model's "general code" is Kotlin's standard library (kotlin-stdlib, the JS-only files
+  of kotlin-stdlib-js, kotlin-test): the bootstrap stage trains a BPE tokenizer on it and
+  pretrains a tiny PhiForCausalLM for a few minutes, a stand-in for a pretrained code model;
+- the finetuning target, the stand-in for one project's repository, is kotlin-reflect and
+  kotlin-metadata-jvm (~475 files): split by file, finetuned on with LoRA, and the benchmark
+  compares base and finetuned on its held-out files.
 
-The two corpora share no file, and their styles differ the way a project's do from general code
-(type annotations, black formatting, torch idioms), which is what finetuning is for. A stdlib-only
-demo (pretrain on some packages, finetune on the others) moved held-out ES by only +0.6: more of
-the same text teaches a tiny model little in three minutes.
+The two corpora share no file (byte-identical files are dropped from the target), so the held-out
+files are unseen by the base as well as by the finetune. `configs/demo-python.yaml` (`make
+demo-python`) is the same demo on Python: the interpreter's standard library for the base, parts
+of the installed torch (`_dynamo`, `fx`, `distributed`) as the project. After the table the demo
+prints what the gain is made of: layout (line breaks, indentation) against content, and the
+gain on completions that occur neither in the finetuning train split nor in the base's corpus.
 
-    python -m codelora.demo                        # run (or continue) the demo pipeline
+    python -m codelora.demo                        # run (or continue) the Kotlin demo
     python -m codelora.demo --force                # redo every stage
-    python -m codelora.demo --config my-demo.yaml  # another config with the same corpora
+    python -m codelora.demo --config configs/demo-python.yaml   # the Python demo
 
 `build_stdlib_repo` and `ensure_demo_tokenizer` are also used by bench/preprocess.py.
 """
@@ -27,18 +30,19 @@ the same text teaches a tiny model little in three minutes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
 import os
-import shutil
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
-from codelora.utils import UserError, atomic_dir, setup_logging
+from codelora.utils import UserError, atomic_dir, atomic_file, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,17 @@ _COMMIT_ENV = {
 # The finetuning target: parts of the installed torch package with little code copied between
 # files (torch/nn and torch/ao/nn, say, mirror each other and would leak across a file split).
 TARGET_SUBPACKAGES = ("_dynamo", "fx", "distributed")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The Kotlin demo's corpora: JetBrains' own Kotlin, shipped as `lib/<jar>-sources.jar` in the npm
+# package kotlin-compiler that `make kotlin` installs. The base is pretrained on the standard
+# library (common + JVM code, the JS-only files, kotlin.test); the finetuning target is the
+# reflection library and kotlinx-metadata: another code base by the same authors, with its own
+# vocabulary (descriptors, protobuf metadata, K1/K2 symbols). The two share no file; measured when
+# choosing them, a target file has on average 2% of its long (> 25 characters, not import or
+# comment) lines in the pretraining corpus.
+KOTLIN_LIB = PROJECT_ROOT / ".tools" / "kotlinc" / "lib"
+KOTLIN_PRETRAIN_JARS = ("kotlin-stdlib", "kotlin-stdlib-js", "kotlin-test", "kotlin-test-js")
+KOTLIN_TARGET_JARS = ("kotlin-reflect", "kotlin-metadata-jvm")
 _MARKER = "codelora-corpus-repo.json"  # inside .git/, so it is not part of the corpus
 _TOKENIZER_MARKER = "codelora-corpus.json"  # what the saved demo tokenizer was trained on
 
@@ -107,8 +122,13 @@ def target_files(src: Path | None = None, max_files: int | None = None) -> list[
     return _pick(files, max_files)
 
 
-def _build_repo(dest: Path, src: Path, files: list[Path], identity: dict, message: str) -> Path:
-    """A git repository at `dest` holding `src`/`files`, committed; reused when `identity` matches."""
+def _read_files(src: Path, files: list[Path]) -> dict[str, bytes]:
+    return {rel.as_posix(): (src / rel).read_bytes() for rel in files}
+
+
+def _build_repo(dest: Path, files: Mapping[str, bytes], identity: dict, message: str) -> Path:
+    """A git repository at `dest` holding `files` (relative path -> content), committed; reused
+    when `identity` matches the one it was built with."""
     import git
 
     marker = dest / ".git" / _MARKER
@@ -116,12 +136,12 @@ def _build_repo(dest: Path, src: Path, files: list[Path], identity: dict, messag
         log.info("reusing the demo corpus repository %s", dest)
         return dest
     if not files:
-        raise UserError(f"no .py files found under {src}")
+        raise UserError(f"no source files for the demo corpus {dest}")
     with atomic_dir(dest) as tmp:
-        for rel in files:
+        for rel, content in files.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / rel, target)
+            target.write_bytes(content)
         repo = git.Repo.init(tmp, initial_branch="main")
         try:
             repo.git.add("-A")
@@ -138,7 +158,7 @@ def build_stdlib_repo(dest: str | Path, *, max_files: int | None = None) -> Path
     src = stdlib_dir()
     identity = {"python": sys.version, "stdlib": str(src), "max_files": max_files,
                 "excluded": sorted(EXCLUDED_PARTS)}
-    return _build_repo(Path(dest), src, stdlib_files(src, max_files), identity,
+    return _build_repo(Path(dest), _read_files(src, stdlib_files(src, max_files)), identity,
                        f"Python {sys.version.split()[0]} standard library")
 
 
@@ -150,8 +170,74 @@ def build_target_repo(dest: str | Path, *, max_files: int | None = None) -> Path
     torch_version = version("torch")
     identity = {"torch": torch_version, "package": str(pkg), "subpackages": list(TARGET_SUBPACKAGES),
                 "max_files": max_files, "excluded": sorted(EXCLUDED_PARTS)}
-    return _build_repo(Path(dest), pkg.parent, target_files(pkg, max_files), identity,
+    return _build_repo(Path(dest), _read_files(pkg.parent, target_files(pkg, max_files)), identity,
                        f"torch {torch_version}: {', '.join(TARGET_SUBPACKAGES)}")
+
+
+# ------------------------------------------------------------------------------ the Kotlin corpora
+
+
+def kotlin_lib_dir() -> Path:
+    """The lib/ folder of the Kotlin compiler that `make kotlin` installs (it holds the sources jars)."""
+    if not (KOTLIN_LIB / f"{KOTLIN_TARGET_JARS[0]}-sources.jar").is_file():
+        raise UserError(f"the Kotlin demo's corpora are the sources jars in {KOTLIN_LIB}, which is missing: "
+                        "run `make kotlin` (or `make demo`, which installs it)")
+    return KOTLIN_LIB
+
+
+def kotlin_sources(jars: Sequence[str], lib: Path | None = None, *,
+                   skip: Collection[bytes] = frozenset()) -> dict[str, bytes]:
+    """The `.kt` files of the named `<jar>-sources.jar`s as {"<jar>/<path>": content}.
+
+    A file whose content was already taken (from an earlier jar, or listed in `skip` as a sha256
+    digest) is left out: stdlib-js repeats 206 of stdlib's common files byte for byte.
+    """
+    lib = lib or kotlin_lib_dir()
+    seen, files = set(skip), {}
+    for jar in jars:
+        path = lib / f"{jar}-sources.jar"
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the installed Kotlin compiler has no {jar} sources")
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(archive.namelist()):
+                if not name.endswith(".kt"):
+                    continue
+                content = archive.read(name)
+                digest = hashlib.sha256(content).digest()
+                if digest not in seen and content.strip():
+                    seen.add(digest)
+                    files[f"{jar}/{name}"] = content
+    return files
+
+
+def _digests(files: Mapping[str, bytes]) -> set[bytes]:
+    return {hashlib.sha256(c).digest() for c in files.values()}
+
+
+def _jar_identity(jars: Sequence[str], lib: Path) -> dict[str, str]:
+    return {jar: hashlib.sha256((lib / f"{jar}-sources.jar").read_bytes()).hexdigest() for jar in jars}
+
+
+def _picked(files: dict[str, bytes], max_files: int | None) -> dict[str, bytes]:
+    return {p.as_posix(): files[p.as_posix()] for p in _pick([Path(k) for k in files], max_files)}
+
+
+def build_kotlin_pretrain_repo(dest: str | Path, *, max_files: int | None = None) -> Path:
+    """KOTLIN_PRETRAIN_JARS' Kotlin (the base model's pretraining text) as a git repository."""
+    lib = kotlin_lib_dir()
+    files = _picked(kotlin_sources(KOTLIN_PRETRAIN_JARS, lib), max_files)
+    identity = {"jars": _jar_identity(KOTLIN_PRETRAIN_JARS, lib), "max_files": max_files}
+    return _build_repo(Path(dest), files, identity, f"Kotlin sources: {', '.join(KOTLIN_PRETRAIN_JARS)}")
+
+
+def build_kotlin_target_repo(dest: str | Path, *, max_files: int | None = None) -> Path:
+    """KOTLIN_TARGET_JARS' Kotlin (the finetuning target) as a git repository; no file in it is
+    byte-identical to one of the pretraining corpus (none is today: the check keeps it so)."""
+    lib = kotlin_lib_dir()
+    pretrain = _digests(kotlin_sources(KOTLIN_PRETRAIN_JARS, lib))
+    files = _picked(kotlin_sources(KOTLIN_TARGET_JARS, lib, skip=pretrain), max_files)
+    identity = {"jars": _jar_identity((*KOTLIN_PRETRAIN_JARS, *KOTLIN_TARGET_JARS), lib), "max_files": max_files}
+    return _build_repo(Path(dest), files, identity, f"Kotlin sources: {', '.join(KOTLIN_TARGET_JARS)}")
 
 
 def ensure_demo_tokenizer(out_dir: str | Path, corpus_dir: str | Path, *, vocab_size: int = 4096,
@@ -197,33 +283,135 @@ def _corpus_id(corpus_dir: Path) -> str:
         return str(corpus_dir.resolve())
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+# What `python -m codelora.demo` can build, by the directory name a config gives it under .demo/.
+CORPORA: dict[str, Callable[..., Path]] = {
+    "stdlib-repo": build_stdlib_repo,
+    "pytorch-repo": build_target_repo,
+    "kotlin-stdlib-repo": build_kotlin_pretrain_repo,
+    "kotlin-reflect-repo": build_kotlin_target_repo,
+}
 
 
-def corpus_repo_paths(config: dict) -> tuple[Path, Path]:
-    """Where the config wants the stdlib repository (its one bootstrap input) and the target
-    repository (its one parse repo)."""
-    def one_local(section: str, key: str) -> Path:
+def corpus_repo_paths(config: dict) -> tuple[list[Path], Path]:
+    """The corpus repositories a demo config names: its bootstrap inputs (one or more) and its one
+    parse repo, each a local path whose directory name is one of CORPORA."""
+    def local_corpora(section: str, key: str) -> list[Path]:
         items = (config.get(section) or {}).get(key) or []
         items = [items] if isinstance(items, str) else items
-        if len(items) != 1 or "://" in items[0]:
-            raise UserError(f"the demo config's {section}.{key} must name one local path "
-                            f"(the {'stdlib' if section == 'bootstrap' else 'target'} repository)")
-        return Path(items[0])
+        paths = [Path(i) for i in items if "://" not in i and Path(i).name in CORPORA]
+        if not items or len(paths) != len(items) or (section == "parse" and len(items) != 1):
+            raise UserError(f"the demo config's {section}.{key} must name {'one' if section == 'parse' else 'only'} "
+                            f"local demo corpus path{'' if section == 'parse' else 's'} (directory names: "
+                            f"{', '.join(CORPORA)})")
+        return paths
 
-    return one_local("bootstrap", "inputs"), one_local("parse", "repo")
+    return local_corpora("bootstrap", "inputs"), local_corpora("parse", "repo")[0]
+
+
+# ------------------------------------------------------------------------------ what the gain is made of
+
+
+def _squash(text: str) -> str:
+    """The text with all whitespace runs made one space: what is left is content, not layout."""
+    return " ".join(text.split())
+
+
+def _layout(text: str) -> list[str]:
+    """Where a completion breaks lines and how it indents them: the leading whitespace of each of
+    its lines (the first line's is the prompt's line end when the completion starts with "\n")."""
+    return [line[: len(line) - len(line.lstrip())] for line in text.split("\n")]
+
+
+def _corpus_lines(base_model: Path) -> set[str]:
+    """The stripped lines of the files the base was pretrained on (its bootstrap.json lists them)."""
+    info = base_model / "bootstrap.json"
+    if not info.is_file():
+        return set()
+    lines: set[str] = set()
+    for name in json.loads(info.read_text(encoding="utf-8")).get("file_list", []):
+        path = Path(name)
+        if path.is_file():
+            lines.update(line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
+    return lines
+
+
+def _train_completions(dataset: Path) -> set[str]:
+    from datasets import load_from_disk
+
+    return set(load_from_disk(str(dataset))["train"]["completion"])
+
+
+def _row(label: str, base: list[float], tuned: list[float]) -> str:
+    from codelora.benchmarking import paired_bootstrap_ci
+
+    if not base:
+        return f"| {label} | 0 | n/a | n/a | n/a |"
+    b, t = sum(base) / len(base), sum(tuned) / len(tuned)
+    ci = paired_bootstrap_ci(base, tuned)
+    return (f"| {label} | {len(base)} | {b:.2f} | {t:.2f} | {t - b:+.2f}"
+            + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}] |" if ci else " |"))
+
+
+def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
+    """A markdown table that splits the held-out ES gain into layout and content, and shows it on
+    the windows whose reference the finetuned model cannot have memorized."""
+    from codelora.metrics import edit_similarity
+
+    summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
+    base, tuned = summary["models"][0], summary["models"][1]
+    rows = [json.loads(line) for line in (results / "examples" / "heldout.jsonl").read_text(encoding="utf-8").splitlines()]
+    preds = [(r["reference"], r["predictions"][base], r["predictions"][tuned]) for r in rows]
+    es = [(edit_similarity(b, ref), edit_similarity(t, ref)) for ref, b, t in preds]
+    content = [(edit_similarity(_squash(b), _squash(ref)), edit_similarity(_squash(t), _squash(ref)))
+               for ref, b, t in preds]
+    layout = [(100.0 * (_layout(b) == _layout(ref)), 100.0 * (_layout(t) == _layout(ref))) for ref, b, t in preds]
+    both_laid_out = [e for e, (lb, lt) in zip(es, layout) if lb and lt]
+    train, corpus = _train_completions(dataset), _corpus_lines(base_model)
+    in_train = [ref in train for ref, _, _ in preds]
+    in_corpus = [all(line.strip() in corpus for line in ref.split("\n") if line.strip()) for ref, _, _ in preds]
+    unseen = [e for e, a, c in zip(es, in_train, in_corpus) if not a and not c]
+
+    def pair(values):
+        return [v[0] for v in values], [v[1] for v in values]
+
+    n = len(preds)
+    lines = [
+        "| held-out windows | n | base | finetuned | Δ [95% CI] |",
+        "|---|---:|---:|---:|---:|",
+        _row("ES", *pair(es)),
+        _row("ES of the text with whitespace squashed (content)", *pair(content)),
+        _row("line breaks + indentation exactly right (%)", *pair(layout)),
+        _row("ES where both models get line breaks + indentation right", *pair(both_laid_out)),
+        _row("ES where the reference is in neither train nor the base's corpus", *pair(unseen)),
+        "",
+        f"Test completions also in the finetuning train split (verbatim): {sum(in_train)}/{n} "
+        f"({100 * sum(in_train) / max(1, n):.1f}%); every line of it also in the base's pretraining "
+        f"corpus: {sum(in_corpus)}/{n} ({100 * sum(in_corpus) / max(1, n):.1f}%).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_breakdown(config: dict, results: Path) -> str:
+    """gain_breakdown for the config's dataset and baseline, also written to breakdown.md."""
+    bench = config.get("benchmark") or {}
+    text = "What the held-out gain is made of:\n\n" + gain_breakdown(
+        results, Path(bench.get("dataset", "")), Path(bench["models"][0]))
+    with atomic_file(results / "breakdown.md") as handle:
+        handle.write(text)
+    return text
 
 
 def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = None) -> int:
-    """Build the two corpus repositories, run the pipeline, print the benchmark table."""
+    """Build the corpus repositories, run the pipeline, print the benchmark table."""
     from codelora import pipeline
     from codelora.config import load_yaml
 
     config = load_yaml(config_path)
     t0 = time.perf_counter()
-    stdlib_repo, target_repo = corpus_repo_paths(config)
-    build_stdlib_repo(stdlib_repo, max_files=max_files)
-    build_target_repo(target_repo, max_files=max_files)
+    base_repos, target_repo = corpus_repo_paths(config)
+    for repo in (*base_repos, target_repo):
+        CORPORA[repo.name](repo, max_files=max_files)
     rc = pipeline.main(["--config", str(config_path), *(["--force"] if force else [])])
     if rc != 0:
         return rc
@@ -231,6 +419,7 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
     table = results / "results.md"
     if table.is_file():
         print(table.read_text(encoding="utf-8"))
+    print(write_breakdown(config, results))
     print(f"demo: done in {time.perf_counter() - t0:.0f} s; report: {results / 'report.html'}")
     return 0
 

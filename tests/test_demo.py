@@ -1,14 +1,17 @@
-"""The offline demo: its two corpora (the interpreter's stdlib, parts of the installed torch) as git
-repositories, a local tokenizer, and the whole pipeline end to end on small slices of both."""
+"""The offline demo: its corpora as git repositories (JetBrains' Kotlin from the sources jars of the
+installed compiler for `make demo`; the interpreter's stdlib and parts of the installed torch for
+`make demo-python`), a local tokenizer, the gain breakdown, and the whole Kotlin pipeline end to end
+on small slices of both corpora."""
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import yaml
 
-from datasets import load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 
 from codelora import demo
 from tests.conftest import git
@@ -50,17 +53,92 @@ def test_build_target_repo_holds_the_torch_subpackages(tmp_path):
     assert git(demo.build_target_repo(tmp_path / "u", max_files=25), "rev-parse", "HEAD") == sha
 
 
-def test_demo_config_must_name_one_local_repo_per_corpus(tmp_path, monkeypatch, capsys):
+def test_kotlin_corpora_come_from_the_sources_jars_and_share_no_file(tmp_path):
+    pretrain = demo.build_kotlin_pretrain_repo(tmp_path / "kotlin-stdlib-repo", max_files=30)
+    target = demo.build_kotlin_target_repo(tmp_path / "kotlin-reflect-repo", max_files=20)
+    tracked = {repo: git(repo, "ls-files").splitlines() for repo in (pretrain, target)}
+    assert len(tracked[pretrain]) == 30 and len(tracked[target]) == 20
+    for repo, jars in ((pretrain, demo.KOTLIN_PRETRAIN_JARS), (target, demo.KOTLIN_TARGET_JARS)):
+        assert all(p.endswith(".kt") and p.split("/")[0] in jars for p in tracked[repo])
+        assert len({p.split("/")[0] for p in tracked[repo]}) > 1  # spread over the jars, not the first one
+        assert git(repo, "status", "--porcelain") == ""
+        # each file is the jar entry, byte for byte
+        jar, _, name = tracked[repo][-1].partition("/")
+        with zipfile.ZipFile(demo.KOTLIN_LIB / f"{jar}-sources.jar") as archive:
+            assert (repo / tracked[repo][-1]).read_bytes() == archive.read(name)
+    # reproducible: the same commit from another build
+    assert (git(demo.build_kotlin_target_repo(tmp_path / "again", max_files=20), "rev-parse", "HEAD")
+            == git(target, "rev-parse", "HEAD"))
+    # over the full corpora: stdlib-js's byte-identical copies of stdlib files are dropped, and no
+    # finetuning file has the content of a pretraining file
+    full_pretrain = demo.kotlin_sources(demo.KOTLIN_PRETRAIN_JARS)
+    full_target = demo.kotlin_sources(demo.KOTLIN_TARGET_JARS, skip=demo._digests(full_pretrain))
+    with zipfile.ZipFile(demo.KOTLIN_LIB / "kotlin-stdlib-js-sources.jar") as archive:
+        js = [n for n in archive.namelist() if n.endswith(".kt")]
+    assert 0 < sum(p.startswith("kotlin-stdlib-js/") for p in full_pretrain) < len(js)
+    assert len(demo._digests(full_pretrain)) == len(full_pretrain)
+    assert not demo._digests(full_pretrain) & demo._digests(full_target)
+    assert len(full_target) > 400  # reflect + metadata: most of the ~475 .kt files
+
+
+def test_kotlin_demo_without_the_compiler_says_make_kotlin(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "KOTLIN_LIB", tmp_path / "no-kotlinc" / "lib")
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--config", str(demo.DEFAULT_CONFIG)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("demo: error: the Kotlin demo's corpora are the sources jars")
+    assert "run `make kotlin`" in err[0]
+    assert not (tmp_path / ".demo").exists()
+
+
+def test_demo_configs_name_their_corpora(tmp_path, monkeypatch, capsys):
     config = yaml.safe_load(demo.DEFAULT_CONFIG.read_text())
-    assert demo.corpus_repo_paths(config) == (Path(".demo/stdlib-repo"), Path(".demo/pytorch-repo"))
+    assert demo.corpus_repo_paths(config) == ([Path(".demo/kotlin-stdlib-repo")], Path(".demo/kotlin-reflect-repo"))
+    python = yaml.safe_load((demo.DEFAULT_CONFIG.parent / "demo-python.yaml").read_text())
+    assert demo.corpus_repo_paths(python) == ([Path(".demo/stdlib-repo")], Path(".demo/pytorch-repo"))
     config["parse"]["repo"] = ["https://github.com/JetBrains/kotlin"]
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     assert demo.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["demo: error: the demo config's parse.repo must name one local path (the target repository)"]
+    assert err == ["demo: error: the demo config's parse.repo must name one local demo corpus path (directory "
+                   "names: stdlib-repo, pytorch-repo, kotlin-stdlib-repo, kotlin-reflect-repo)"]
     assert not (tmp_path / ".demo").exists()  # refused before building anything
+
+
+def test_gain_breakdown_splits_layout_from_content(tmp_path):
+    """Four held-out windows with known predictions: the layout, content and seen/unseen numbers
+    are what they must be."""
+    corpus = tmp_path / "corpus.kt"
+    corpus.write_text("fun seen() = 1\n")
+    base_dir = tmp_path / "base"
+    base_dir.mkdir()
+    (base_dir / "bootstrap.json").write_text(json.dumps({"file_list": [str(corpus)]}))
+    dataset = tmp_path / "ds"
+    DatasetDict({"train": Dataset.from_dict({"completion": ["\n    return x"]})}).save_to_disk(str(dataset))
+    refs = ["\n    return x", "\n    val y = f(x)", "\nfun seen() = 1", "\n    if (a) b"]
+    base_preds = ["\nreturn x", "\n    val y = g(x)", "\nfun seen() = 2", ""]
+    tuned_preds = ["\n    return x", "\n  val   y = f(x)", "\nfun seen() = 1", "\n    if (a) b"]
+    results = tmp_path / "results"
+    (results / "examples").mkdir(parents=True)
+    (results / "summary.json").write_text(json.dumps({"models": ["b", "t"]}))
+    (results / "examples" / "heldout.jsonl").write_text("".join(
+        json.dumps({"reference": r, "predictions": {"b": pb, "t": pt}}) + "\n"
+        for r, pb, pt in zip(refs, base_preds, tuned_preds)))
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+            for line in demo.gain_breakdown(results, dataset, base_dir).splitlines() if line.startswith("| ")}
+    # layout right: base only window 2 and 3; tuned: 1, 3, 4 (window 2 indents by 2, not 4)
+    assert rows["line breaks + indentation exactly right (%)"][:3] == ["4", "50.00", "75.00"]
+    # with whitespace squashed, windows 1 and 2 are exact for the tuned model
+    content = rows["ES of the text with whitespace squashed (content)"]
+    assert content[0] == "4" and float(content[2]) == 100.0
+    assert rows["ES where both models get line breaks + indentation right"][0] == "1"
+    # window 1 is in train, window 3 in the base's corpus: two unseen windows remain
+    assert rows["ES where the reference is in neither train nor the base's corpus"][0] == "2"
+    text = demo.gain_breakdown(results, dataset, base_dir)
+    assert "in the finetuning train split (verbatim): 1/4 (25.0%)" in text
+    assert "base's pretraining corpus: 1/4 (25.0%)" in text
 
 
 def test_demo_tokenizer_trained_once(tmp_path):
@@ -76,12 +154,12 @@ def test_demo_tokenizer_trained_once(tmp_path):
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
-    """`make demo`'s code path on a scaled-down copy of configs/demo.yaml: corpus repo, bootstrap,
-    parse, preprocess, train, merge, benchmark; then the table and the report are there."""
+    """`make demo`'s code path on a scaled-down copy of configs/demo.yaml: the two Kotlin corpus
+    repos from the sources jars, bootstrap, parse, preprocess, train, merge, benchmark; then the
+    table, the gain breakdown and the report are there."""
     config = yaml.safe_load(demo.DEFAULT_CONFIG.read_text())
-    config["bootstrap"].update(inputs=[".demo/stdlib-repo"], vocab_size=300, hidden_size=32, layers=2,
-                               heads=2, seq_length=64, batch_size=4, steps=5, max_seconds=None)
-    config["parse"]["exclude_dirs"] = ["build"]
+    config["bootstrap"].update(vocab_size=300, hidden_size=32, layers=2, heads=2, seq_length=64, batch_size=4,
+                               steps=5, max_seconds=None)
     config["preprocess"].update(max_train_samples=64, num_proc=1, prompt_tokens=48, completion_tokens=16,
                                 stride=48)
     config["train"].update(max_steps=4, batch_size=4, eval_steps=2, save_steps=2, max_length=96)
@@ -91,16 +169,23 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
     out = capsys.readouterr().out
-    assert "heldout" in out and "demo: done" in out
+    assert "heldout" in out and "What the held-out gain is made of" in out and "demo: done" in out
     results = tmp_path / config["benchmark"]["output"]
     summary = json.loads((results / "summary.json").read_text())
-    assert summary["models"] == [".demo/base", ".demo/runs/pytorch/merged"]
+    assert summary["models"] == config["benchmark"]["models"]
+    assert summary["tasks"]["heldout"]["n"] == 6
     assert (results / "report.html").stat().st_size > 1000
-    assert (tmp_path / ".demo/runs/pytorch/merged/model.safetensors").is_file()
+    assert "| ES | 6 |" in (results / "breakdown.md").read_text()
+    merged = tmp_path / config["merge"]["output"] / "model.safetensors"
+    assert merged.is_file()
     dd = load_from_disk(str(tmp_path / config["preprocess"]["output"]))
     assert set(dd) == {"train", "validation", "test"} and len(dd["train"]) == 64
+    # the model learned from the Kotlin corpora: pretrained on the stdlib jars, finetuned on reflect/metadata
+    base_files = json.loads((tmp_path / config["bootstrap"]["output"] / "bootstrap.json").read_text())["file_list"]
+    assert base_files and all("kotlin-stdlib-repo/kotlin-" in f and f.endswith(".kt") for f in base_files)
+    assert {Path(p).parts[0] for p in dd["test"]["path"]} <= set(demo.KOTLIN_TARGET_JARS)
     # a second run finds every stage up to date and redoes nothing
-    stamp = (tmp_path / ".demo/runs/pytorch/merged/model.safetensors").stat().st_mtime_ns
+    stamp = merged.stat().st_mtime_ns
     assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
     assert capsys.readouterr().err.count(": up to date (") == 6  # the pipeline logs to stderr
-    assert (tmp_path / ".demo/runs/pytorch/merged/model.safetensors").stat().st_mtime_ns == stamp
+    assert merged.stat().st_mtime_ns == stamp

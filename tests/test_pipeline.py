@@ -353,15 +353,20 @@ def test_reference_config_is_the_kotlin_qlora_run():
     assert set(cfg["benchmark"].tasks) == {"heldout", "codexglue", "mceval-kotlin"}
 
 
-def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart():
-    plans = _plans("demo.yaml")
+@pytest.mark.parametrize("name, base_repo, target_repo", [
+    ("demo.yaml", ".demo/kotlin-stdlib-repo", ".demo/kotlin-reflect-repo"),
+    ("demo-python.yaml", ".demo/stdlib-repo", ".demo/pytorch-repo"),
+])
+def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart(name, base_repo, target_repo):
+    plans = _plans(name)
     cfg = {k: p.cfg for k, p in plans.items()}
     assert list(plans) == ["bootstrap", "parse", "preprocess", "train", "merge", "benchmark"]
     assert cfg["train"].base_model == str(plans["bootstrap"].artifact)
-    # The base pretrains on one repository and the finetune reads another (the stdlib and torch
-    # corpora, disjoint by construction: test_demo checks their files), never on each other's.
-    assert [Path(p) for p in cfg["bootstrap"].inputs] == [Path(".demo/stdlib-repo")]
-    assert cfg["parse"].repo == [".demo/pytorch-repo"]
+    # The base pretrains on one repository and the finetune reads another (Kotlin's stdlib and
+    # reflect/metadata, or Python's stdlib and torch: disjoint by construction, test_demo checks
+    # their files), never on each other's.
+    assert [Path(p) for p in cfg["bootstrap"].inputs] == [Path(base_repo)]
+    assert cfg["parse"].repo == [target_repo]
     # Nothing names the Hub: every model, tokenizer and dataset is a local path under .demo/.
     local = [
         cfg["preprocess"].tokenizer,
