@@ -291,7 +291,9 @@ def _stage_argv(plan: Plan, config_path: str, fp: str, debug: bool) -> list[str]
     if "overwrite" in names and plan.artifact.exists():
         argv.append("--overwrite")
     if plan.stage.resumable and "resume" in names and _prepare_checkpoints(plan, fp):
-        argv.append("--resume")
+        # auto: a crash may have left only incomplete checkpoints, which train.py sets aside;
+        # then the stage starts over instead of failing on "no checkpoint to resume".
+        argv += ["--resume", "auto"]
     return argv + (["--debug"] if debug else [])
 
 

@@ -205,6 +205,8 @@ def test_interrupted_pipeline_continues_where_it_stopped(project, tmp_path):
     calls = list(CALLS)
     assert ran() == ["train", "merge", "benchmark"]
     assert "--resume" in calls[0][1]  # same configuration: continue from its checkpoint
+    # ... with `auto`: checkpoints a crash left incomplete are set aside and training starts over
+    assert calls[0][1][calls[0][1].index("--resume") + 1] == "auto"
     assert json.loads((tmp_path / "runs/demo/adapter/adapter.json").read_text())["resumed"] is True
 
 
