@@ -146,11 +146,22 @@ def benchmark_memorization(dataset: str, rows: dict[str, list[dict]], models: li
     try:
         import json
 
-        leakage = json.loads((path / "stats.json").read_text(encoding="utf-8")).get("leakage") or {}
+        stats = json.loads((path / "stats.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        leakage = {}
+        stats = {}
+    leakage = stats.get("leakage") or {}
     result["dataset_leakage"] = {s: {k: r[k] for k in ("counted", "leaked", "fraction")} for s, r in leakage.items()}
+    # What preprocess found of the benchmark tasks in the training files (--contamination-data).
+    result["dataset_contamination"] = stats.get("contamination") or {"checked": False}
     return result
+
+
+def _contamination_line(found: dict) -> str:
+    if not found.get("checked"):
+        return "Benchmark contamination of the train split: not checked (preprocess --contamination-data)."
+    return (f"Benchmark contamination of the train split: {found['files_hit']} of {found['files_checked']} files "
+            f"shared a {found['ngram']}-gram run with {found['benchmark_tasks']} benchmark tasks, "
+            f"{found['dropped']} dropped.")
 
 
 def memorization_markdown(summary: dict) -> str:
@@ -162,6 +173,7 @@ def memorization_markdown(summary: dict) -> str:
              f"({mem['train_windows']} windows); held-out leakage of the split: "
              + (", ".join(f"{s} {100 * r['fraction']:.2f}%" for s, r in mem.get("dataset_leakage", {}).items())
                 or "not recorded"), "",
+             _contamination_line(mem.get("dataset_contamination") or {}), "",
              "| model | mean copied chars | mean copied share | predictions >= 50% copied | repetitive |",
              "|---|---|---|---|---|"]
     for model, s in mem["models"].items():

@@ -47,7 +47,9 @@ def test_benchmark_summary_table_and_html(tmp_path):
     dd = DatasetDict({s: Dataset.from_dict({"prompt": [t[:200] for t in train_text],
                                              "completion": [t[200:] for t in train_text]}) for s in ("train", "test")})
     dd.save_to_disk(str(tmp_path / "ds"))
-    (tmp_path / "ds" / "stats.json").write_text('{"leakage": {"test": {"counted": 10, "leaked": 1, "fraction": 0.1}}}')
+    (tmp_path / "ds" / "stats.json").write_text(
+        '{"leakage": {"test": {"counted": 10, "leaked": 1, "fraction": 0.1}}, "contamination": {"checked": true, '
+        '"files_checked": 7, "files_hit": 2, "dropped": 2, "ngram": 20, "benchmark_tasks": 207, "tasks_hit": {}}}')
     copy = " ".join(train_text[2].split()[5:40])
     rows = {"heldout": [{"predictions": {"base": "fresh words only here", "tuned": copy}},
                         {"predictions": {"base": "a b a b", "tuned": copy + "\n" + copy}}]}
@@ -59,5 +61,7 @@ def test_benchmark_summary_table_and_html(tmp_path):
     summary = {"memorization": mem}
     table = memorization_markdown(summary)
     assert "| tuned |" in table and "test 10.00%" in table and "| base | 0.0 | 0.0% |" in table
+    assert mem["dataset_contamination"]["files_hit"] == 2
+    assert "2 of 7 files shared a 20-gram run with 207 benchmark tasks, 2 dropped" in table
     assert copy[:50] in memorization_html(summary)
     assert not benchmark_memorization(str(tmp_path / "nope"), rows, ["base"])["checked"]
