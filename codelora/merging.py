@@ -19,6 +19,7 @@ import torch
 
 from codelora.cli import run_stage
 from codelora.config import MergeConfig, save_config
+from codelora.fim import fit_embeddings
 from codelora.utils import UserError, atomic_dir, check_writable_parent
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,9 @@ def _adapter_tensor_count(adapter_dir: Path | None, adapter: str) -> int | None:
         from safetensors import safe_open
 
         with safe_open(str(st), framework="pt") as handle:
-            return len(list(handle.keys()))
-    return len(torch.load(adapter_dir / WEIGHT_FILES[1], map_location="cpu", weights_only=True))
+            return sum("lora_" in key for key in handle.keys())  # trained embedding rows (FIM) aside
+    return sum("lora_" in key for key in torch.load(adapter_dir / WEIGHT_FILES[1], map_location="cpu",
+                                                    weights_only=True))
 
 
 def attach_adapter(base, adapter: str, adapter_dir: Path | None, base_name: str):
@@ -213,6 +215,8 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
                            trust_remote_code=cfg.trust_remote_code)
     tok_source = str(adapter_dir) if adapter_dir and (adapter_dir / "tokenizer_config.json").is_file() else base_name
     tokenizer = load_tokenizer(tok_source, cfg.trust_remote_code)
+    # Tokens training added (FIM sentinels) need their rows before the adapter's go in.
+    fit_embeddings(base, tokenizer)
     batch = probe_batch(tokenizer, base.device)
     base_logits = logits_of(base, batch)
     peft_model = attach_adapter(base, cfg.adapter, adapter_dir, base_name)

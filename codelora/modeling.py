@@ -227,7 +227,9 @@ def validate_target_modules(model, targets: Iterable[str]) -> dict[str, list[str
     return found
 
 
-def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str]):
+def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str], trainable_token_rows=()):
+    """LoRA on `targets`; `trainable_token_rows`: input-embedding rows trained as well (new FIM
+    sentinels), with peft's trainable tokens, which store only those rows."""
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
@@ -237,6 +239,7 @@ def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str]):
         target_modules=list(targets),
         bias="none",
         task_type=TaskType.CAUSAL_LM,
+        trainable_token_indices=list(trainable_token_rows) or None,
     )
 
 
@@ -254,7 +257,7 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str],
-             quantized: bool = False, gradient_checkpointing: bool = False):
+             quantized: bool = False, gradient_checkpointing: bool = False, trainable_token_rows=()):
     """Wrap `model` with fresh LoRA adapters on `targets` (validated first); log the counts."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -272,7 +275,7 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str
     with warnings.catch_warnings():
         # peft 0.21 reads the deprecated `is_gradient_checkpointing` property; nothing to act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
+        model = get_peft_model(model, lora_config(r, alpha, dropout, targets, trainable_token_rows))
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise UserError("LoRA produced no trainable parameters; check --target-modules")

@@ -36,6 +36,7 @@ from transformers import Trainer, TrainerCallback
 
 from codelora.cli import run_stage
 from codelora.config import TrainConfig, save_config
+from codelora.fim import add_fim_tokens, dataset_uses_fim, fit_embeddings, trainable_token_indices
 from codelora.utils import UserError, atomic_dir, check_writable_parent, seed_everything, write_json
 
 log = logging.getLogger(__name__)
@@ -409,6 +410,7 @@ class TrainData:
     eval: Any | None
     sampler: LengthGroupedSampler | None
     non_padding_fraction: float
+    fim_tokens: Any = None  # codelora.fim.FimTokens when the train split holds FIM examples
 
 
 @dataclasses.dataclass
@@ -469,6 +471,9 @@ def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
     train_raw = dsd["train"]
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_raw):
         train_raw = train_raw.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
+    fim_tokens = None
+    if dataset_uses_fim(train_raw):  # sentinels first, so each encodes as one token
+        fim_tokens = add_fim_tokens(tokenizer)
     train_ds = tokenize_split(train_raw, tokenizer, cfg.max_length, "train")
     if len(train_ds) == 0:
         raise UserError("no usable training examples after tokenization")
@@ -495,7 +500,7 @@ def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
     fill = non_padding_fraction(lengths, first_batches, multiple_of=pad_multiple(on_gpu))
     log.info("%d train examples, %s tokens; non-padding fraction %.3f (batch %d%s)", len(lengths),
              f"{sum(lengths):,}", fill, cfg.batch_size, ", length-grouped" if sampler else "")
-    return TrainData(train_ds, eval_ds, sampler, fill)
+    return TrainData(train_ds, eval_ds, sampler, fill, fim_tokens)
 
 
 # Eval examples per evaluation when --max-eval-samples is not given. One eval of 200 examples
@@ -515,8 +520,9 @@ def pad_multiple(on_gpu: bool) -> int | None:
     return 8 if on_gpu else None  # tensor-core friendly shapes on GPU; no gain on CPU
 
 
-def build_model(cfg: TrainConfig, quantized: bool):
-    """The base (4-bit or not) wrapped with fresh LoRA adapters."""
+def build_model(cfg: TrainConfig, quantized: bool, tokenizer=None, fim_tokens=None):
+    """The base (4-bit or not) wrapped with fresh LoRA adapters; with FIM, embedding rows for the
+    sentinels (reused where the matrix has spare rows) trained too when they are new."""
     from codelora.modeling import add_lora, compute_dtype, load_base_model, uses_fsdp
 
     device_map = None
@@ -526,9 +532,13 @@ def build_model(cfg: TrainConfig, quantized: bool):
         device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = load_base_model(cfg.base_model, load_in_4bit=quantized, dtype=compute_dtype(),
                             trust_remote_code=cfg.trust_remote_code, device_map=device_map)
+    token_rows: list[int] = []
+    if fim_tokens is not None:
+        fit_embeddings(model, tokenizer)
+        token_rows = trainable_token_indices(fim_tokens)
     return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     targets=cfg.target_modules, quantized=quantized,
-                    gradient_checkpointing=cfg.gradient_checkpointing)
+                    gradient_checkpointing=cfg.gradient_checkpointing, trainable_token_rows=token_rows)
 
 
 def training_arguments(cfg: TrainConfig, ckpt_dir: Path, quantized: bool, has_eval: bool):
@@ -647,7 +657,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     tokenizer.padding_side = "right"  # training pads on the right; generation code pads left itself
     data = prepare_data(cfg, tokenizer, on_gpu)
     quantized = resolve_load_in_4bit(cfg.load_in_4bit)
-    model = build_model(cfg, quantized)
+    model = build_model(cfg, quantized, tokenizer, data.fim_tokens)
     with tensorboard_dir(out / "logs"):  # read when the TrainingArguments are built
         trainer = CompletionTrainer(
             model=model,

@@ -249,3 +249,32 @@ def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_
     infill = task.prompt_for(ex, AutoTokenizer.from_pretrained(fim_model_dir))
     assert plain == ex.meta["prefix"] and "<fim_" not in plain
     assert infill == f"<fim_prefix>{ex.meta['prefix']}<fim_suffix>{ex.meta['suffix']}<fim_middle>"
+
+
+# ------------------------------------------------------------------------------ train + merge
+
+
+def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(raw_jsonl, tiny_tokenizer_dir, tiny_model_dir,
+                                                                   tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from codelora.merging import main as merge_main
+    from codelora.training import main as train_main
+
+    run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "ds", "--fim-rate", "0.5")
+    run = tmp_path / "run"
+    assert train_main(["--base-model", str(tiny_model_dir), "--dataset", str(tmp_path / "ds"), "--output-dir",
+                       str(run), "--max-steps", "3", "--batch-size", "4", "--learning-rate", "5e-2",
+                       "--lora-r", "4", "--lora-alpha", "8", "--max-length", "128", "--eval-steps", "3",
+                       "--save-steps", "3"]) == 0
+    assert merge_main(["--adapter", str(run / "adapter"), "--output", str(tmp_path / "merged")]) == 0
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    tokens = fim.detect_fim_tokens(tok)
+    assert tokens is not None and tokens.ids == (400, 401, 402)  # added after the 400-token vocabulary
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    new, old = merged.get_input_embeddings().weight, base.get_input_embeddings().weight
+    assert new.shape[0] == len(tok) == old.shape[0] + 3
+    assert torch.equal(new[: old.shape[0]], old)  # LoRA left the existing rows alone
+    ids = tok(fim.fim_prompt("fun add(a: Int", "}\n", tokens), return_tensors="pt")["input_ids"]
+    assert merged.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
