@@ -235,12 +235,3 @@ def dataset_uses_fim(ds) -> bool:
     """True when a prepared split holds FIM examples (preprocess_data.py --fim-rate > 0)."""
     return FIM_COLUMN in ds.column_names and any(ds.with_format("arrow")[FIM_COLUMN].to_pylist())
 
-
-def prepare_for_fim(tokenizer, model) -> list[int]:
-    """Sentinels in the tokenizer and rows for them in the model; returns the embedding rows that
-    LoRA training must update (`trainable_token_indices`): none when the tokenizer had them."""
-    tokens = add_fim_tokens(tokenizer)
-    fit_embeddings(model, tokenizer)
-    log.info("FIM: sentinels %s (%s, ids %s)", " ".join(tokens.strings),
-             "added, trained" if tokens.added else f"the tokenizer's own ({tokens.family})", list(tokens.ids))
-    return trainable_token_indices(tokens)

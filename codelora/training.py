@@ -536,6 +536,8 @@ def build_model(cfg: TrainConfig, quantized: bool, tokenizer=None, fim_tokens=No
     if fim_tokens is not None:
         fit_embeddings(model, tokenizer)
         token_rows = trainable_token_indices(fim_tokens)
+        log.info("FIM: sentinels %s, ids %s (%s)", " ".join(fim_tokens.strings), list(fim_tokens.ids),
+                 "added, their rows trained" if fim_tokens.added else f"the tokenizer's own, {fim_tokens.family}")
     return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     targets=cfg.target_modules, quantized=quantized,
                     gradient_checkpointing=cfg.gradient_checkpointing, trainable_token_rows=token_rows)
