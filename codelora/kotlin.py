@@ -57,9 +57,44 @@ def kotlinc_command(override: str | None = None) -> str | None:
     symlinked .tools/ would not exist inside it)."""
     if override:
         found = override if Path(override).is_file() else shutil.which(override)
+    elif PROJECT_KOTLINC.is_file():
+        return str(reachable_install(PROJECT_KOTLINC.resolve().parents[1]) / "bin" / "kotlinc")
     else:
-        found = str(PROJECT_KOTLINC) if PROJECT_KOTLINC.is_file() else shutil.which("kotlinc")
+        found = shutil.which("kotlinc")
     return str(Path(found).resolve()) if found else None
+
+
+def reachable_install(home: Path) -> Path:
+    """`home` itself, or, where a private directory hides it from the sandbox's uid (a clone under
+    `mktemp -d`, mode 700), a world-readable mirror of it in the temp directory: hard links where
+    the file system allows (instant), copies elsewhere. Keyed by the install's path and version."""
+    import hashlib
+
+    from codelora.sandbox import private_parent
+
+    if private_parent(home) is None:
+        return home
+    version = (home / ".version").read_text().strip() if (home / ".version").is_file() else "unknown"
+    key = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    mirror = Path(tempfile.gettempdir()) / f"codelora-kotlinc-{version}-{key}"
+    if not (mirror / "bin" / "kotlinc").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=f".{mirror.name}.", dir=mirror.parent))
+        try:
+            shutil.copytree(home, staging / "k", copy_function=_link_or_copy)
+            os.chmod(staging, 0o755)
+            if not mirror.exists():  # another process may have made it meanwhile
+                os.replace(staging / "k", mirror)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("kotlinc: %s is behind a private directory; the sandbox uses the mirror %s", home, mirror)
+    return mirror
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def java_command() -> str:

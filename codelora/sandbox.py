@@ -130,15 +130,24 @@ def _mounts(cwd: Path, ro_binds: Sequence[Path]) -> list[str]:
     return [*args, "--bind", str(cwd.resolve()), str(cwd.resolve())]
 
 
+def private_parent(path: Path) -> Path | None:
+    """The first directory on the way to `path` that SANDBOX_ID cannot pass, or None."""
+    for parent in [*reversed(Path(path).resolve().parents), Path(path).resolve()]:
+        st = parent.stat()
+        if not (st.st_mode & 0o001 or st.st_uid == SANDBOX_ID):
+            return parent
+    return None
+
+
 def _check_reachable(paths: Sequence[Path]) -> None:
     """bwrap runs as SANDBOX_ID when the caller is root, and can only bind what that uid can reach:
     say which path is hidden behind a private directory (a project under /root, pytest's tmp)."""
     for path in paths:
-        for parent in [*reversed(Path(path).resolve().parents), Path(path).resolve()]:
-            st = parent.stat()
-            if not (st.st_mode & 0o001 or st.st_uid == SANDBOX_ID):
-                raise UserError(f"sandbox: {path} is not reachable by uid {SANDBOX_ID}, as which programs run: "
-                                f"{parent} is private (mode {st.st_mode & 0o777:o}); use a world-readable location")
+        parent = private_parent(path)
+        if parent is not None:
+            raise UserError(f"sandbox: {path} is not reachable by uid {SANDBOX_ID}, as which programs run: "
+                            f"{parent} is private (mode {parent.stat().st_mode & 0o777:o}); use a world-readable "
+                            "location")
 
 
 def bwrap_argv(bwrap: str, prlimit: str, argv: Sequence[str], cwd: Path, ro_binds: Sequence[Path],
