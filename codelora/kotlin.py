@@ -58,7 +58,10 @@ def kotlinc_command(override: str | None = None) -> str | None:
     if override:
         found = override if Path(override).is_file() else shutil.which(override)
     elif PROJECT_KOTLINC.is_file():
-        return str(reachable_install(PROJECT_KOTLINC.resolve().parents[1]) / "bin" / "kotlinc")
+        home = PROJECT_KOTLINC.resolve().parents[1]
+        if os.geteuid() == 0:  # the sandbox then runs as uid 65534, who must reach the install
+            home = reachable_install(home)
+        return str(home / "bin" / "kotlinc")
     else:
         found = shutil.which("kotlinc")
     return str(Path(found).resolve()) if found else None

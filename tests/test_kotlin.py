@@ -96,3 +96,37 @@ def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch):
     # all five in one call; kotlinc named the broken file, so the other four compile once more
     assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [5, 4]
     assert len(calls) - len(compiles) == 4  # one java process per compiled program
+
+
+def test_install_behind_a_private_directory_runs_from_a_reachable_mirror(tmp_path, monkeypatch):
+    """A clone under `mktemp -d` (mode 700): the sandbox's uid 65534 cannot reach its .tools/kotlinc.
+    kotlinc_command() then hands out a world-readable hard-linked mirror, and programs still run."""
+    import os
+    import shutil
+
+    from codelora.sandbox import private_parent
+
+    real_home = kotlin.PROJECT_KOTLINC.resolve().parents[1]
+    require_kotlin()
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    hidden.chmod(0o700)  # whatever the umask
+    home = hidden / "kotlinc"
+
+    shutil.copytree(real_home, home, copy_function=os.link, symlinks=True)
+    assert private_parent(home) is not None  # pytest's own tmp is private too
+    mirror = kotlin.reachable_install(home)
+    assert private_parent(mirror) is None and mirror != home
+    assert (mirror / "bin" / "kotlinc").read_bytes() == (home / "bin" / "kotlinc").read_bytes()
+    assert os.access(mirror / "bin" / "kotlinc", os.X_OK)
+    assert kotlin.reachable_install(home) == mirror  # made once, then reused
+
+    monkeypatch.setattr(kotlin, "PROJECT_KOTLINC", home / "bin" / "kotlinc")
+    kotlinc = kotlin.kotlinc_command()
+    if os.geteuid() == 0:
+        assert kotlinc == str(mirror / "bin" / "kotlinc")
+    try:
+        [result] = KotlinRunner(kotlinc, timeout=8.0).execute([PROGRAMS["passes"]])
+        assert result.status == "passed", result.detail
+    finally:
+        shutil.rmtree(mirror)
