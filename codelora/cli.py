@@ -58,10 +58,20 @@ def run_stage(
 ) -> int:
     """Parse the config, run `fn(config)`, and turn failures into one clear line + exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+
+    def parse_and_run() -> Any:
+        cfg, _ = parse_config(cls, argv, prog, description, examples, section)
+        return fn(cfg)
+
+    return run_guarded(prog, debug, parse_and_run)
+
+
+def run_guarded(prog: str, debug: bool, fn: Callable[[], Any]) -> int:
+    """Run `fn()` as a command: its int result (or 0) is the exit code; a user's mistake is one
+    `error:` line and 2, Ctrl-C 130, anything else one line and 1 (`debug`: tracebacks instead)."""
     setup_logging(debug)
     try:
-        cfg, debug = parse_config(cls, argv, prog, description, examples, section)
-        result = fn(cfg)
+        result = fn()
         return result if isinstance(result, int) else 0
     except UserError as err:
         if debug:
@@ -101,9 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if stream is sys.stdout else 2
     try:
         module = importlib.import_module(COMMANDS[argv[0]])
-    except ModuleNotFoundError:
-        print(f"codelora: error: '{argv[0]}' is not implemented yet", file=sys.stderr)
-        return 2
+    except ModuleNotFoundError as err:
+        if not err.name or err.name.split(".")[0] == "codelora":
+            raise  # our own module missing is a bug, not the user's environment
+        print(f"codelora: error: {argv[0]} needs the Python package '{err.name}', which is not installed "
+              "(pip install -r requirements.txt)", file=sys.stderr)
+        return 1
     return module.main(argv[1:])
 
 

@@ -42,7 +42,8 @@ import zipfile
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
-from codelora.utils import UserError, atomic_dir, atomic_file, setup_logging
+from codelora.cli import run_guarded
+from codelora.utils import UserError, atomic_dir, atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -432,18 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-files", type=int, default=None, help="use only this many files of each corpus (quick look)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    setup_logging(args.debug)
-    try:
-        return run_demo(args.config, force=args.force, max_files=args.max_files)
-    except UserError as err:
-        if args.debug:
-            raise
-        print(f"demo: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("demo: interrupted", file=sys.stderr)
-        return 130
-
+    return run_guarded("demo", args.debug,
+                       lambda: run_demo(args.config, force=args.force, max_files=args.max_files))
 
 if __name__ == "__main__":
     sys.exit(main())

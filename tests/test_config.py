@@ -79,3 +79,15 @@ def test_sectioned_yaml_refuses_unknown_top_level_keys(tmp_path, extra):
         with pytest.raises(UserError, match=f"unknown top-level key '{bad}'") as err:
             parse_config(cls, ["--config", str(cfg_file)], "p", "", "", section)
         assert "train" in str(err.value)  # names the sections that exist
+
+
+def test_cli_names_a_missing_dependency_instead_of_not_implemented(monkeypatch, capsys):
+    """A stage module that fails to import because a package is missing is not 'not implemented'."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "codelora.training", raising=False)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
+    assert cli_main(["train", "--help"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not implemented" not in err[0]
+    assert err[0].startswith("codelora: error: train needs the Python package 'transformers'")

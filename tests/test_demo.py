@@ -189,3 +189,21 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
     assert capsys.readouterr().err.count(": up to date (") == 6  # the pipeline logs to stderr
     assert merged.stat().st_mtime_ns == stamp
+
+
+def test_demo_maps_failures_to_exit_codes_like_every_stage(monkeypatch, capsys):
+    """demo.main uses the stages' mapping: an unexpected failure is one line and exit 1, Ctrl-C 130."""
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(demo, "run_demo", fail)
+    assert demo.main([]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["demo: error: RuntimeError: disk on fire (rerun with --debug for a traceback)"]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupt)
+    assert demo.main([]) == 130
+    assert capsys.readouterr().err.strip() == "demo: interrupted"

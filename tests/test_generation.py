@@ -36,6 +36,7 @@ def tiny(tiny_model_dir):
 def test_line_rule():
     assert stop_at_line_end("x = 1") is None
     assert stop_at_line_end("x = 1\ny") == 5
+    assert generation.STOP_RULES["line"] is stop_at_line_end  # tasks name it "line"
 
 
 def test_dedent_rule():
@@ -144,11 +145,28 @@ def test_generate_sorts_and_returns_every_index(tiny):
     assert sorted(got) == list(range(len(PROMPTS)))
 
 
-def test_beam_and_sampling_options_run(tiny):
+def test_beam_and_sampling_take_transformers_generate_with_our_stop_rule(tiny):
+    """Beam search and sampling run transformers' generate with the settings given (the same
+    tokens as calling it directly, with the same seed), and the stop rule still cuts each row."""
+    import torch
+
     model, tok = tiny
+    enc = tok(PROMPTS[:2], return_tensors="pt", padding=True)
+
+    def direct(**kwargs):
+        out = model.generate(**enc, max_new_tokens=5, pad_token_id=tok.pad_token_id, **kwargs)
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
     beam = generate_batch(model, tok, PROMPTS[:2], GenerationSettings(max_new_tokens=5, num_beams=2), stop_at_eos)
-    sample = generate_batch(model, tok, PROMPTS[:2], GenerationSettings(max_new_tokens=5, do_sample=True), stop_at_eos)
-    assert len(beam) == len(sample) == 2
+    assert beam == direct(num_beams=2, do_sample=False)
+    settings = GenerationSettings(max_new_tokens=5, do_sample=True, temperature=0.8, top_p=0.9)
+    torch.manual_seed(3)
+    sample = generate_batch(model, tok, PROMPTS[:2], settings, stop_at_eos)
+    torch.manual_seed(3)
+    assert sample == direct(do_sample=True, temperature=0.8, top_p=0.9)
+    torch.manual_seed(3)
+    cut = generate_batch(model, tok, PROMPTS[:2], settings, stop_at_line_end)
+    assert cut == [text.split("\n")[0] for text in sample]
 
 
 def test_model_without_tokenizer_is_a_user_error(tmp_path, tiny_model_dir):
@@ -157,7 +175,6 @@ def test_model_without_tokenizer_is_a_user_error(tmp_path, tiny_model_dir):
     AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "weights-only")
     with pytest.raises(UserError, match="tokenizer"):
         load_model(str(tmp_path / "weights-only"))
-    assert generation.STOP_RULES["line"] is stop_at_line_end
 
 
 def test_compacting_greedy_equals_transformers_generate(tiny):
