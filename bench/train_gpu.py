@@ -38,9 +38,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from codelora.config import PHI_TARGET_MODULES  # noqa: E402
 
 # Phi-1.5's configuration (microsoft/phi-1_5 config.json), written out so no Hub access is needed.
 PHI15_CONFIG = {
@@ -62,7 +63,7 @@ PHI15_CONFIG = {
     "bos_token_id": 0,
     "eos_token_id": 0,
 }
-TARGETS = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
+TARGETS = list(PHI_TARGET_MODULES)
 SEQ = 512
 
 

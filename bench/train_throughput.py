@@ -38,10 +38,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from codelora.config import PHI_TARGET_MODULES  # noqa: E402
 from codelora.modeling import add_lora, make_tiny_phi, train_tokenizer  # noqa: E402
 from codelora.training import (  # noqa: E402
     CompletionCollator,
@@ -51,7 +51,7 @@ from codelora.training import (  # noqa: E402
     train,
 )
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
+TARGETS = list(PHI_TARGET_MODULES)
 REFERENCE_PAD = 512  # the reference setup pads every row to 512 tokens
 
 

@@ -30,6 +30,9 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = No
 
 # --------------------------------------------------------------------------------------- stages
 
+# Module names LoRA adapts on Phi: attention projections, attention output (`dense`), and the MLP.
+PHI_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+
 
 @dataclass
 class ParseConfig:
@@ -161,7 +164,7 @@ class TrainConfig:
     lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = opt(0.05, "LoRA dropout")
     target_modules: list[str] = opt(
-        factory=lambda: ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
+        factory=lambda: list(PHI_TARGET_MODULES),
         help="module names to adapt (defaults suit Phi); each must match at least one module",
     )
     max_length: int = opt(512, "truncate prompt+completion+EOS to this many tokens (prompt cut from the left)")
@@ -276,7 +279,8 @@ class BenchmarkConfig:
     unsafe_no_sandbox: bool = opt(
         False, "with --allow-code-execution: run generated programs WITHOUT isolation (no bubblewrap; "
         "limits only), e.g. where the kernel refuses namespaces; only for code you trust")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", "model dtype (auto: bf16 on GPU, fp32 on CPU)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(
+        "auto", "model dtype (auto: fp32 on CPU; on a GPU bf16 where it is supported, else fp16)")
 
     def __post_init__(self) -> None:
         if self.hf_repository:

@@ -182,33 +182,23 @@ STOP_RULES: dict[str, StopRule] = {
 
 
 def resolve_dtype(name: str):
+    """`auto`: the project's one dtype policy (`modeling.compute_dtype`: fp32 on CPU, bf16 on a GPU
+    that supports it, else fp16)."""
     import torch
 
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32  # bf16 is ~140x slower on CPU
-    return getattr(torch, name)
+    from codelora.modeling import compute_dtype
 
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    return compute_dtype() if name == "auto" else getattr(torch, name)
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
+    """`modeling.load_tokenizer`, set up for batched generation: left padding, and a long prompt
+    truncated on the left so it keeps its end, next to the completion."""
+    from codelora.modeling import load_tokenizer as load_checked
 
-    local = Path(name)
-    if local.is_dir() and not any((local / f).is_file() for f in _TOKENIZER_FILES):
-        # transformers 5 would otherwise build an *empty* tokenizer from config.json's model type
-        raise UserError(f"model {name}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}) in the directory")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"model {name}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
-    if tokenizer is None or len(tokenizer) <= 1:
-        raise UserError(f"model {name}: no tokenizer found")
-    if tokenizer.pad_token is None:  # Phi/GPT-2 tokenizers have none; EOS is safe with left padding
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_checked(name)
     tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"  # a long prompt keeps its end, next to the completion
+    tokenizer.truncation_side = "left"
     return tokenizer
 
 

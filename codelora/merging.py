@@ -189,7 +189,7 @@ def _run_config(adapter_dir: Path | None) -> dict[str, Any]:
 
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:
-    from codelora import hub
+    from codelora import cards, hub
     from codelora.modeling import load_base_model, load_tokenizer
 
     output = Path(cfg.output)
@@ -254,8 +254,8 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         run = _run_config(adapter_dir)
         hyper = {k: run[k] for k in ("lora_r", "lora_alpha", "learning_rate", "max_steps", "epochs", "batch_size")
                  if k in run}
-        card = hub.merged_card(base_model=base_name, adapter=cfg.adapter, dataset=run.get("dataset"),
-                               hyperparameters=hyper or None, repo_id=cfg.push_to_hub)
+        card = cards.merged_card(base_model=base_name, adapter=cfg.adapter, dataset=run.get("dataset"),
+                                 hyperparameters=hyper or None, repo_id=cfg.push_to_hub)
         hub.push_folder(output, cfg.push_to_hub, token=token, card=card, private=cfg.private)
     return info
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from codelora.utils import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -84,10 +86,6 @@ def make_tiny_phi(tokenizer, out_dir: str | Path | None = None, seed: int = 0, *
 
 # ------------------------------------------------------------------------- device and dtype policy
 
-# Module names LoRA adapts on Phi: attention projections, attention output (`dense`), and the MLP.
-PHI_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
-
-
 def has_cuda() -> bool:
     import torch
 
@@ -136,18 +134,40 @@ def quantization_config(dtype):
     )
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def _tokenizer_source(name: str) -> str:
+    """`name` itself for a Hub id, the expanded directory for a local path. A path that names no
+    directory, or a directory without tokenizer files, is an error here: transformers would report
+    the first as a malformed Hub id and build an *empty* tokenizer from config.json for the second."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+            raise UserError(f"model {name}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}) in the directory")
+        return str(path)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise UserError(f"tokenizer {name}: no such directory")
+    return name
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
-    """Tokenizer with a pad token. Phi has none; we reuse EOS for *padding* only. Labels and
-    attention masks are built from explicit lengths, never by matching the pad id, so the EOS
-    that ends each completion stays a trained target."""
+    """The one tokenizer loader of every stage: checked, with an EOS token and a pad token.
+
+    Phi has no pad token; EOS is reused for *padding* only. Labels and attention masks are built
+    from explicit lengths, never by matching the pad id, so the EOS that ends each completion
+    stays a trained target; generation pads on the left, where EOS is harmless.
+    """
     from transformers import AutoTokenizer
 
-    from codelora.utils import UserError
-
+    source = _tokenizer_source(name)
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load tokenizer from {name!r}: {err}") from None
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, HTTP errors: all the user's input
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load tokenizer {name!r}: {first}") from None
+    if tok is None or len(tok) <= 1:
+        raise UserError(f"cannot load tokenizer {name!r}: it is empty")
     if tok.eos_token_id is None:
         raise UserError(f"tokenizer of {name!r} has no EOS token; completions could not be terminated")
     if tok.pad_token_id is None:
@@ -170,7 +190,6 @@ def load_base_model(
     """
     from transformers import AutoModelForCausalLM
 
-    from codelora.utils import UserError
 
     dtype = dtype or compute_dtype()
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
@@ -214,7 +233,6 @@ def validate_target_modules(model, targets: Iterable[str]) -> dict[str, list[str
     """Fail loudly when a target selects nothing: peft would silently skip it, and a run with a
     misspelled target (or an architecture whose names differ, as Phi's did between its remote and
     native code) trains less than asked — or nothing at all."""
-    from codelora.utils import UserError
 
     found = matching_modules(model, targets)
     missing = [t for t, hits in found.items() if not hits]
@@ -261,7 +279,6 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str
     """Wrap `model` with fresh LoRA adapters on `targets` (validated first); log the counts."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from codelora.utils import UserError
 
     targets = list(targets)
     found = validate_target_modules(model, targets)

@@ -27,6 +27,7 @@ from codelora.cleaning import clean_text, normalize_whitespace
 from codelora.config import PreprocessConfig, config_to_dict, save_config
 from codelora.contamination import contaminated_files, load_benchmarks
 from codelora.leakage import completion_leakage, train_windows
+from codelora.modeling import load_tokenizer
 from codelora.neardup import drop_near_duplicates, near_duplicate_groups, passage_hashes, signature
 from codelora.utils import (
     UserError,
@@ -67,37 +68,18 @@ def window_features():
 # ------------------------------------------------------------------------------ loading
 
 
-def _local_tokenizer_path(name: str) -> str:
-    """`name` itself for a Hub id, the expanded directory for a local path; a path that names no
-    directory is an error here (transformers would report it as a malformed Hub repo id)."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path)
-    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_local:
-        raise UserError(f"--tokenizer {name}: no such directory")
-    return name
-
-
-def load_tokenizer(name: str):
-    """The transformers tokenizer (for its special tokens) and a private copy of its fast backend,
-    with truncation and padding switched off so whole files are encoded."""
+def encoder_backend(tokenizer):
+    """A private copy of the tokenizer's fast backend with truncation and padding switched off,
+    so whole files are encoded (with offsets)."""
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
 
-    name = _local_tokenizer_path(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except Exception as err:  # noqa: BLE001 - OSError, ValueError, HTTP errors: all the user's input
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load tokenizer {name!r}: {first}") from None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise UserError(f"tokenizer {name!r} has no fast (Rust) backend; offsets need one")
+        raise UserError(f"tokenizer {tokenizer.name_or_path!r} has no fast (Rust) backend; offsets need one")
     backend = Tokenizer.from_str(backend.to_str())
     backend.no_truncation()
     backend.no_padding()
-    return tokenizer, backend
+    return backend
 
 
 def _raw_records(path: str):
@@ -277,65 +259,6 @@ def read_parse_stats(input_path: Path) -> dict | None:
 # ------------------------------------------------------------------------------ the stage
 
 
-def dataset_card(stats: dict, cfg: PreprocessConfig) -> str:
-    from codelora.hub import render_card
-
-    sources = stats["sources"]
-    lines = ["# Code completion dataset", "",
-             "Prompt/completion pairs cut from source files by "
-             "[codelora](https://github.com/) `preprocess_data.py`.", "", "## Source", ""]
-    lines += [f"- {s['repo']} at commit `{s['commit'] or 'n/a (plain directory)'}` ({s['files']} files)"
-              for s in sources]
-    files = stats["files"]
-    lines += ["", "## Filters", "", f"- input files: {files['input']}, kept: {files['kept']}",
-              f"- licence headers stripped: {files['license_stripped']}"]
-    lines += [f"- dropped `{reason}`: {n}" for reason, n in files["dropped"].items()]
-    parse = stats.get("parse")
-    if parse:
-        dropped = ", ".join(f"{k} {v}" for k, v in parse.get("dropped", {}).items()) or "none"
-        lines.append(f"- parse_data.py: {parse.get('seen')} files seen, {parse.get('kept')} kept; dropped: {dropped}")
-    lines += ["", "## Splits (by file)", "", "| split | files | examples |", "|---|---|---|"]
-    lines += [f"| {s} | {stats['files_per_split'][s]} | {stats['examples'][s]} |" for s in SPLITS]
-    grouping = stats["grouping"]
-    lines += ["", "Files are grouped before the split: near-duplicates (MinHash Jaccard >= "
-              f"{grouping['near_dup_threshold']}) and files sharing a passage found in at most "
-              f"{grouping['passage_max_files']} files stay in one split ({grouping['files_in_shared_groups']} "
-              f"files in shared groups, the largest {grouping['largest_group']})."]
-    lines += [f"- dropped inside train (`--dedup near`) as `{k}`: {v}" for k, v in grouping["dedup_dropped"].items()]
-    contamination = stats.get("contamination") or {"checked": False}
-    if contamination["checked"]:
-        hit = ", ".join(f"{k} {v}" for k, v in contamination["tasks_hit"].items()) or "none"
-        lines += ["", "## Benchmark contamination", "",
-                  f"{contamination['files_checked']} files checked against {contamination['benchmark_tasks']} "
-                  f"benchmark tasks ({contamination['ngram']}-gram overlap): {contamination['files_hit']} files hit, "
-                  f"{contamination['dropped']} dropped; tasks hit: {hit}."]
-    else:
-        lines += ["", "## Benchmark contamination", "", "Not checked (no --contamination-data given)."]
-    lines += ["", "## Leakage", "",
-              "Held-out completions found verbatim in a train window (prompt + completion); completions "
-              "of at most 3 non-space characters are not counted.", "",
-              "| split | counted | found in train | share |", "|---|---|---|---|"]
-    lines += [f"| {s} | {r['counted']} | {r['leaked']} | {100 * r['fraction']:.2f}% |"
-              for s, r in stats["leakage"].items()]
-    lines += ["", "## Windows", "",
-              f"mode `{cfg.mode}`, prompt ≤ {cfg.prompt_tokens} tokens, completion ≤ {cfg.completion_tokens} "
-              f"tokens, stride {cfg.stride}, tokenizer `{cfg.tokenizer}`, seed {cfg.seed}. "
-              "`prompt + completion` is an exact slice of the cleaned file; no EOS text is included."]
-    meta = {"tags": ["code", "codelora"], "task_categories": ["text-generation"],
-            "size_categories": [_size_category(sum(stats["examples"].values()))]}
-    return render_card(meta, "\n".join(lines))
-
-
-# The Hub's `size_categories` values (its dataset-card metadata accepts only these).
-_SIZE_BUCKETS = ((10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
-                 (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
-                 (10**11, "10B<n<100B"), (10**12, "100B<n<1T"))
-
-
-def _size_category(n: int) -> str:
-    return next((name for limit, name in _SIZE_BUCKETS if n < limit), "n>1T")
-
-
 def is_own_output(path: Path) -> bool:
     """Whether `path` looks like a directory this stage wrote (a saved DatasetDict + our stats)."""
     try:
@@ -378,7 +301,8 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         from codelora.hub import check_push_access
 
         token = check_push_access(cfg.push_to_hub)
-    tokenizer, backend = load_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    backend = encoder_backend(tokenizer)
     special = tuple(t for t in tokenizer.all_special_tokens if t)
     if cfg.fim_rate > 0:  # a file that spells a sentinel would teach a fake FIM boundary
         from codelora.fim import sentinel_strings
@@ -479,11 +403,12 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
     if cfg.push_to_hub:
         from datasets import load_from_disk
 
+        from codelora.cards import dataset_card
         from codelora.hub import push_dataset
 
         # Reload: the in-memory DatasetDict pointed at the work directory, which is gone now.
         url = push_dataset(load_from_disk(str(output)), cfg.push_to_hub, token=token,
-                           card=dataset_card(stats, cfg), private=cfg.private)
+                           card=dataset_card(stats, cfg, repo_id=cfg.push_to_hub), private=cfg.private)
         print(f"  pushed to {url}")
     return stats
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from codelora import cards
 from codelora.utils import atomic_file, write_json
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def markdown_table(summary: dict) -> str:
     base = models[0]
     header = ["task", "n", "metric", *[f"{short_name(m, models)}{' (base)' if m == base else ''}" for m in models]]
     header += [f"Δ {short_name(m, models)} − base [95% CI]" for m in models[1:]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
+    rows = []
     for task, info in summary["tasks"].items():
         split = info.get("split")  # heldout: name a split other than test
         label = f"{task} ({split})" if split not in (None, "test") else task
@@ -62,18 +63,17 @@ def markdown_table(summary: dict) -> str:
             cells += [_fmt(info["models"][m].get(metric)) for m in models]
             cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric),
                                  info.get("delta_ci95", {}).get(m, {}).get(metric)) for m in models[1:]]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
         judge = {m: info["models"][m].get("judgeable") for m in models if info["models"][m].get("judgeable")}
         if judge:
             first = next(iter(judge.values()))
-            lines.append(f"| {task} | | pass@1 over judgeable ({first}) | "
-                         + " | ".join(_fmt(info["models"][m].get("pass@1_judgeable")) for m in models)
-                         + "".join(" | " for _ in models[1:]) + " |")
+            rows.append([task, "", f"pass@1 over judgeable ({first})",
+                         *(_fmt(info["models"][m].get("pass@1_judgeable")) for m in models), *([""] * len(models[1:]))])
     notes = {info["models"][m].get("pass@1_note") for info in summary["tasks"].values() for m in models} - {None}
     formats = {task: ", ".join(f"{short_name(m, models)}: {info['models'][m]['prompt_format']}" for m in models)
                for task, info in summary["tasks"].items()
                if any("prompt_format" in info["models"][m] for m in models)}
-    text = "\n".join(lines) + "\n"
+    text = cards.markdown_table(header, rows, right=range(3, len(header))) + "\n"
     if len(models) > 1:
         text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1); an interval that "
                  "excludes 0 is a difference that resampling the examples does not explain away.\n")

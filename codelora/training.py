@@ -772,7 +772,7 @@ def launch(cfg: TrainConfig) -> int:
 
 
 def _push(cfg: TrainConfig, adapter_dir: Path, metrics: dict[str, Any], quantized: bool, token: str | None) -> None:
-    from codelora import hub
+    from codelora import cards, hub
 
     hyper = {
         "load_in_4bit": quantized, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
@@ -781,9 +781,9 @@ def _push(cfg: TrainConfig, adapter_dir: Path, metrics: dict[str, Any], quantize
         "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
         "num_processes": metrics["num_processes"], "steps": metrics["global_step"], "seed": cfg.seed,
     }
-    card = hub.adapter_card(base_model=cfg.base_model, dataset=cfg.dataset, hyperparameters=hyper,
-                            eval_loss=metrics["eval_loss"], train_loss=metrics["train_loss"],
-                            repo_id=cfg.push_to_hub)
+    card = cards.adapter_card(base_model=cfg.base_model, dataset=cfg.dataset, hyperparameters=hyper,
+                              eval_loss=metrics["eval_loss"], train_loss=metrics["train_loss"],
+                              repo_id=cfg.push_to_hub)
     hub.push_folder(adapter_dir, cfg.push_to_hub, token=token, card=card, private=cfg.private)
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from hub_server import FakeHub, point_clients_at
 
-from codelora import hub
+from codelora import cards, hub
+from codelora.config import PreprocessConfig
 from codelora.utils import UserError
 
 WRITE, READ, OTHER = "hf_test_write", "hf_test_read", "hf_other_user"
@@ -62,16 +63,9 @@ def test_dataset_round_trip(hub_env, tmp_path):
             for split, n in sizes.items()
         }
     )
-    card = hub.dataset_card(
-        title="Kotlin completions",
-        sources=[{"repo": "https://github.com/JetBrains/kotlin", "commit": "abc123def"}],
-        split_sizes=sizes,
-        split_files={"train": 8, "validation": 1, "test": 2},
-        filters={"min_bytes": 32, "exclude_dirs": ["build", "gen"]},
-        windowing={"mode": "lines", "stride": 64},
-        license="apache-2.0",
-        repo_id="tester/kotlin-ds",
-    )
+    stats = preprocess_stats(sources=[{"repo": "https://github.com/JetBrains/kotlin", "commit": "abc123def", "files": 11}],
+                             files={"train": 8, "validation": 1, "test": 2}, examples=sizes)
+    card = cards.dataset_card(stats, PreprocessConfig(), repo_id="tester/kotlin-ds", license="apache-2.0")
     token = hub.check_push_access("tester/kotlin-ds")
     hub.push_dataset(dd, "tester/kotlin-ds", token=token, card=card)
 
@@ -96,6 +90,22 @@ def test_dataset_round_trip(hub_env, tmp_path):
     assert all(b.lfs for p, b in blobs.items() if p.endswith(".parquet"))
     assert any(method == "PUT" and path.startswith("/__lfs/upload/") for method, path in hub_env.requests)
     assert hub_env.unhandled == []
+
+
+def preprocess_stats(sources, files, examples):
+    """The parts of a preprocess stats.json the card reads (test_preprocess pushes a real one)."""
+    return {
+        "sources": sources,
+        "files": {"input": 14, "kept": sum(files.values()), "license_stripped": 3, "dropped": {"too_few_lines": 2}},
+        "parse": {"seen": 20, "kept": 14, "dropped": {"vendored": 6},
+                  "config": {"min_bytes": 32, "exclude_dirs": ["build", "gen"], "repo": ["x"]}},
+        "files_per_split": files, "examples": examples,
+        "grouping": {"near_dup_threshold": 0.5, "passage_max_files": 5, "files_in_shared_groups": 2,
+                     "largest_group": 2, "dedup_dropped": {}},
+        "contamination": {"checked": False},
+        "leakage": {"validation": {"counted": 4, "leaked": 1, "fraction": 0.25},
+                    "test": {"counted": 8, "leaked": 0, "fraction": 0.0}},
+    }
 
 
 @pytest.fixture
@@ -127,7 +137,7 @@ def test_adapter_round_trip(hub_env, adapter_dir, tiny_model_dir):
 
     folder, expected = adapter_dir
     hyper = {"lora_r": 4, "lora_alpha": 8, "learning_rate": 2e-4, "load_in_4bit": True, "max_steps": 10}
-    card = hub.adapter_card(
+    card = cards.adapter_card(
         base_model=str(tiny_model_dir),
         dataset="tester/kotlin-ds",
         hyperparameters=hyper,
@@ -148,7 +158,7 @@ def test_adapter_round_trip(hub_env, adapter_dir, tiny_model_dir):
     assert ".codelora-stage.json" not in blobs
     assert blobs["adapter_model.safetensors"].lfs and not blobs["adapter_config.json"].lfs
     readme = hub_env.repo_files("model", "tester/adapter")["README.md"].decode()
-    meta, body = hub.parse_card(readme)
+    meta, body = cards.parse_card(readme)
     assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-generation"
     assert "qlora" in meta["tags"] and meta["datasets"] == ["tester/kotlin-ds"]
     assert "base_model" not in meta  # a local path is not a Hub id: named in the text only
@@ -175,15 +185,11 @@ def test_merged_round_trip(hub_env, tmp_path, tiny_model_dir, tiny_tokenizer):
 
     # Second push: the card arrives, the stale file leaves, in the same commit.
     (folder / "stale.bin").unlink()
-    bench = [
-        {"task": "heldout", "metric": "exact_match", "base": 0.125, "finetuned": 0.5, "n": 64},
-        {"task": "codexglue", "metric": "bleu", "base": 10.0, "finetuned": 12.5, "n": 32},
-    ]
-    card = hub.merged_card(
+    card = cards.merged_card(
         base_model="microsoft/phi-1_5",
         adapter="tester/adapter",
-        benchmark=bench,
         dataset="tester/kotlin-ds",
+        hyperparameters={"lora_r": 4, "max_steps": 10},
         model_name="phi-1_5-kotlin",
         repo_id="codelora-org/merged",
     )
@@ -199,9 +205,9 @@ def test_merged_round_trip(hub_env, tmp_path, tiny_model_dir, tiny_tokenizer):
     assert "stale.bin" not in files and "model.safetensors" in files
     card_data = ModelCard(files["README.md"].decode()).data
     assert card_data.base_model == "microsoft/phi-1_5" and card_data.library_name == "transformers"
-    scores = {(r.dataset_name, r.metric_type): r.metric_value for r in card_data.eval_results}
-    assert scores == {("heldout", "exact_match"): 0.5, ("codexglue", "bleu"): 12.5}
-    assert "| heldout | exact_match | 0.125 | 0.5 | +0.375 | 64 |" in files["README.md"].decode()
+    # merge runs before the benchmark: no scores (model-index) on the card, the run's settings are
+    assert card_data.eval_results is None and card_data.datasets == ["tester/kotlin-ds"]
+    assert "| `lora_r` | 4 |" in files["README.md"].decode() and "# phi-1_5-kotlin" in files["README.md"].decode()
     assert hub_env.unhandled == []
 
 
@@ -275,20 +281,18 @@ def test_invalid_repo_id_is_rejected_without_network(fake_hub, monkeypatch, tmp_
 def test_dataset_card_is_standard_and_complete():
     from huggingface_hub import DatasetCard
 
-    text = hub.dataset_card(
-        title="t",
-        sources=[{"repo": "a/b", "commit": "c0ffee"}, {"repo": "/local/repo", "commit": ""}],
-        split_sizes={"train": 1500, "validation": 10, "test": 12},
-        filters={"max_bytes": 1000},
-        stats={"files_kept": 30, "files_dropped_vendored": 4},
-        tokenizer="microsoft/phi-1_5",
-        windowing={"prompt_tokens": 256},
-    )
+    stats = preprocess_stats(sources=[{"repo": "a/b", "commit": "c0ffee", "files": 20},
+                                      {"repo": "/local/repo", "commit": None, "files": 10}],
+                             files={"train": 26, "validation": 2, "test": 2},
+                             examples={"train": 1500, "validation": 10, "test": 12})
+    text = cards.dataset_card(stats, PreprocessConfig(prompt_tokens=256))
     data = DatasetCard(text).data
     assert data.size_categories == ["1K<n<10K"] and data.license == "other"
-    assert "| **total** | — | 1,522 |" in text
-    assert "| `files_dropped_vendored` | 4 |" in text and "| `tokenizer` | microsoft/phi-1_5 |" in text
-    assert "| /local/repo | — |" in text and "`c0ffee`" in text
+    assert "| **total** | 30 | 1,522 |" in text
+    assert "- dropped `too_few_lines`: 2" in text and "| `tokenizer` | microsoft/phi-1_5 |" in text
+    assert "| `prompt_tokens` | 256 |" in text and "| `exclude_dirs` | build, gen |" in text
+    assert "| validation | 4 | 1 | 25.00% |" in text and 'load_dataset("USER/NAME")' in text
+    assert "| /local/repo | — | 10 |" in text and "`c0ffee`" in text
 
 
 def test_adapter_card_names_hub_base_model(tmp_path, monkeypatch):
@@ -296,7 +300,7 @@ def test_adapter_card_names_hub_base_model(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "kotlin_prepared_dataset").mkdir(parents=True)  # trained from a local directory
-    text = hub.adapter_card(
+    text = cards.adapter_card(
         base_model="microsoft/phi-1_5",
         dataset="data/kotlin_prepared_dataset",
         hyperparameters={"load_in_4bit": False, "lora_r": 16},
@@ -310,7 +314,7 @@ def test_adapter_card_names_hub_base_model(tmp_path, monkeypatch):
 
 
 def test_merged_card_without_benchmark_has_no_model_index():
-    meta, body = hub.parse_card(hub.merged_card(base_model="/models/base", adapter="runs/x/adapter"))
+    meta, body = cards.parse_card(cards.merged_card(base_model="/models/base", adapter="runs/x/adapter"))
     assert "model-index" not in meta and "base_model" not in meta and "## Benchmark" not in body
     assert meta["library_name"] == "transformers" and "/models/base" in body
 
@@ -328,10 +332,10 @@ def test_merged_card_without_benchmark_has_no_model_index():
 )
 def test_is_hub_id(name, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert hub.is_hub_id(name) is expected
+    assert cards.is_hub_id(name) is expected
     if name == "data/x":  # an existing local directory wins over the Hub reading
         (tmp_path / "data" / "x").mkdir(parents=True)
-        assert hub.is_hub_id(name) is False
+        assert cards.is_hub_id(name) is False
 
 
 # ------------------------------------------------------------------------------ the fake itself

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from codelora import modeling
+from codelora.config import PHI_TARGET_MODULES
 from codelora.utils import UserError
 
 
@@ -43,9 +44,9 @@ def test_missing_model_is_a_user_error(tmp_path):
 
 def test_default_targets_match_every_phi_projection(tiny_model_dir):
     model = modeling.load_base_model(str(tiny_model_dir), dtype=torch.float32)
-    found = modeling.validate_target_modules(model, modeling.PHI_TARGET_MODULES)
+    found = modeling.validate_target_modules(model, PHI_TARGET_MODULES)
     # 2 layers: one of each per layer; `dense` must not also catch anything outside attention.
-    assert {t: len(v) for t, v in found.items()} == {t: 2 for t in modeling.PHI_TARGET_MODULES}
+    assert {t: len(v) for t, v in found.items()} == {t: 2 for t in PHI_TARGET_MODULES}
     assert found["dense"] == ["model.layers.0.self_attn.dense", "model.layers.1.self_attn.dense"]
 
 
@@ -80,6 +81,35 @@ def test_gpu_policy_is_bf16_or_fp16_with_4bit(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="codelora"):
         assert modeling.compute_dtype() == torch.float16
     assert "does not support bf16" in caplog.text
+
+
+@pytest.mark.parametrize(("cuda", "bf16", "expected"), [(False, False, torch.float32), (True, True, torch.bfloat16),
+                                                         (True, False, torch.float16)])
+def test_generation_and_training_share_one_dtype_policy(monkeypatch, cuda, bf16, expected):
+    """The benchmark's `--dtype auto` gave bf16 on any GPU, also one without bf16 support."""
+    from codelora.generation import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    assert resolve_dtype("auto") == modeling.compute_dtype() == expected
+    assert resolve_dtype("float16") == torch.float16
+
+
+def test_one_tokenizer_loader_for_every_stage(tiny_model_dir, tiny_tokenizer_dir, tmp_path):
+    """preprocess, training/merge and generation load through modeling.load_tokenizer: the same
+    checks (no such directory, a directory without tokenizer files) and the same pad token."""
+    from transformers import AutoModelForCausalLM
+
+    from codelora import generation, preprocess
+
+    assert preprocess.load_tokenizer is modeling.load_tokenizer
+    tok = generation.load_tokenizer(str(tiny_tokenizer_dir))
+    assert tok.pad_token_id == tok.eos_token_id and tok.padding_side == tok.truncation_side == "left"
+    with pytest.raises(UserError, match="no such directory"):
+        modeling.load_tokenizer(str(tmp_path / "nope"))
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "weights-only")
+    with pytest.raises(UserError, match="no tokenizer files"):
+        modeling.load_tokenizer(str(tmp_path / "weights-only"))
 
 
 def test_4bit_weights_are_stored_in_the_compute_dtype_under_fsdp(monkeypatch):

@@ -360,7 +360,7 @@ def test_sigterm_leaves_no_work_directory(raw_jsonl, tiny_tokenizer_dir, tmp_pat
 
 
 def test_dataset_card_size_categories_are_the_hubs():
-    from codelora.preprocess import _size_category
+    from codelora.cards import _size_category
 
     assert [_size_category(n) for n in (5, 5_000, 50_000_000, 500_000_000, 5 * 10**9, 2 * 10**12)] == [
         "n<1K", "1K<n<10K", "10M<n<100M", "100M<n<1B", "1B<n<10B", "n>1T"]

@@ -19,10 +19,6 @@ from codelora.generation import StopRule
 from codelora.metrics import corpus_bleu, edit_similarity, exact_match
 from codelora.utils import UserError
 
-# metric keys, in table order
-METRICS = ("es", "em", "bleu", "pass@1")
-
-
 @dataclass
 class Example:
     id: str

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from codelora.cleaning import normalize_whitespace
 from codelora.generation import StopRule, brace_depth
 from codelora.kotlin import ExecutionResult, KotlinRunner, helper_aware_rule, kotlin_program, kotlinc_version, require_kotlin
 from codelora.metrics import pass_at_k
@@ -36,10 +37,6 @@ from codelora.utils import UserError, read_jsonl
 log = logging.getLogger(__name__)
 
 PASS_KS = (1, 2, 5, 10, 20, 50, 100)
-
-
-def collapse(code: str) -> str:
-    return " ".join(code.split())
 
 
 def pass_metrics(n_samples: int) -> tuple[str, ...]:
@@ -177,8 +174,8 @@ class KotlinTask(Task):
     def text_scores(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
         """ES/EM/BLEU over the examples that have a reference; the rest get empty rows, counted."""
         keep = [i for i, e in enumerate(examples) if e.reference]
-        scored, corpus = text_scores([collapse(examples[i].reference) for i in keep],
-                                     [collapse(predictions[i]) for i in keep])
+        scored, corpus = text_scores([normalize_whitespace(examples[i].reference) for i in keep],
+                                     [normalize_whitespace(predictions[i]) for i in keep])
         rows: list[dict] = [{} for _ in examples]
         for i, row in zip(keep, scored):
             rows[i] = row
