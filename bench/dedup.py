@@ -32,7 +32,6 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench.run_all import result_line  # noqa: E402
 from codelora.cleaning import clean_text, normalize_whitespace  # noqa: E402

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench.run_all import SKIP_EXIT, result_line  # noqa: E402
 from codelora.sandbox import isolation_error, kotlin_available, kotlin_program, run_kotlin, run_sandboxed  # noqa: E402

@@ -61,7 +61,6 @@ _COMMIT_ENV = {
 # The finetuning target: parts of the installed torch package with little code copied between
 # files (torch/nn and torch/ao/nn, say, mirror each other and would leak across a file split).
 TARGET_SUBPACKAGES = ("_dynamo", "fx", "distributed")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The Kotlin demo's corpora: JetBrains' own Kotlin, shipped as `lib/<jar>-sources.jar` in the npm
 # package kotlin-compiler that `make kotlin` installs. The base is pretrained on the standard
 # library (common + JVM code, the JS-only files, kotlin.test); the finetuning target is the
@@ -69,7 +68,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # vocabulary (descriptors, protobuf metadata, K1/K2 symbols). The two share no file; measured when
 # choosing them, a target file has on average 2% of its long (> 25 characters, not import or
 # comment) lines in the pretraining corpus.
-KOTLIN_LIB = PROJECT_ROOT / ".tools" / "kotlinc" / "lib"
+
+
+def _kotlin_lib() -> Path:
+    """lib/ of the Kotlin compiler codelora finds: the project's (`make kotlin`), else kotlinc's on PATH."""
+    import shutil
+
+    from codelora.kotlin import PROJECT_KOTLINC, project_kotlinc
+
+    found = project_kotlinc() or shutil.which("kotlinc")
+    return Path(found or PROJECT_KOTLINC).resolve().parents[1] / "lib"
+
+
+KOTLIN_LIB = _kotlin_lib()
 KOTLIN_PRETRAIN_JARS = ("kotlin-stdlib", "kotlin-stdlib-js", "kotlin-test", "kotlin-test-js")
 KOTLIN_TARGET_JARS = ("kotlin-reflect", "kotlin-metadata-jvm")
 _MARKER = "codelora-corpus-repo.json"  # inside .git/, so it is not part of the corpus
@@ -284,7 +295,9 @@ def _corpus_id(corpus_dir: Path) -> str:
         return str(corpus_dir.resolve())
 
 
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+# Shipped inside the package (package data), so the demo runs from any directory and any install.
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "demo.yaml"
 # What `python -m codelora.demo` can build, by the directory name a config gives it under .demo/.
 CORPORA: dict[str, Callable[..., Path]] = {
     "stdlib-repo": build_stdlib_repo,
@@ -313,11 +326,6 @@ def corpus_repo_paths(config: dict) -> tuple[list[Path], Path]:
 # ------------------------------------------------------------------------------ what the gain is made of
 
 
-def _squash(text: str) -> str:
-    """The text with all whitespace runs made one space: what is left is content, not layout."""
-    return " ".join(text.split())
-
-
 def _layout(text: str) -> list[str]:
     """Where a completion breaks lines and how it indents them: the leading whitespace of each of
     its lines (the first line's is the prompt's line end when the completion starts with "\n")."""
@@ -343,20 +351,21 @@ def _train_completions(dataset: Path) -> set[str]:
     return set(load_from_disk(str(dataset))["train"]["completion"])
 
 
-def _row(label: str, base: list[float], tuned: list[float]) -> str:
+def _row(label: str, base: list[float], tuned: list[float]) -> list[str]:
     from codelora.benchmarking import paired_bootstrap_ci
 
     if not base:
-        return f"| {label} | 0 | n/a | n/a | n/a |"
+        return [label, "0", "n/a", "n/a", "n/a"]
     b, t = sum(base) / len(base), sum(tuned) / len(tuned)
     ci = paired_bootstrap_ci(base, tuned)
-    return (f"| {label} | {len(base)} | {b:.2f} | {t:.2f} | {t - b:+.2f}"
-            + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}] |" if ci else " |"))
+    return [label, str(len(base)), f"{b:.2f}", f"{t:.2f}", f"{t - b:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")]
 
 
 def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
     """A markdown table that splits the held-out ES gain into layout and content, and shows it on
     the windows whose reference the finetuned model cannot have memorized."""
+    from codelora.cards import markdown_table
+    from codelora.cleaning import normalize_whitespace as squash
     from codelora.metrics import edit_similarity
 
     summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
@@ -364,7 +373,8 @@ def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
     rows = [json.loads(line) for line in (results / "examples" / "heldout.jsonl").read_text(encoding="utf-8").splitlines()]
     preds = [(r["reference"], r["predictions"][base], r["predictions"][tuned]) for r in rows]
     es = [(edit_similarity(b, ref), edit_similarity(t, ref)) for ref, b, t in preds]
-    content = [(edit_similarity(_squash(b), _squash(ref)), edit_similarity(_squash(t), _squash(ref)))
+    # whitespace runs made one space: what is left is content, not layout
+    content = [(edit_similarity(squash(b), squash(ref)), edit_similarity(squash(t), squash(ref)))
                for ref, b, t in preds]
     layout = [(100.0 * (_layout(b) == _layout(ref)), 100.0 * (_layout(t) == _layout(ref))) for ref, b, t in preds]
     both_laid_out = [e for e, (lb, lt) in zip(es, layout) if lb and lt]
@@ -377,14 +387,15 @@ def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
         return [v[0] for v in values], [v[1] for v in values]
 
     n = len(preds)
-    lines = [
-        "| held-out windows | n | base | finetuned | Δ [95% CI] |",
-        "|---|---:|---:|---:|---:|",
+    table = markdown_table(["held-out windows", "n", "base", "finetuned", "Δ [95% CI]"], [
         _row("ES", *pair(es)),
         _row("ES of the text with whitespace squashed (content)", *pair(content)),
         _row("line breaks + indentation exactly right (%)", *pair(layout)),
         _row("ES where both models get line breaks + indentation right", *pair(both_laid_out)),
         _row("ES where the reference is in neither train nor the base's corpus", *pair(unseen)),
+    ], right=(1, 2, 3, 4))
+    lines = [
+        table,
         "",
         f"Test completions also in the finetuning train split (verbatim): {sum(in_train)}/{n} "
         f"({100 * sum(in_train) / max(1, n):.1f}%); every line of it also in the base's pretraining "
@@ -428,13 +439,21 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codelora.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help=f"pipeline config: a file, or the name of one shipped in {CONFIGS} such as demo-python.yaml "
+                             "(default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--max-files", type=int, default=None, help="use only this many files of each corpus (quick look)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     return run_guarded("demo", args.debug,
-                       lambda: run_demo(args.config, force=args.force, max_files=args.max_files))
+                       lambda: run_demo(shipped_config(args.config), force=args.force, max_files=args.max_files))
+
+
+def shipped_config(path: Path) -> Path:
+    """`path` itself when it exists, else the shipped config of that name (`demo-python.yaml`)."""
+    shipped = CONFIGS / path.name
+    return path if path.exists() or path.parent != Path() or not shipped.is_file() else shipped
 
 if __name__ == "__main__":
     sys.exit(main())

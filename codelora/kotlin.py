@@ -47,8 +47,16 @@ class ExecutionResult:
 
 # ------------------------------------------------------------------------------------ toolchain
 
-# `make kotlin` installs the pinned compiler here (tools/install-kotlin.sh); otherwise kotlinc on PATH.
-PROJECT_KOTLINC = Path(__file__).resolve().parents[1] / ".tools" / "kotlinc" / "bin" / "kotlinc"
+# `make kotlin` installs the pinned compiler in the checkout's .tools/ (tools/install-kotlin.sh): found
+# beside the package in a source checkout, or in the working directory when the package is installed
+# elsewhere (pip install .); otherwise kotlinc on PATH.
+_INSTALL = Path(".tools") / "kotlinc" / "bin" / "kotlinc"
+PROJECT_KOTLINC = Path(__file__).resolve().parents[1] / _INSTALL
+
+
+def project_kotlinc() -> Path | None:
+    """The project's kotlinc (`make kotlin`), if there is one."""
+    return next((p for p in (PROJECT_KOTLINC, Path.cwd() / _INSTALL) if p.is_file()), None)
 
 
 def kotlinc_command(override: str | None = None) -> str | None:
@@ -57,8 +65,8 @@ def kotlinc_command(override: str | None = None) -> str | None:
     symlinked .tools/ would not exist inside it)."""
     if override:
         found = override if Path(override).is_file() else shutil.which(override)
-    elif PROJECT_KOTLINC.is_file():
-        home = PROJECT_KOTLINC.resolve().parents[1]
+    elif project_kotlinc():
+        home = project_kotlinc().resolve().parents[1]
         if os.geteuid() == 0:  # the sandbox then runs as uid 65534, who must reach the install
             home = reachable_install(home)
         return str(home / "bin" / "kotlinc")

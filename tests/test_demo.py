@@ -207,3 +207,22 @@ def test_demo_maps_failures_to_exit_codes_like_every_stage(monkeypatch, capsys):
     monkeypatch.setattr(demo, "run_demo", interrupt)
     assert demo.main([]) == 130
     assert capsys.readouterr().err.strip() == "demo: interrupted"
+
+
+def test_demo_configs_ship_inside_the_package(tmp_path, monkeypatch):
+    """The default config is package data (no reach into the checkout), and a shipped config is
+    found by its name from any directory."""
+    import tomllib
+
+    import codelora
+
+    package = Path(codelora.__file__).parent
+    assert demo.DEFAULT_CONFIG.parent == package / "configs" and demo.DEFAULT_CONFIG.is_file()
+    globs = tomllib.loads((package.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {p for g in globs["codelora"] for p in package.glob(g)}
+    assert {demo.DEFAULT_CONFIG, demo.CONFIGS / "demo-python.yaml"} <= shipped
+    monkeypatch.chdir(tmp_path)
+    assert demo.shipped_config(Path("demo-python.yaml")) == demo.CONFIGS / "demo-python.yaml"
+    (tmp_path / "demo-python.yaml").write_text("parse: {}\n")  # a file of that name here wins
+    assert demo.shipped_config(Path("demo-python.yaml")) == Path("demo-python.yaml")
+    assert demo.shipped_config(Path("sub/demo.yaml")) == Path("sub/demo.yaml")  # a path is never replaced

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from itertools import product
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,15 @@ def test_install_behind_a_private_directory_runs_from_a_reachable_mirror(tmp_pat
         assert result.status == "passed", result.detail
     finally:
         shutil.rmtree(mirror)
+
+
+def test_project_kotlinc_is_found_in_the_working_directory_of_an_installed_package(tmp_path, monkeypatch):
+    """Installed with `pip install .`, the package is not beside the checkout's .tools/: the
+    compiler `make kotlin` installed is then found from the working directory."""
+    monkeypatch.setattr(kotlin, "PROJECT_KOTLINC", tmp_path / "site-packages" / ".tools" / "kotlinc" / "bin" / "kotlinc")
+    monkeypatch.chdir(tmp_path)
+    assert kotlin.project_kotlinc() is None
+    installed = tmp_path / ".tools" / "kotlinc" / "bin" / "kotlinc"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("#!/bin/sh\n")
+    assert kotlin.project_kotlinc() == Path.cwd() / ".tools" / "kotlinc" / "bin" / "kotlinc"
