@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Thin entry point: see `python parse_data.py --help` (implemented in codelora/sources.py)."""
+"""Thin entry point: see `python parse_data.py --help` (implemented in codelora/parse.py)."""
 
 import sys
 

@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from codelora import demo, preprocess  # noqa: E402
 from codelora.cleaning import clean_text  # noqa: E402
 from codelora.config import ParseConfig, PreprocessConfig  # noqa: E402
-from codelora.modeling import train_tokenizer  # noqa: E402
-from codelora.sources import run_parse  # noqa: E402
+from codelora.bootstrap import train_tokenizer  # noqa: E402
+from codelora.parse import run_parse  # noqa: E402
 from codelora.utils import read_jsonl, setup_logging, write_json  # noqa: E402
 
 KOTLIN_JARS = ROOT / ".tools" / "kotlinc" / "lib"

@@ -188,7 +188,7 @@ def main() -> int:
     require_cuda()
     logging.basicConfig(level=logging.WARNING)
 
-    from codelora.modeling import train_tokenizer
+    from codelora.bootstrap import train_tokenizer
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="codelora-gpu-bench-") as tmp:

@@ -42,7 +42,8 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 
 from codelora.config import PHI_TARGET_MODULES  # noqa: E402
-from codelora.modeling import add_lora, make_tiny_phi, train_tokenizer  # noqa: E402
+from codelora.bootstrap import make_tiny_phi, train_tokenizer  # noqa: E402
+from codelora.modeling import add_lora  # noqa: E402
 from codelora.training import (  # noqa: E402
     CompletionCollator,
     LengthGroupedSampler,

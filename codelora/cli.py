@@ -90,7 +90,7 @@ def run_guarded(prog: str, debug: bool, fn: Callable[[], Any]) -> int:
 
 # stage name -> module whose main(argv) runs it
 COMMANDS = {
-    "parse": "codelora.sources",
+    "parse": "codelora.parse",
     "preprocess": "codelora.preprocess",
     "train": "codelora.training",
     "merge": "codelora.merging",

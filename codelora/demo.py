@@ -261,7 +261,7 @@ def ensure_demo_tokenizer(out_dir: str | Path, corpus_dir: str | Path, *, vocab_
     """
     from transformers import AutoTokenizer
 
-    from codelora.modeling import train_tokenizer
+    from codelora.bootstrap import train_tokenizer
 
     out_dir = Path(out_dir)
     identity = {"corpus": _corpus_id(Path(corpus_dir)), "vocab_size": vocab_size, "max_chars": max_chars}

@@ -247,7 +247,7 @@ def percentiles(values) -> dict[str, float]:
 
 
 def read_parse_stats(input_path: Path) -> dict | None:
-    from codelora.sources import stats_path
+    from codelora.parse import stats_path
 
     side = stats_path(input_path)
     try:

@@ -62,7 +62,7 @@ def corpus_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from codelora.modeling import train_tokenizer
+    from codelora.bootstrap import train_tokenizer
 
     return train_tokenizer(corpus_texts(), vocab_size=400)
 
@@ -70,7 +70,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A saved tiny Phi + tokenizer directory, loadable with from_pretrained like a Hub repo."""
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     out = tmp_path_factory.mktemp("tiny-phi")
     make_tiny_phi(tiny_tokenizer, out, seed=0, hidden_size=32, layers=2, heads=4)

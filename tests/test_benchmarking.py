@@ -33,7 +33,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A 'finetuned' model: same architecture, different weights."""
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     out = tmp_path_factory.mktemp("tiny-phi-ft")
     make_tiny_phi(tiny_tokenizer, out, seed=1, hidden_size=32, layers=2, heads=4)

@@ -76,7 +76,7 @@ def test_collect_files_respects_extensions_excludes_and_sampling(corpus):
 def test_bootstrap_pretrains_a_loadable_model(corpus, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     root, extra = corpus
     out = tmp_path / "base"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codelora import fim
-from codelora.modeling import make_tiny_phi, train_tokenizer
+from codelora.bootstrap import make_tiny_phi, train_tokenizer
 from tests.test_preprocess import raw_jsonl, run_pre  # noqa: F401 - a module fixture and its runner
 
 SOURCE = (

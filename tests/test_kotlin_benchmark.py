@@ -26,7 +26,7 @@ MBXP = [  # mxeval's Kotlin shape: the prompt opens the body, the test is a `fun
 
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     out = tmp_path_factory.mktemp("tiny-phi-kt")
     make_tiny_phi(tiny_tokenizer, out, seed=1, hidden_size=32, layers=2, heads=4)

@@ -124,7 +124,7 @@ def test_missing_adapter_files(adapter_dir, tmp_path, capsys, broken):
 
 @pytest.mark.parametrize("other", [{"hidden_size": 64}, {"hidden_size": 32, "layers": 3}])
 def test_adapter_for_another_base_is_refused(adapter_dir, tmp_path, tiny_tokenizer, capsys, other):
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     other_base = tmp_path / "other-base"
     make_tiny_phi(tiny_tokenizer, other_base, seed=1, heads=4, **other)
@@ -140,7 +140,7 @@ def test_adapter_for_another_base_is_refused(adapter_dir, tmp_path, tiny_tokeniz
 
 def test_a_same_shaped_but_different_base_is_refused_unless_forced(adapter_dir, tmp_path, tiny_tokenizer, capsys):
     """Same architecture, other weights: it loaded, warned, and said "verified"."""
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     other_base = tmp_path / "same-shape"
     make_tiny_phi(tiny_tokenizer, other_base, seed=7, hidden_size=32, layers=2, heads=4)
@@ -166,7 +166,7 @@ def test_a_corrupt_adapter_file_is_named(adapter_dir, tmp_path, capsys):
 
 def test_adapter_config_naming_another_base(adapter_dir, tmp_path, tiny_tokenizer, capsys):
     """The base is read from adapter_config.json: an adapter pointing at another model fails."""
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     other_base = tmp_path / "wide-base"
     make_tiny_phi(tiny_tokenizer, other_base, seed=1, hidden_size=64, heads=4)

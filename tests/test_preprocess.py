@@ -12,7 +12,7 @@ from datasets import load_from_disk
 from codelora import preprocess
 from codelora.cleaning import strip_license_header
 from codelora.preprocess import main as preprocess_main
-from codelora.sources import main as parse_main
+from codelora.parse import main as parse_main
 from tests.conftest import make_git_repo
 
 # short lines: each fits one completion (24 tokens of the tiny tokenizer), so no window is cut mid-line

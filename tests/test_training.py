@@ -397,7 +397,7 @@ def model_dir_64(tmp_path_factory, tiny_tokenizer) -> Path:
     """A tiny Phi whose layer widths (64, 256) are multiples of bitsandbytes' 4-bit block size (64):
     on CPUs with AVX512-BF16 its eval-mode path repacks 4-bit weights per block and fails on a
     32-wide layer, so 4-bit tests must use widths real models have, whatever the CPU."""
-    from codelora.modeling import make_tiny_phi
+    from codelora.bootstrap import make_tiny_phi
 
     out = tmp_path_factory.mktemp("tiny-phi-64")
     make_tiny_phi(tiny_tokenizer, out, seed=0, hidden_size=64, layers=2, heads=4)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from codelora import sources
+from codelora import parse
 from codelora.config import ParseConfig
-from codelora.sources import main as parse_main
+from codelora.parse import main as parse_main
 from codelora.utils import UserError
 from tests.conftest import git, make_git_repo
 
@@ -78,7 +78,7 @@ def test_kept_files_and_drop_reasons(kotlin_repo, tmp_path, capsys):
         assert r["sha256"] == hashlib.sha256(r["file_text"].encode()).hexdigest()
     assert "SECRET" not in out.read_text() and "root:" not in out.read_text()
 
-    stats = json.loads(sources.stats_path(out).read_text())
+    stats = json.loads(parse.stats_path(out).read_text())
     # 12 tracked files + 2 tracked links; the untracked file is not even seen
     assert stats["seen"] == 14 and stats["kept"] == 4
     assert stats["dropped"] == {
@@ -95,7 +95,7 @@ def test_extensions_and_size_limits(kotlin_repo, tmp_path, capsys):
     assert [r["path"] for r in read_output(out)] == ["scripts/build.gradle.kts"]
     code, _, _ = run(["--repo", str(kotlin_repo), "--max-bytes", "200", "--output", str(out)], capsys)
     assert code == 0
-    stats = json.loads(sources.stats_path(out).read_text())
+    stats = json.loads(parse.stats_path(out).read_text())
     assert stats["dropped"]["too_large"] == 1  # Huge.kt (~560 bytes)
 
 
@@ -129,7 +129,7 @@ def test_local_revision_and_subdirectory(kotlin_repo, tmp_path, capsys):
     # Any revision git can name in the source works locally (here: before the links were added).
     code, _, _ = run(["--repo", str(kotlin_repo), "--revision", "HEAD~1", "--output", str(out)], capsys)
     assert code == 0
-    stats = json.loads(sources.stats_path(out).read_text())
+    stats = json.loads(parse.stats_path(out).read_text())
     assert stats["sources"][0]["commit"] == git(kotlin_repo, "rev-parse", "HEAD~1")
     assert "symlink" not in stats["dropped"] and stats["seen"] == 12
 
@@ -148,7 +148,7 @@ def test_plain_directory_does_not_follow_links(tmp_path, capsys):
     assert code == 0, err
     rows = read_output(out)
     assert [(r["path"], r["commit"]) for r in rows] == [("pkg/A.kt", None)]
-    stats = json.loads(sources.stats_path(out).read_text())
+    stats = json.loads(parse.stats_path(out).read_text())
     assert stats["dropped"] == {"extension": 1, "symlink": 1, "not_regular": 1}
 
 
@@ -193,7 +193,7 @@ def test_bad_input_one_line_error_nothing_written(extra, message, kotlin_repo, t
     assert lines[-1].startswith("parse_data.py: error: ") and message in lines[-1], err
     assert "Traceback" not in err
     assert out.read_text() == "OLD CONTENTS\n"
-    assert not sources.stats_path(out).exists()
+    assert not parse.stats_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "raw.jsonl", "repo"]  # no temp left
     assert not (tmp_path / "PWNED").exists()
 
@@ -224,7 +224,7 @@ def test_clone_removed_on_error_and_interrupt(kotlin_repo, tmp_path, monkeypatch
         def boom(data, exc=exc):
             raise exc
 
-        monkeypatch.setattr(sources, "decode_source", boom)
+        monkeypatch.setattr(parse, "decode_source", boom)
         assert parse_main(["--repo", kotlin_repo.resolve().as_uri(), "--output", str(out)]) == code
         assert made and not made[-1].exists()
         assert list(clones.iterdir()) == []
@@ -233,13 +233,13 @@ def test_clone_removed_on_error_and_interrupt(kotlin_repo, tmp_path, monkeypatch
 
 
 def test_classify_source_rejects_and_strips_credentials():
-    src = sources.classify_source("https://user:s3cret@example.com/org/repo.git")
+    src = parse.classify_source("https://user:s3cret@example.com/org/repo.git")
     assert src.kind == "url" and src.label == "https://example.com/org/repo.git"
     with pytest.raises(UserError, match="unsupported URL scheme 'ftp'"):
-        sources.classify_source("ftp://example.com/repo.git")
+        parse.classify_source("ftp://example.com/repo.git")
     with pytest.raises(UserError, match="ext::"):
-        sources.classify_source("EXT::sh -c id")
-    assert sources.classify_source("git@github.com:JetBrains/kotlin.git").kind == "url"
+        parse.classify_source("EXT::sh -c id")
+    assert parse.classify_source("git@github.com:JetBrains/kotlin.git").kind == "url"
     with pytest.raises(UserError, match="--min-bytes"):
         ParseConfig(min_bytes=10, max_bytes=10)
 
@@ -254,7 +254,7 @@ def test_repeated_repo_flag_accumulates():
     cfg, _ = parse_config(ParseConfig, ["--repo", "a", "--repo=--upload-pack=x"], "p", "", "", "parse")
     assert cfg.repo == ["a", "--upload-pack=x"]  # kept, so classify_source rejects it by name
     with pytest.raises(UserError, match="must not begin with '-'"):
-        sources.classify_source("--upload-pack=x")
+        parse.classify_source("--upload-pack=x")
 
 
 def test_untracked_directory_inside_a_repository(kotlin_repo, tmp_path, capsys):
@@ -303,7 +303,7 @@ def test_missing_blob_is_a_drop_reason_not_a_crash(tmp_path, capsys):
     code, _, err = run(["--repo", str(root), "--output", str(out)], capsys)
     assert code == 0, err
     assert [r["path"] for r in read_output(out)] == ["src/Ok.kt"]
-    side = json.loads(sources.stats_path(out).read_text())
+    side = json.loads(parse.stats_path(out).read_text())
     assert side["dropped"]["missing_blob"] == 1 and side["dropped"]["extension"] == 1
 
 
