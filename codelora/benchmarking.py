@@ -343,17 +343,11 @@ def run(cfg) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from codelora.cli import run_stage
-    from codelora.config import BenchmarkConfig
+DESCRIPTION = ("Benchmark a base model against finetuned models on code-completion tasks "
+               "(ES, EM, BLEU, pass@1); the first model is the baseline.")
 
-    return run_stage(
-        BenchmarkConfig,
-        run,
-        argv,
-        prog="benchmarking.py",
-        description="Benchmark a base model against finetuned models on code-completion tasks "
-        "(ES, EM, BLEU, pass@1); the first model is the baseline.",
-        examples=EXAMPLES,
-        section="benchmark",
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from codelora.cli import run_command
+
+    return run_command("benchmark", argv)

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codelora.cli import run_stage
 from codelora.config import BootstrapConfig, save_config
 from codelora.utils import UserError, atomic_dir, check_writable_parent, seed_everything, write_json
 
@@ -326,16 +325,14 @@ def bootstrap(cfg: BootstrapConfig) -> Path:
     return out
 
 
+DESCRIPTION = __doc__.split("\n\n")[0]
+EXAMPLES = __doc__.split("usage:\n", 1)[1].split("\n\n")[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage(
-        BootstrapConfig,
-        bootstrap,
-        argv,
-        prog="codelora bootstrap",
-        description=__doc__.split("\n\n")[0],
-        examples=__doc__.split("usage:\n", 1)[1].split("\n\n")[0],
-        section="bootstrap",
-    )
+    from codelora.cli import run_command
+
+    return run_command("bootstrap", argv)
 
 
 if __name__ == "__main__":

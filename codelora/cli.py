@@ -1,6 +1,6 @@
 """Shared CLI plumbing: config flags, one-line errors, and the `codelora` command.
 
-Every stage's `main(argv)` calls `run_stage`, so all scripts behave alike: `--config FILE` plus
+Every stage (config.STAGES) runs through `run_command`, so all scripts behave alike: `--config FILE` plus
 flag overrides, `--debug` for tracebacks, a user's mistake printed as one `error:` line with exit
 code 2, an unexpected failure as one line with exit code 1, Ctrl-C as exit code 130.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from codelora.config import add_config_arguments, build_config, load_yaml
+from codelora.config import STAGES, add_config_arguments, build_config, load_yaml
 from codelora.utils import UserError, setup_logging
 
 log = logging.getLogger("codelora")
@@ -38,32 +38,31 @@ def make_parser(cls: type, prog: str, description: str, examples: str = "") -> a
     return parser
 
 
+def parse_flags(cls: type, argv: Sequence[str] | None, prog: str, description: str = "",
+                examples: str = "") -> tuple[str | None, bool, dict[str, Any]]:
+    """(--config path, --debug, the config flags given) from a command line."""
+    args = vars(make_parser(cls, prog, description, examples).parse_args(argv))
+    return args.pop("config"), args.pop("debug"), args
+
+
 def parse_config(cls: type, argv: Sequence[str] | None, prog: str, description: str, examples: str, section: str):
-    parser = make_parser(cls, prog, description, examples)
-    args = vars(parser.parse_args(argv))
-    config_path, debug = args.pop("config"), args.pop("debug")
+    config_path, debug, flags = parse_flags(cls, argv, prog, description, examples)
     yaml_values = load_yaml(config_path) if config_path else None
-    return build_config(cls, yaml_values, args, section=section), debug
+    return build_config(cls, yaml_values, flags, section=section), debug
 
 
-def run_stage(
-    cls: type,
-    fn: Callable[[Any], Any],
-    argv: Sequence[str] | None,
-    *,
-    prog: str,
-    description: str,
-    examples: str = "",
-    section: str,
-) -> int:
-    """Parse the config, run `fn(config)`, and turn failures into one clear line + exit code."""
+def run_command(name: str, argv: Sequence[str] | None) -> int:
+    """`codelora NAME ...` for a stage of config.STAGES: parse its config (defaults < YAML section
+    < flags), run its run function, and turn failures into one clear line + exit code."""
+    stage = STAGES[name]
+    module = importlib.import_module(stage.module)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
 
     def parse_and_run() -> Any:
-        cfg, _ = parse_config(cls, argv, prog, description, examples, section)
-        return fn(cfg)
+        cfg, _ = parse_config(stage.config, argv, stage.prog, module.DESCRIPTION, module.EXAMPLES, name)
+        return getattr(module, stage.run)(cfg)
 
-    return run_guarded(prog, debug, parse_and_run)
+    return run_guarded(stage.prog, debug, parse_and_run)
 
 
 def run_guarded(prog: str, debug: bool, fn: Callable[[], Any]) -> int:
@@ -88,36 +87,26 @@ def run_guarded(prog: str, debug: bool, fn: Callable[[], Any]) -> int:
         return 1
 
 
-# stage name -> module whose main(argv) runs it
-COMMANDS = {
-    "parse": "codelora.parse",
-    "preprocess": "codelora.preprocess",
-    "train": "codelora.training",
-    "merge": "codelora.merging",
-    "benchmark": "codelora.benchmarking",
-    "bleu": "codelora.metrics",
-    "pipeline": "codelora.pipeline",
-    "bootstrap": "codelora.bootstrap",
-    "demo": "codelora.demo",
-}
+# Commands that drive the stages rather than being one: their module's main(argv) runs them.
+DRIVERS = {"pipeline": "codelora.pipeline", "demo": "codelora.demo"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        names = ", ".join(COMMANDS)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*STAGES, *DRIVERS):
+        names = ", ".join((*STAGES, *DRIVERS))
         stream = sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr
         print(f"usage: codelora {{{names}}} [options]   (codelora COMMAND --help for each)", file=stream)
         return 0 if stream is sys.stdout else 2
     try:
-        module = importlib.import_module(COMMANDS[argv[0]])
+        module = importlib.import_module(STAGES[argv[0]].module if argv[0] in STAGES else DRIVERS[argv[0]])
     except ModuleNotFoundError as err:
         if not err.name or err.name.split(".")[0] == "codelora":
             raise  # our own module missing is a bug, not the user's environment
         print(f"codelora: error: {argv[0]} needs the Python package '{err.name}', which is not installed "
               "(pip install -r requirements.txt)", file=sys.stderr)
         return 1
-    return module.main(argv[1:])
+    return run_command(argv[0], argv[1:]) if argv[0] in STAGES else module.main(argv[1:])
 
 
 if __name__ == "__main__":

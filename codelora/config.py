@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +23,19 @@ import yaml
 from codelora.utils import UserError, atomic_file
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, **meta: Any) -> Any:
-    """A dataclass field with a help text (list defaults via `factory`)."""
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, fingerprint: bool = True,
+        **meta: Any) -> Any:
+    """A dataclass field with a help text (list defaults via `factory`). `fingerprint=False`: the
+    setting says where to publish or how fast to run, not what to build, so the pipeline does not
+    rebuild an output when only it changed."""
+    meta = {"help": help, "fingerprint": fingerprint, **meta}
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def fingerprinted(f: dataclasses.Field) -> bool:
+    return f.metadata.get("fingerprint", True)
 
 
 # --------------------------------------------------------------------------------------- stages
@@ -124,11 +134,12 @@ class PreprocessConfig:
     num_proc: int = opt(1, "processes for the cleaning and windowing maps; the tokenizer already uses every "
                            "core inside one process, so more pay off only on many cores, where one process's Python "
                            "work (cleaning, windowing) becomes the bottleneck (on 2 cores, 2 processes measured "
-                           "0.78-1.27x of 1: keep 1 there; bench/preprocess.py measures yours)")
+                           "0.78-1.27x of 1: keep 1 there; bench/preprocess.py measures yours)", fingerprint=False)
     overwrite: bool = opt(False, "replace an earlier preprocess_data.py output at --output (any other "
-                                 "non-empty directory is always refused)")
-    push_to_hub: str | None = opt(None, "push the DatasetDict to this Hub dataset repo (USER/NAME)")
-    private: bool = opt(False, "make the pushed dataset private")
+                                 "non-empty directory is always refused)", fingerprint=False)
+    push_to_hub: str | None = opt(None, "push the DatasetDict to this Hub dataset repo (USER/NAME)",
+                                  fingerprint=False)
+    private: bool = opt(False, "make the pushed dataset private", fingerprint=False)
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "completion_tokens", "stride", "num_proc"):
@@ -189,12 +200,12 @@ class TrainConfig:
     seed: int = opt(42, "random seed")
     resume: Literal["no", "yes", "auto"] = opt(
         "no", "--resume: continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints (an error "
-        "if there is none); --resume auto: continue if there is one, else start", const="yes")
+        "if there is none); --resume auto: continue if there is one, else start", const="yes", fingerprint=False)
     num_processes: int = opt(1, "data-parallel processes (launches accelerate itself; CPU or one per GPU)")
     accelerate_config: str | None = opt(
         None, "accelerate config file for --num-processes, e.g. configs/accelerate/fsdp-phi.yaml (FSDP)")
-    push_to_hub: str | None = opt(None, "push the adapter to this Hub model repo (USER/NAME)")
-    private: bool = opt(False, "make the pushed repo private")
+    push_to_hub: str | None = opt(None, "push the adapter to this Hub model repo (USER/NAME)", fingerprint=False)
+    private: bool = opt(False, "make the pushed repo private", fingerprint=False)
 
     def __post_init__(self) -> None:
         if self.lora_r < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -221,11 +232,11 @@ class MergeConfig:
     output: str = opt("runs/phi15-kotlin/merged", "output directory for the merged model")
     base_model: str | None = opt(None, "override the base model named in adapter_config.json")
     dtype: Literal["float16", "bfloat16", "float32"] = opt("float32", "dtype of the merged weights")
-    overwrite: bool = opt(False, "replace an existing output directory")
+    overwrite: bool = opt(False, "replace an existing output directory", fingerprint=False)
     force: bool = opt(False, "merge into a base whose weights differ from those the adapter was trained on")
-    push_to_hub: str | None = opt(None, "push the merged model to this Hub repo (not the adapter's)")
-    hf_repository: str | None = opt(None, "alias of --push-to-hub (reference workflow)")
-    private: bool = opt(False, "make the pushed repo private")
+    push_to_hub: str | None = opt(None, "push the merged model to this Hub repo (not the adapter's)", fingerprint=False)
+    hf_repository: str | None = opt(None, "alias of --push-to-hub (reference workflow)", fingerprint=False)
+    private: bool = opt(False, "make the pushed repo private", fingerprint=False)
     trust_remote_code: bool = opt(False, "allow custom model code from the Hub")
 
     def __post_init__(self) -> None:
@@ -239,7 +250,8 @@ class BenchmarkConfig:
     """benchmarking.py: base vs finetuned on each task; the first model is the baseline."""
 
     models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"], help="Hub ids or local dirs; first = baseline")
-    hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo")
+    hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo",
+                                    fingerprint=False)
     tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout codexglue codexglue-line mceval-kotlin mbkp humaneval-kt")
     dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
     heldout_split: Literal["test", "validation"] = opt(
@@ -333,7 +345,7 @@ class BootstrapConfig:
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices")
     eval_fraction: float = opt(0.05, "fraction of the token stream held out to report eval loss")
     seed: int = opt(0, "seed for the sample, initialisation and batches")
-    overwrite: bool = opt(True, "replace an existing output directory")
+    overwrite: bool = opt(True, "replace an existing output directory", fingerprint=False)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -352,7 +364,51 @@ class BootstrapConfig:
             raise UserError("--eval-fraction must be in (0, 0.5)")
 
 
-PIPELINE_STAGES = ("bootstrap", "parse", "preprocess", "train", "merge", "benchmark")
+# ------------------------------------------------------------------------------ the stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage, defined once: the CLI, the config sections and the pipeline all read this."""
+
+    name: str  # the command (`codelora NAME`), its YAML section, and the pipeline's name for it
+    config: type  # its documented config dataclass
+    module: str  # where it is implemented (imported only when it runs: torch is slow to import)
+    run: str  # that module's function, run(config) -> result (an int result is the exit code)
+    prog: str  # the name its usage and errors show: the entry script
+    output: str | None = None  # pipeline stages: the config field naming what it writes
+    artifact: Callable[[Any], Path] | None = None  # the output the pipeline's marker vouches for
+    is_dir: bool = True  # the artifact is a directory (else a file)
+    resumable: bool = False  # has checkpoints in output_dir/checkpoints and a `resume` flag
+    # Keeps resumable caches inside its output (benchmark: predictions per model directory):
+    # valid only for a rerun of the same fingerprint, so a changed run starts from an empty output.
+    caches_in_output: bool = False
+
+    def run_function(self) -> Callable[[Any], Any]:
+        return getattr(importlib.import_module(self.module), self.run)
+
+
+def _output(field_name: str) -> Callable[[Any], Path]:
+    return lambda cfg: Path(getattr(cfg, field_name))
+
+
+# In pipeline order; adding a stage is one entry here (plus its config class and its module).
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("bootstrap", BootstrapConfig, "codelora.bootstrap", "bootstrap", "codelora bootstrap",
+          output="output", artifact=_output("output")),
+    Stage("parse", ParseConfig, "codelora.parse", "run_parse", "parse_data.py",
+          output="output", artifact=_output("output"), is_dir=False),
+    Stage("preprocess", PreprocessConfig, "codelora.preprocess", "run_preprocess", "preprocess_data.py",
+          output="output", artifact=_output("output")),
+    Stage("train", TrainConfig, "codelora.training", "train", "train.py",
+          output="output_dir", artifact=lambda cfg: Path(cfg.output_dir) / "adapter", resumable=True),
+    Stage("merge", MergeConfig, "codelora.merging", "merge", "merge_lora.py",
+          output="output", artifact=_output("output")),
+    Stage("benchmark", BenchmarkConfig, "codelora.benchmarking", "run", "benchmarking.py",
+          output="output", artifact=_output("output"), caches_in_output=True),
+    Stage("bleu", BleuConfig, "codelora.metrics", "run", "bleu.py"),
+)}
+PIPELINE_STAGES = tuple(name for name, stage in STAGES.items() if stage.output)
 
 
 @dataclass
@@ -442,7 +498,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-SECTIONS = ("pipeline", "bootstrap", "parse", "preprocess", "train", "merge", "benchmark", "bleu")
+SECTIONS = ("pipeline", *STAGES)
 
 
 def build_config(cls: type, yaml_values: dict[str, Any] | None, cli_values: dict[str, Any], section: str | None = None):

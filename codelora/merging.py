@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from codelora.cli import run_stage
 from codelora.config import MergeConfig, save_config
 from codelora.fim import fit_embeddings
 from codelora.utils import UserError, atomic_dir, check_writable_parent
@@ -260,13 +259,10 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
     return info
 
 
+DESCRIPTION = __doc__.split("\n", 1)[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage(
-        MergeConfig,
-        merge,
-        argv,
-        prog="merge_lora.py",
-        description=__doc__.split("\n", 1)[0],
-        examples=EXAMPLES,
-        section="merge",
-    )
+    from codelora.cli import run_command
+
+    return run_command("merge", argv)

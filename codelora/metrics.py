@@ -227,20 +227,14 @@ def run(cfg) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from codelora.cli import run_stage
-    from codelora.config import BleuConfig
+DESCRIPTION = ("Smoothed corpus BLEU-4 exactly as CodeXGLUE's method-generation evaluator computes it "
+               "(one segment per line, whitespace tokens).")
 
-    return run_stage(
-        BleuConfig,
-        run,
-        argv,
-        prog="bleu.py",
-        description="Smoothed corpus BLEU-4 exactly as CodeXGLUE's method-generation evaluator computes it "
-        "(one segment per line, whitespace tokens).",
-        examples=EXAMPLES,
-        section="bleu",
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from codelora.cli import run_command
+
+    return run_command("bleu", argv)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

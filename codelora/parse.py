@@ -452,10 +452,9 @@ def run_parse(cfg: ParseConfig) -> ParseStats:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from codelora.cli import run_stage
+    from codelora.cli import run_command
 
-    return run_stage(ParseConfig, run_parse, argv, prog="parse_data.py", description=DESCRIPTION,
-                     examples=EXAMPLES, section="parse")
+    return run_command("parse", argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Run the whole chain from one YAML file: [bootstrap →] parse → preprocess → train → merge → benchmark.
 
-Each stage runs through its own module's `main(argv)` (exactly what `codelora <stage> --config
-FILE` runs), so the pipeline adds no second code path. A stage is skipped when its output exists
+Each stage's run function (config.STAGES) is called with the config built from its YAML section,
+as `codelora <stage> --config FILE` does, so the pipeline adds no second code path. A stage is skipped when its output exists
 and was made from the same resolved configuration and the same inputs; an interrupted pipeline
 therefore continues where it stopped, and a changed setting reruns the stage it belongs to and
 everything downstream of it.
@@ -25,17 +25,15 @@ inside its output directory (beside it, as `.NAME.codelora-stage.json`, for a fi
                datasets writes beside a saved dataset, are allowed).
 The marker is deleted before a stage runs, so a crash can never leave an old marker beside a new
 output. Settings that do not change the artifact (push_to_hub, private, num_proc, resume,
-overwrite) are left out of the fingerprint. Training that was interrupted with the same
+overwrite: `opt(..., fingerprint=False)` in config.py) are left out of the fingerprint. Training that was interrupted with the same
 fingerprint is continued from its last checkpoint (`--resume`); checkpoints left by a different
 configuration are moved aside, not mixed in.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import shutil
@@ -43,23 +41,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codelora.cli import COMMANDS, run_stage
+from codelora.cli import parse_flags, run_guarded
 from codelora.config import (
     SECTIONS,
-    BenchmarkConfig,
-    BootstrapConfig,
-    MergeConfig,
-    ParseConfig,
+    STAGES,
     PipelineConfig,
-    PreprocessConfig,
-    TrainConfig,
+    Stage,
     build_config,
     config_to_dict,
+    fingerprinted,
     load_yaml,
 )
 from codelora.utils import UserError, atomic_file
@@ -68,42 +63,8 @@ log = logging.getLogger(__name__)
 
 MARKER = ".codelora-stage.json"
 ATTEMPT = ".codelora-attempt.json"  # in train's output_dir while training runs: what --resume may continue
-# Settings that say where to publish or how fast to run, not what to build.
-NOT_FINGERPRINTED = frozenset({"push_to_hub", "hf_repository", "private", "num_proc", "resume", "overwrite"})
 HASH_LIMIT = 64 * 1024 * 1024  # input files up to this size are hashed; larger ones by size+mtime
 LISTING_LIMIT = 100_000  # entries in a directory listing signature (a bound, not a real-world limit)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    config_cls: type
-    output_fields: tuple[str, ...]  # fields naming the stage's outputs (not inputs)
-    artifact: Callable[[Any], Path]  # the output the marker vouches for
-    is_dir: bool = True
-    resumable: bool = False  # has checkpoints in output_dir/checkpoints and a `resume` flag
-    # Keeps resumable caches inside its output (benchmark: predictions per model directory):
-    # valid only for a rerun of the same fingerprint, so a changed run starts from an empty output.
-    caches_in_output: bool = False
-
-    @property
-    def module(self) -> str:
-        return COMMANDS[self.name]
-
-
-STAGES: dict[str, Stage] = {
-    s.name: s
-    for s in [
-        Stage("bootstrap", BootstrapConfig, ("output",), lambda c: Path(c.output)),
-        Stage("parse", ParseConfig, ("output",), lambda c: Path(c.output), is_dir=False),
-        Stage("preprocess", PreprocessConfig, ("output",), lambda c: Path(c.output)),
-        Stage(
-            "train", TrainConfig, ("output_dir",), lambda c: Path(c.output_dir) / "adapter", resumable=True
-        ),
-        Stage("merge", MergeConfig, ("output",), lambda c: Path(c.output)),
-        Stage("benchmark", BenchmarkConfig, ("output",), lambda c: Path(c.output), caches_in_output=True),
-    ]
-}
 
 
 # ------------------------------------------------------------------------------ fingerprints
@@ -215,10 +176,10 @@ def input_identity(value: str, producers: dict[Path, Stage]) -> str | None:
 
 
 def stage_inputs(stage: Stage, cfg: Any) -> list[str]:
-    """Every string setting except the stage's own outputs: the candidates for local inputs."""
+    """Every string setting except the stage's own output: the candidates for local inputs."""
     values = []
     for f in dataclasses.fields(cfg):
-        if f.name in stage.output_fields or f.name in NOT_FINGERPRINTED:
+        if f.name == stage.output or not fingerprinted(f):
             continue
         value = getattr(cfg, f.name)
         items = value if isinstance(value, list) else [value]
@@ -227,7 +188,8 @@ def stage_inputs(stage: Stage, cfg: Any) -> list[str]:
 
 
 def fingerprint(stage: Stage, cfg: Any, producers: dict[Path, Stage]) -> tuple[str, dict[str, str]]:
-    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in NOT_FINGERPRINTED}
+    kept = {f.name for f in dataclasses.fields(cfg) if fingerprinted(f)}
+    settings = {k: v for k, v in config_to_dict(cfg).items() if k in kept}
     inputs = {}
     for value in stage_inputs(stage, cfg):
         identity = input_identity(value, producers)
@@ -249,20 +211,15 @@ class Plan:
     artifact: Path
 
 
-def load_plans(pcfg: PipelineConfig, config_path: str) -> list[Plan]:
+def load_plans(pcfg: PipelineConfig, values: dict[str, Any]) -> list[Plan]:
     """Every selected stage's config, resolved and validated before anything runs."""
-    values = load_yaml(config_path)
-    if not any(key in SECTIONS for key in values):
-        raise UserError(
-            f"{config_path}: the pipeline needs a sectioned config (parse:, preprocess:, train: ...)"
-        )
     unused = [k for k in values if k in STAGES and k not in pcfg.stages]
     if unused:
         log.info("config sections not selected by --stages: %s", ", ".join(unused))
     plans = []
     for name in pcfg.stages:
         stage = STAGES[name]
-        cfg = build_config(stage.config_cls, values, {}, section=name)
+        cfg = build_config(stage.config, values, {}, section=name)
         plans.append(Plan(stage, cfg, stage.artifact(cfg)))
     return plans
 
@@ -284,17 +241,18 @@ def _status(plan: Plan, fp: str, forced: bool) -> tuple[bool, str]:
     return False, "up to date"
 
 
-def _stage_argv(plan: Plan, config_path: str, fp: str, debug: bool) -> list[str]:
-    argv = ["--config", config_path]
+def _stage_config(plan: Plan, fp: str) -> Any:
+    """The stage's config as the pipeline runs it: replacing an output it decided to rebuild is
+    intended (`overwrite`), and an interrupted train of this very fingerprint continues (`resume`)."""
     names = {f.name for f in dataclasses.fields(plan.cfg)}
-    # The pipeline decided to rebuild this output, so replacing it is intended.
+    changes: dict[str, Any] = {}
     if "overwrite" in names and plan.artifact.exists():
-        argv.append("--overwrite")
+        changes["overwrite"] = True
     if plan.stage.resumable and "resume" in names and _prepare_checkpoints(plan, fp):
         # auto: a crash may have left only incomplete checkpoints, which train.py sets aside;
         # then the stage starts over instead of failing on "no checkpoint to resume".
-        argv += ["--resume", "auto"]
-    return argv + (["--debug"] if debug else [])
+        changes["resume"] = "auto"
+    return dataclasses.replace(plan.cfg, **changes) if changes else plan.cfg
 
 
 def _prepare_checkpoints(plan: Plan, fp: str) -> bool:
@@ -334,20 +292,17 @@ def _prepare_output_caches(plan: Plan, fp: str) -> None:
         json.dump({"fingerprint": fp}, handle)
 
 
-def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug: bool) -> int:
+def run_one(plan: Plan, fp: str, inputs: dict[str, str], debug: bool) -> int:
     stage = plan.stage
     marker = marker_path(stage, plan.artifact)
     marker.unlink(missing_ok=True)  # a crash from here on must not leave an old marker trusted
     if stage.caches_in_output:
         _prepare_output_caches(plan, fp)
-    argv = _stage_argv(plan, config_path, fp, debug)
-    log.info("▶ %s: codelora %s %s", stage.name, stage.name, " ".join(argv))
-    module = importlib.import_module(stage.module)
+    cfg = _stage_config(plan, fp)
+    changed = {k: v for k, v in config_to_dict(cfg).items() if v != getattr(plan.cfg, k)}
+    log.info("▶ %s%s", stage.name, f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
     start = time.monotonic()
-    try:
-        rc = module.main(argv)
-    except SystemExit as exit_:  # argparse inside a stage
-        rc = exit_.code if isinstance(exit_.code, int) else 1
+    rc = run_guarded(stage.prog, debug, lambda: stage.run_function()(cfg))
     seconds = time.monotonic() - start
     if rc:
         return int(rc)
@@ -377,14 +332,15 @@ def run_one(plan: Plan, config_path: str, fp: str, inputs: dict[str, str], debug
     return 0
 
 
-def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) -> int:
-    plans = load_plans(pcfg, config_path)
+def run_pipeline(pcfg: PipelineConfig, values: dict[str, Any], debug: bool = False) -> int:
+    """Run the selected stages of the sectioned config `values` (a loaded YAML file) in order."""
+    plans = load_plans(pcfg, values)
     # Outputs of *every* stage the config describes can be inputs, not only the selected ones.
     producers = {p.artifact.resolve(): p.stage for p in plans}
     for name, stage in STAGES.items():
-        if name not in pcfg.stages:
+        if stage.output and name not in pcfg.stages:
             try:
-                cfg = build_config(stage.config_cls, load_yaml(config_path), {}, section=name)
+                cfg = build_config(stage.config, values, {}, section=name)
             except UserError:
                 continue  # a section that does not validate on its own is no producer
             producers.setdefault(stage.artifact(cfg).resolve(), stage)
@@ -411,7 +367,7 @@ def run_pipeline(pcfg: PipelineConfig, config_path: str, debug: bool = False) ->
             summary.append((plan.stage.name, "skipped", why))
             continue
         log.info("%s: %s", plan.stage.name, why)
-        rc = run_one(plan, config_path, fp, inputs, debug)
+        rc = run_one(plan, fp, inputs, debug)
         if rc:
             log.error(
                 "stage %s failed (exit code %d); finished stages are kept: rerun the same command "
@@ -459,41 +415,25 @@ def _warn_unpushed(plan: Plan) -> None:
         )
 
 
+PROG = "codelora pipeline"
+DESCRIPTION = __doc__.split("\n\n")[0]
+EXAMPLES = __doc__.split("usage:\n", 1)[1].split("\n\n")[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    # run_stage consumes --config; the pipeline also needs the path itself, to hand to each stage.
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    pre.add_argument("--debug", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        # A flat file would fail below as "unknown key for pipeline": say what is really wrong.
-        try:
-            values = load_yaml(known.config)
-        except UserError as err:
-            print(f"codelora pipeline: error: {err}", file=sys.stderr)
-            return 2
-        if not any(key in SECTIONS for key in values):
-            print(
-                f"codelora pipeline: error: {known.config}: the pipeline needs a sectioned config "
-                "(parse:, preprocess:, train: ...; see configs/)",
-                file=sys.stderr,
-            )
-            return 2
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
 
-    def pipeline(cfg: PipelineConfig) -> int:
-        if not known.config:
+    def parse_and_run() -> int:
+        config_path, debug, flags = parse_flags(PipelineConfig, argv, PROG, DESCRIPTION, EXAMPLES)
+        if not config_path:
             raise UserError("--config: the pipeline needs a sectioned YAML file (see configs/)")
-        return run_pipeline(cfg, known.config, debug=known.debug)
+        values = load_yaml(config_path)
+        if not any(key in SECTIONS for key in values):  # else "unknown key for pipeline", misleading
+            raise UserError(f"{config_path}: the pipeline needs a sectioned config (parse:, preprocess:, "
+                            "train: ...; see configs/)")
+        return run_pipeline(build_config(PipelineConfig, values, flags, section="pipeline"), values, debug)
 
-    return run_stage(
-        PipelineConfig,
-        pipeline,
-        argv,
-        prog="codelora pipeline",
-        description=__doc__.split("\n\n")[0],
-        examples=__doc__.split("usage:\n", 1)[1].split("\n\n")[0],
-        section="pipeline",
-    )
+    return run_guarded(PROG, debug, parse_and_run)
 
 
 if __name__ == "__main__":

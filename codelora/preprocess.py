@@ -457,10 +457,9 @@ def format_summary(stats: dict, output: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from codelora.cli import run_stage
+    from codelora.cli import run_command
 
-    return run_stage(PreprocessConfig, run_preprocess, argv, prog="preprocess_data.py",
-                     description=DESCRIPTION, examples=EXAMPLES, section="preprocess")
+    return run_command("preprocess", argv)
 
 
 if __name__ == "__main__":

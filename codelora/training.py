@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from codelora.cli import run_stage
 from codelora.config import TrainConfig, save_config
 from codelora.fim import add_fim_tokens, dataset_uses_fim, fit_embeddings, trainable_token_indices
 from codelora.utils import UserError, atomic_dir, check_writable_parent, seed_everything, write_json
@@ -787,13 +786,10 @@ def _push(cfg: TrainConfig, adapter_dir: Path, metrics: dict[str, Any], quantize
     hub.push_folder(adapter_dir, cfg.push_to_hub, token=token, card=card, private=cfg.private)
 
 
+DESCRIPTION = __doc__.split("\n", 1)[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage(
-        TrainConfig,
-        train,
-        argv,
-        prog="train.py",
-        description=__doc__.split("\n", 1)[0],
-        examples=EXAMPLES,
-        section="train",
-    )
+    from codelora.cli import run_command
+
+    return run_command("train", argv)

@@ -1,9 +1,9 @@
 """codelora pipeline: stage order, skipping up-to-date stages, reruns on change, resume after a crash.
 
-The stages are small fakes installed as the real stage modules (sys.modules), each a genuine
-`main(argv)` built on cli.run_stage with the real config class, so the pipeline is exercised
-exactly as it drives the real ones: `--config FILE` plus the flags it adds. They write small
-artifacts derived from their inputs and config, so staleness is observable.
+The stages are small fakes installed as the real stage modules (sys.modules), each exposing the
+run function config.STAGES names, so the pipeline is exercised exactly as it drives the real ones:
+the config built from the stage's section, plus the settings the pipeline changes. They write
+small artifacts derived from their inputs and config, so staleness is observable.
 """
 
 from __future__ import annotations
@@ -19,27 +19,30 @@ from conftest import git, make_git_repo
 
 from codelora import cli, pipeline
 from codelora.config import (
+    STAGES,
     BenchmarkConfig,
     BootstrapConfig,
     MergeConfig,
     ParseConfig,
     PreprocessConfig,
     TrainConfig,
+    build_config,
 )
 from codelora.utils import UserError, atomic_dir, write_json
 
-CALLS: list[tuple[str, list[str]]] = []
+CALLS: list[tuple[str, object]] = []  # (stage, the config its run function got)
 CRASH: dict[str, int] = {}  # stage -> exit code to return once, after leaving partial work behind
 
 
 def _fake_stage(name: str, cls: type, work) -> types.ModuleType:
     module = types.ModuleType(f"fake_{name}")
 
-    def main(argv=None):
-        CALLS.append((name, list(argv)))
-        return cli.run_stage(cls, work, argv, prog=f"fake {name}", description="", section=name)
+    def run(cfg):
+        assert type(cfg) is cls
+        CALLS.append((name, cfg))
+        return work(cfg)
 
-    module.main = main
+    setattr(module, STAGES[name].run, run)
     return module
 
 
@@ -113,7 +116,7 @@ def fake_stages(monkeypatch):
     CALLS.clear()
     CRASH.clear()
     for name, (cls, work) in FAKES.items():
-        monkeypatch.setitem(sys.modules, cli.COMMANDS[name], _fake_stage(name, cls, work))
+        monkeypatch.setitem(sys.modules, STAGES[name].module, _fake_stage(name, cls, work))
 
 
 @pytest.fixture
@@ -157,7 +160,9 @@ ALL = ["parse", "preprocess", "train", "merge", "benchmark"]
 def test_runs_in_order_then_skips_everything(project, tmp_path):
     assert pipeline.main(["--config", str(project)]) == 0
     assert ran() == ALL
-    assert all(argv[:2] == ["--config", str(project)] for _, argv in CALLS)
+    # each stage got the config its section describes, nothing changed on a first run
+    values = yaml.safe_load(project.read_text())
+    assert all(cfg == build_config(type(cfg), values, {}, section=name) for name, cfg in CALLS)
     marker = json.loads((tmp_path / "runs/demo/adapter" / pipeline.MARKER).read_text())
     assert marker["stage"] == "train" and marker["config"]["dataset"] == "data/prepared"
     assert "data/prepared" in marker["inputs"] and marker["inputs"]["data/prepared"].startswith("output:")
@@ -204,9 +209,9 @@ def test_interrupted_pipeline_continues_where_it_stopped(project, tmp_path):
     assert pipeline.main(["--config", str(project)]) == 0
     calls = list(CALLS)
     assert ran() == ["train", "merge", "benchmark"]
-    assert "--resume" in calls[0][1]  # same configuration: continue from its checkpoint
-    # ... with `auto`: checkpoints a crash left incomplete are set aside and training starts over
-    assert calls[0][1][calls[0][1].index("--resume") + 1] == "auto"
+    # same configuration: continue from its checkpoint, with `auto`: checkpoints a crash left
+    # incomplete are set aside and training starts over
+    assert calls[0][1].resume == "auto"
     assert json.loads((tmp_path / "runs/demo/adapter/adapter.json").read_text())["resumed"] is True
 
 
@@ -216,8 +221,8 @@ def test_checkpoints_of_another_configuration_are_moved_aside_not_resumed(projec
     edit(project, "train", learning_rate=5e-4)
     ran()
     assert pipeline.main(["--config", str(project)]) == 0
-    train_argv = next(argv for name, argv in CALLS if name == "train")
-    assert "--resume" not in train_argv
+    train_cfg = next(cfg for name, cfg in CALLS if name == "train")
+    assert train_cfg.resume == "no"
     assert len(list((tmp_path / "runs/demo").glob("checkpoints.superseded-*"))) == 1
 
 
@@ -226,9 +231,9 @@ def test_hand_edited_output_is_rebuilt(project, tmp_path):
     ran()
     (tmp_path / "runs/demo/merged/model.json").write_text('{"tampered": true}')
     assert pipeline.main(["--config", str(project)]) == 0
-    merge_argv = next(argv for name, argv in CALLS if name == "merge")
+    merge_cfg = next(cfg for name, cfg in CALLS if name == "merge")
     assert ran() == ["merge", "benchmark"]
-    assert "--overwrite" in merge_argv  # merge refuses to replace its output without it
+    assert merge_cfg.overwrite is True  # merge refuses to replace its output without it
     assert "tampered" not in (tmp_path / "runs/demo/merged/model.json").read_text()
 
 
@@ -328,7 +333,7 @@ def _plans(name: str) -> dict[str, object]:
 
     values = load_yaml(CONFIGS / name)
     pcfg = build_config(PipelineConfig, values, {}, section="pipeline")
-    return {p.stage.name: p for p in pipeline.load_plans(pcfg, str(CONFIGS / name))}
+    return {p.stage.name: p for p in pipeline.load_plans(pcfg, values)}
 
 
 @pytest.mark.parametrize("name", ["kotlin-phi-1_5.yaml", "demo.yaml"])
