@@ -289,25 +289,12 @@ def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
 
 
 def run_preprocess(cfg: PreprocessConfig) -> dict:
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
     input_path, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
-    # Every check that can fail fast runs before any heavy work.
-    if not input_path.is_file():
-        raise UserError(f"--input {input_path}: no such file (run parse_data.py first)")
-    check_output(output, input_path, cfg.overwrite)
-    token = None
-    if cfg.push_to_hub:
-        from codelora.hub import check_push_access
-
-        token = check_push_access(cfg.push_to_hub)
+    token = _check_before_work(cfg, input_path, output)
     tokenizer = load_tokenizer(cfg.tokenizer)
     backend = encoder_backend(tokenizer)
-    special = tuple(t for t in tokenizer.all_special_tokens if t)
-    if cfg.fim_rate > 0:  # a file that spells a sentinel would teach a fake FIM boundary
-        from codelora.fim import sentinel_strings
-
-        special += sentinel_strings(tokenizer)
     benchmarks = load_benchmarks(cfg.contamination_data, cfg.contamination_ngram) if cfg.contamination_data else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -317,81 +304,21 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
                                                              dir=output.parent) as work:
         raw = load_raw(str(input_path), Path(work))
         nproc = cfg.num_proc if cfg.num_proc > 1 and len(raw) >= 2 * cfg.num_proc else None
-        clean_kwargs = dict(strip_license=cfg.strip_license, min_lines=cfg.min_lines,
-                            max_digit_run=cfg.max_digit_run, max_token_chars=cfg.max_token_chars,
-                            special_tokens=special, near_dup=cfg.near_dup_threshold < 1,
-                            passages=cfg.passage_max_files > 0)
-        cleaned = raw.map(_clean_batch, batched=True, batch_size=256, num_proc=nproc, fn_kwargs=clean_kwargs,
-                          remove_columns=["file_text"], desc="cleaning",
-                          new_fingerprint=_fingerprint("clean", raw._fingerprint, clean_kwargs))
-        reasons = column(cleaned, "drop_reason")
-        dropped = Counter(r for r in reasons if r)
-        sources = Counter(zip(column(cleaned, "repo"), column(cleaned, "commit")))
-        kept_idx = [i for i, r in enumerate(reasons) if r is None]
-        if not kept_idx:
-            raise UserError(f"every file was dropped by the filters ({dict(dropped)}); nothing to write")
-        kept = cleaned.select(kept_idx)
-        contamination: dict[str, Any] = {"checked": False}
+        kept, stats = _clean(raw, cfg, _special_tokens(tokenizer, cfg), nproc)
+        stats["contamination"] = {"checked": False}
         if benchmarks is not None:
-            kept, contamination = decontaminate(kept, benchmarks, cfg.drop_contaminated)
-        by_split, grouping = assign_splits(column(kept, "group"), column(kept, "minhash"),
-                                           column(kept, "passages"), cfg)
-        files = DatasetDict({s: kept.select(idx) for s, idx in by_split.items()})
-
-        window_kwargs = dict(tokenizer=backend, mode=cfg.mode, prompt_tokens=cfg.prompt_tokens,
-                             completion_tokens=cfg.completion_tokens, stride=cfg.stride)
-        wkey = {k: v for k, v in window_kwargs.items() if k != "tokenizer"} | {"tok": cfg.tokenizer}
-        features = window_features()
-        # 1000 files per encode_batch, as the plain-encode baseline: the tokenizer parallelises
-        # within a batch, and 64-file batches encoded ~1.4x slower on real Kotlin (bench/preprocess.py)
-        windows = DatasetDict({
-            s: ds.map(_window_batch, batched=True, batch_size=1000, num_proc=nproc if len(ds) >= 2 * cfg.num_proc
-                      else None, fn_kwargs=window_kwargs, remove_columns=ds.column_names, features=features,
-                      desc=f"windows ({s})", new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
-            if len(ds) else Dataset.from_dict({name: [] for name in WINDOW_COLUMNS}, features=features)
-            for s, ds in files.items()
-        })
-        cut_mid_line = sum(sum(column(ds, "cut_mid_line")) for ds in windows.values())
-        windows = windows.remove_columns("cut_mid_line")
-        if len(windows["train"]) == 0:
-            raise UserError("no training windows: the kept files are too short for one window")
-        before_sampling = len(windows["train"])
-        if cfg.max_train_samples is not None and cfg.max_train_samples < before_sampling:
-            pick = random.Random(cfg.seed).sample(range(before_sampling), cfg.max_train_samples)
-            windows["train"] = windows["train"].select(sorted(pick))
+            kept, stats["contamination"] = decontaminate(kept, benchmarks, cfg.drop_contaminated)
+        by_split, stats["grouping"] = assign_splits(column(kept, "group"), column(kept, "minhash"),
+                                                    column(kept, "passages"), cfg)
+        stats["files_per_split"] = {s: len(idx) for s, idx in by_split.items()}
+        windows = _windows(DatasetDict({s: kept.select(idx) for s, idx in by_split.items()}), cfg, backend, stats)
         # measured on the plain windows, before FIM reorders a share of train into prefix/suffix
         heldout = {s: list(zip(column(windows[s], "path"), column(windows[s], "completion")))
                    for s in ("validation", "test")}
         leakage = completion_leakage(train_windows(windows["train"]), heldout)
         if cfg.fim_rate > 0:
             windows = _with_fim(windows, cfg, tokenizer, backend)
-
-        stats = {
-            "input": str(input_path),
-            "tokenizer": cfg.tokenizer,
-            "sources": [{"repo": r, "commit": c, "files": n} for (r, c), n in sources.items()],
-            "files": {"input": len(raw), "kept": len(kept_idx),
-                      "license_stripped": int(sum(column(cleaned, "license_stripped"))),
-                      "dropped": {r: dropped[r] for r in CLEAN_REASONS if dropped[r]}},
-            "files_per_split": {s: len(idx) for s, idx in by_split.items()},
-            "examples": {s: len(windows[s]) for s in SPLITS},
-            "train_examples_before_sampling": before_sampling,
-            "completions_cut_mid_line": int(cut_mid_line),
-            "fim": _fim_stats(windows["train"], cfg, tokenizer) if cfg.fim_rate > 0 else None,
-            # the benchmark's heldout task reads the mode to pick its stop rule
-            "windowing": {"mode": cfg.mode, "prompt_tokens": cfg.prompt_tokens,
-                          "completion_tokens": cfg.completion_tokens, "stride": cfg.stride},
-            "token_lengths": {
-                "prompt": percentiles([v for s in SPLITS for v in column(windows[s], "prompt_tokens")]),
-                "completion": percentiles([v for s in SPLITS for v in column(windows[s], "completion_tokens")]),
-            },
-            "grouping": grouping,
-            "contamination": contamination,
-            # the share of held-out completions found verbatim in a train window (codelora.leakage)
-            "leakage": leakage,
-            "parse": read_parse_stats(input_path),
-            "config": config_to_dict(cfg),
-        }
+        stats = _final_stats(stats, windows, leakage, cfg, tokenizer, input_path)
         with atomic_dir(output) as tmp:
             # datasets 5.2 writes zero shards for an empty split, which load_from_disk then cannot
             # read; one explicit (empty) shard keeps an empty validation/test split loadable.
@@ -401,16 +328,124 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
 
     print(format_summary(stats, output))
     if cfg.push_to_hub:
-        from datasets import load_from_disk
-
-        from codelora.cards import dataset_card
-        from codelora.hub import push_dataset
-
-        # Reload: the in-memory DatasetDict pointed at the work directory, which is gone now.
-        url = push_dataset(load_from_disk(str(output)), cfg.push_to_hub, token=token,
-                           card=dataset_card(stats, cfg, repo_id=cfg.push_to_hub), private=cfg.private)
-        print(f"  pushed to {url}")
+        _push(cfg, output, stats, token)
     return stats
+
+
+def _check_before_work(cfg: PreprocessConfig, input_path: Path, output: Path) -> str | None:
+    """Every check that can fail fast, before any heavy work; the Hub token when pushing."""
+    if not input_path.is_file():
+        raise UserError(f"--input {input_path}: no such file (run parse_data.py first)")
+    check_output(output, input_path, cfg.overwrite)
+    if not cfg.push_to_hub:
+        return None
+    from codelora.hub import check_push_access
+
+    return check_push_access(cfg.push_to_hub)
+
+
+def _special_tokens(tokenizer, cfg: PreprocessConfig) -> tuple[str, ...]:
+    """Special-token texts a kept file must not spell; with FIM also the sentinels (a file that
+    spells one would teach a fake FIM boundary)."""
+    special = tuple(t for t in tokenizer.all_special_tokens if t)
+    if cfg.fim_rate > 0:
+        from codelora.fim import sentinel_strings
+
+        special += sentinel_strings(tokenizer)
+    return special
+
+
+def _clean(raw, cfg: PreprocessConfig, special: tuple[str, ...], nproc: int | None):
+    """(the kept, cleaned files, the stats so far: sources and file counts per drop reason)."""
+    clean_kwargs = dict(strip_license=cfg.strip_license, min_lines=cfg.min_lines,
+                        max_digit_run=cfg.max_digit_run, max_token_chars=cfg.max_token_chars,
+                        special_tokens=special, near_dup=cfg.near_dup_threshold < 1,
+                        passages=cfg.passage_max_files > 0)
+    cleaned = raw.map(_clean_batch, batched=True, batch_size=256, num_proc=nproc, fn_kwargs=clean_kwargs,
+                      remove_columns=["file_text"], desc="cleaning",
+                      new_fingerprint=_fingerprint("clean", raw._fingerprint, clean_kwargs))
+    reasons = column(cleaned, "drop_reason")
+    dropped = Counter(r for r in reasons if r)
+    sources = Counter(zip(column(cleaned, "repo"), column(cleaned, "commit")))
+    kept_idx = [i for i, r in enumerate(reasons) if r is None]
+    if not kept_idx:
+        raise UserError(f"every file was dropped by the filters ({dict(dropped)}); nothing to write")
+    stats = {
+        "sources": [{"repo": r, "commit": c, "files": n} for (r, c), n in sources.items()],
+        "files": {"input": len(raw), "kept": len(kept_idx),
+                  "license_stripped": int(sum(column(cleaned, "license_stripped"))),
+                  "dropped": {r: dropped[r] for r in CLEAN_REASONS if dropped[r]}},
+    }
+    return cleaned.select(kept_idx), stats
+
+
+def _windows(files, cfg: PreprocessConfig, backend, stats: dict):
+    """Each split's files cut into prompt/completion windows, train sampled to --max-train-samples;
+    records the counts in `stats`."""
+    from datasets import Dataset, DatasetDict
+
+    window_kwargs = dict(tokenizer=backend, mode=cfg.mode, prompt_tokens=cfg.prompt_tokens,
+                         completion_tokens=cfg.completion_tokens, stride=cfg.stride)
+    wkey = {k: v for k, v in window_kwargs.items() if k != "tokenizer"} | {"tok": cfg.tokenizer}
+    features = window_features()
+    # 1000 files per encode_batch, as the plain-encode baseline: the tokenizer parallelises
+    # within a batch, and 64-file batches encoded ~1.4x slower on real Kotlin (bench/preprocess.py)
+    windows = DatasetDict({
+        s: ds.map(_window_batch, batched=True, batch_size=1000, num_proc=cfg.num_proc if len(ds) >= 2 * cfg.num_proc
+                  and cfg.num_proc > 1 else None, fn_kwargs=window_kwargs, remove_columns=ds.column_names,
+                  features=features, desc=f"windows ({s})", new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
+        if len(ds) else Dataset.from_dict({name: [] for name in WINDOW_COLUMNS}, features=features)
+        for s, ds in files.items()
+    })
+    stats["completions_cut_mid_line"] = int(sum(sum(column(ds, "cut_mid_line")) for ds in windows.values()))
+    windows = windows.remove_columns("cut_mid_line")
+    if len(windows["train"]) == 0:
+        raise UserError("no training windows: the kept files are too short for one window")
+    stats["train_examples_before_sampling"] = before = len(windows["train"])
+    if cfg.max_train_samples is not None and cfg.max_train_samples < before:
+        pick = random.Random(cfg.seed).sample(range(before), cfg.max_train_samples)
+        windows["train"] = windows["train"].select(sorted(pick))
+    return windows
+
+
+def _final_stats(parts: dict, windows, leakage: dict, cfg: PreprocessConfig, tokenizer, input_path: Path) -> dict:
+    """stats.json, in its documented key order."""
+    def lengths(name: str) -> dict:
+        return percentiles([v for s in SPLITS for v in column(windows[s], name)])
+
+    return {
+        "input": str(input_path),
+        "tokenizer": cfg.tokenizer,
+        "sources": parts["sources"],
+        "files": parts["files"],
+        "files_per_split": parts["files_per_split"],
+        "examples": {s: len(windows[s]) for s in SPLITS},
+        "train_examples_before_sampling": parts["train_examples_before_sampling"],
+        "completions_cut_mid_line": parts["completions_cut_mid_line"],
+        "fim": _fim_stats(windows["train"], cfg, tokenizer) if cfg.fim_rate > 0 else None,
+        # the benchmark's heldout task reads the mode to pick its stop rule
+        "windowing": {"mode": cfg.mode, "prompt_tokens": cfg.prompt_tokens,
+                      "completion_tokens": cfg.completion_tokens, "stride": cfg.stride},
+        "token_lengths": {"prompt": lengths("prompt_tokens"), "completion": lengths("completion_tokens")},
+        "grouping": parts["grouping"],
+        "contamination": parts["contamination"],
+        # the share of held-out completions found verbatim in a train window (codelora.leakage)
+        "leakage": leakage,
+        "parse": read_parse_stats(input_path),
+        "config": config_to_dict(cfg),
+    }
+
+
+def _push(cfg: PreprocessConfig, output: Path, stats: dict, token: str | None) -> None:
+    from datasets import load_from_disk
+
+    from codelora.cards import dataset_card
+    from codelora.hub import push_dataset
+
+    # Reload: the in-memory DatasetDict pointed at the work directory, which is gone now.
+    url = push_dataset(load_from_disk(str(output)), cfg.push_to_hub, token=token,
+                       card=dataset_card(stats, cfg, repo_id=cfg.push_to_hub), private=cfg.private)
+    print(f"  pushed to {url}")
 
 
 def _with_fim(windows, cfg: PreprocessConfig, tokenizer, backend):
