@@ -261,7 +261,6 @@ def pretrain(model, train_stream, eval_stream, cfg: BootstrapConfig) -> dict[str
 def bootstrap(cfg: BootstrapConfig) -> Path:
     import torch
 
-
     out = Path(cfg.output)
     check_writable_parent(out)
     if out.exists() and not cfg.overwrite:
@@ -284,43 +283,20 @@ def bootstrap(cfg: BootstrapConfig) -> Path:
         raise UserError(f"corpus too small: {len(stream)} tokens for --seq-length {cfg.seq_length}; add text")
     # The held-out tail: a contiguous stretch of documents the model never trains on.
     train_stream, eval_stream = stream[:-n_eval], stream[-n_eval:]
-
-    model = make_tiny_phi(
-        tokenizer,
-        seed=cfg.seed,
-        hidden_size=cfg.hidden_size,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        max_positions=cfg.max_positions,
-    )
+    model = make_tiny_phi(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, layers=cfg.layers,
+                          heads=cfg.heads, max_positions=cfg.max_positions)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model: %d layers x %d wide, %.2fM parameters, vocabulary %d",
-        cfg.layers,
-        cfg.hidden_size,
-        n_params / 1e6,
-        len(tokenizer),
-    )
+    log.info("model: %d layers x %d wide, %.2fM parameters, vocabulary %d",
+             cfg.layers, cfg.hidden_size, n_params / 1e6, len(tokenizer))
     stats = pretrain(model, train_stream, eval_stream, cfg)
-
+    info = {"files": len(texts), "characters": n_chars, "tokens": len(stream), "train_tokens": len(train_stream),
+            "eval_tokens": len(eval_stream), "vocab_size": len(tokenizer), "parameters": n_params, **stats,
+            "file_list": [str(p) for p in files]}
     with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp / "bootstrap_config.yaml")
-        write_json(
-            tmp / "bootstrap.json",
-            {
-                "files": len(texts),
-                "characters": n_chars,
-                "tokens": len(stream),
-                "train_tokens": len(train_stream),
-                "eval_tokens": len(eval_stream),
-                "vocab_size": len(tokenizer),
-                "parameters": n_params,
-                **stats,
-                "file_list": [str(p) for p in files],
-            },
-        )
+        write_json(tmp / "bootstrap.json", info)
     log.info("wrote %s", out)
     return out
 

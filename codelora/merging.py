@@ -188,26 +188,12 @@ def _run_config(adapter_dir: Path | None) -> dict[str, Any]:
 
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:
-    from codelora import cards, hub
     from codelora.modeling import load_base_model, load_tokenizer
 
     output = Path(cfg.output)
-    # Cheap checks first: a bad output path, a push that cannot happen, a broken adapter.
-    if output.exists() and not cfg.overwrite:
-        raise UserError(f"{output} already exists (pass --overwrite to replace it)")
-    check_writable_parent(output)
-    token = None
-    if cfg.push_to_hub:
-        if cfg.push_to_hub == cfg.adapter:
-            raise UserError("--push-to-hub names the adapter's own repo; push the merged model to a repo of its own")
-        token = hub.check_push_access(cfg.push_to_hub)
+    token = _check_before_work(cfg, output)
     adapter_config, adapter_dir = resolve_adapter(cfg.adapter)
-    named_base = adapter_config.get("base_model_name_or_path")
-    base_name = cfg.base_model or named_base
-    if not base_name:
-        raise UserError(f"--adapter {cfg.adapter}: adapter_config.json names no base model; pass --base-model")
-    if cfg.base_model and named_base and cfg.base_model != named_base:
-        log.warning("--base-model %s overrides the adapter's base %s", cfg.base_model, named_base)
+    base_name = _base_name(cfg, adapter_config)
 
     # fp32 and unquantized, whatever the adapter was trained on (see the module docstring).
     base = load_base_model(base_name, load_in_4bit=False, dtype=torch.float32,
@@ -222,22 +208,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
     check_base_identity(adapter_dir, base_name, cfg.force)
     reference = logits_of(peft_model, batch)
     adapter_effect = relative_error(base_logits, reference)
-
-    merged = merge_adapter(peft_model)
-    merged.eval()
-    fp32_error = relative_error(logits_of(merged, batch), reference)
-    if fp32_error > TOLERANCE["float32"]:
-        raise MergeMismatchError(
-            f"merged model disagrees with base + adapter (relative logit error {fp32_error:.2e} > "
-            f"{TOLERANCE['float32']:.0e} in float32); nothing written")
-    dtype_error = fp32_error
-    if cfg.dtype != "float32":
-        merged = merged.to(DTYPES[cfg.dtype])
-        dtype_error = relative_error(logits_of(merged, batch), reference)
-        if dtype_error > TOLERANCE[cfg.dtype]:
-            raise MergeMismatchError(
-                f"merged model in {cfg.dtype} disagrees with base + adapter (relative logit error "
-                f"{dtype_error:.2e} > {TOLERANCE[cfg.dtype]:.0e}); try --dtype float32; nothing written")
+    merged, fp32_error, dtype_error = verified_merge(peft_model, batch, reference, cfg.dtype)
     log.info("merge verified: adapter changes logits by %.2e; merged differs from base + adapter by %.2e "
              "(fp32) / %.2e (%s)", adapter_effect, fp32_error, dtype_error, cfg.dtype)
 
@@ -250,13 +221,65 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         save_config(cfg, tmp / "merge_config.yaml", verification=info)
     log.info("merged model written to %s", output)
     if cfg.push_to_hub:
-        run = _run_config(adapter_dir)
-        hyper = {k: run[k] for k in ("lora_r", "lora_alpha", "learning_rate", "max_steps", "epochs", "batch_size")
-                 if k in run}
-        card = cards.merged_card(base_model=base_name, adapter=cfg.adapter, dataset=run.get("dataset"),
-                                 hyperparameters=hyper or None, repo_id=cfg.push_to_hub)
-        hub.push_folder(output, cfg.push_to_hub, token=token, card=card, private=cfg.private)
+        _push(cfg, output, adapter_dir, base_name, token)
     return info
+
+
+def _check_before_work(cfg: MergeConfig, output: Path) -> str | None:
+    """Cheap checks first: a bad output path, a push that cannot happen. The Hub token when pushing."""
+    from codelora import hub
+
+    if output.exists() and not cfg.overwrite:
+        raise UserError(f"{output} already exists (pass --overwrite to replace it)")
+    check_writable_parent(output)
+    if not cfg.push_to_hub:
+        return None
+    if cfg.push_to_hub == cfg.adapter:
+        raise UserError("--push-to-hub names the adapter's own repo; push the merged model to a repo of its own")
+    return hub.check_push_access(cfg.push_to_hub)
+
+
+def _base_name(cfg: MergeConfig, adapter_config: dict[str, Any]) -> str:
+    """--base-model, else the base the adapter names."""
+    named_base = adapter_config.get("base_model_name_or_path")
+    base_name = cfg.base_model or named_base
+    if not base_name:
+        raise UserError(f"--adapter {cfg.adapter}: adapter_config.json names no base model; pass --base-model")
+    if cfg.base_model and named_base and cfg.base_model != named_base:
+        log.warning("--base-model %s overrides the adapter's base %s", cfg.base_model, named_base)
+    return base_name
+
+
+def verified_merge(peft_model, batch, reference, dtype: str):
+    """(merged model in `dtype`, its relative logit error against base + adapter in fp32, and in
+    `dtype`); MergeMismatchError when either is past its TOLERANCE."""
+    merged = merge_adapter(peft_model)
+    merged.eval()
+    fp32_error = relative_error(logits_of(merged, batch), reference)
+    if fp32_error > TOLERANCE["float32"]:
+        raise MergeMismatchError(
+            f"merged model disagrees with base + adapter (relative logit error {fp32_error:.2e} > "
+            f"{TOLERANCE['float32']:.0e} in float32); nothing written")
+    if dtype == "float32":
+        return merged, fp32_error, fp32_error
+    merged = merged.to(DTYPES[dtype])
+    dtype_error = relative_error(logits_of(merged, batch), reference)
+    if dtype_error > TOLERANCE[dtype]:
+        raise MergeMismatchError(
+            f"merged model in {dtype} disagrees with base + adapter (relative logit error "
+            f"{dtype_error:.2e} > {TOLERANCE[dtype]:.0e}); try --dtype float32; nothing written")
+    return merged, fp32_error, dtype_error
+
+
+def _push(cfg: MergeConfig, output: Path, adapter_dir: Path | None, base_name: str, token: str | None) -> None:
+    from codelora import cards, hub
+
+    run = _run_config(adapter_dir)
+    hyper = {k: run[k] for k in ("lora_r", "lora_alpha", "learning_rate", "max_steps", "epochs", "batch_size")
+             if k in run}
+    card = cards.merged_card(base_model=base_name, adapter=cfg.adapter, dataset=run.get("dataset"),
+                             hyperparameters=hyper or None, repo_id=cfg.push_to_hub)
+    hub.push_folder(output, cfg.push_to_hub, token=token, card=card, private=cfg.private)
 
 
 DESCRIPTION = __doc__.split("\n", 1)[0]
