@@ -276,34 +276,47 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
         if getattr(task, "execution", None):
             write_json(exec_cache, {k: v.__dict__ for k, v in task.execution.items()})
         if hasattr(task, "evaluator_files"):
-            for model in cfg.models:
-                files = task.evaluator_files(examples, [r["predictions"][model] for r in task_rows])
-                for fname, text in files.items():
-                    shared = fname.startswith("answers.")  # one answers file per task, predictions per model
-                    target = out / "evaluator" / name / (fname if shared else f"{model_slug(model)}.{fname}")
-                    with atomic_file(target) as handle:
-                        handle.write(text)
-        base = cfg.models[0]
-        deltas, intervals = {}, {}
-        for model in cfg.models[1:]:
-            deltas[model] = {
-                m: round(per_model[model][m] - per_model[base][m], 2)
-                for m in task.metrics
-                if isinstance(per_model[model].get(m), (int, float)) and isinstance(per_model[base].get(m), (int, float))
-            }
-            intervals[model] = {}
-            for m in deltas[model]:
-                key, scale = MEAN_METRICS.get(m, (None, 0.0))
-                if key is None or not all(key in r["scores"][model] and key in r["scores"][base] for r in task_rows):
-                    continue
-                ci = paired_bootstrap_ci([scale * r["scores"][base][key] for r in task_rows],
-                                         [scale * r["scores"][model][key] for r in task_rows], seed=cfg.seed)
-                if ci is not None:
-                    intervals[model][m] = list(ci)
+            write_evaluator_files(task, examples, task_rows, cfg.models, out / "evaluator" / name)
+        deltas, intervals = compare(per_model, task_rows, task.metrics, cfg.models, cfg.seed)
         summary[name] = {"n": len(examples), "metrics": list(task.metrics), "models": per_model,
                          "delta_vs_baseline": deltas, "delta_ci95": intervals, **task.describe()}
         rows[name] = task_rows
     return summary, rows
+
+
+def write_evaluator_files(task: Task, examples: list[Example], task_rows: list[dict], models: Sequence[str],
+                          folder: Path) -> None:
+    """The files the task's official evaluator reads: one answers file per task, predictions per model."""
+    for model in models:
+        files = task.evaluator_files(examples, [r["predictions"][model] for r in task_rows])
+        for fname, text in files.items():
+            target = folder / (fname if fname.startswith("answers.") else f"{model_slug(model)}.{fname}")
+            with atomic_file(target) as handle:
+                handle.write(text)
+
+
+def compare(per_model: dict[str, dict], task_rows: list[dict], metrics: Sequence[str], models: Sequence[str],
+            seed: int) -> tuple[dict, dict]:
+    """(Δ of each model against the first on each metric, the paired-bootstrap 95% interval of the
+    Δs of metrics that are means of per-example scores): a pure function of the scores."""
+    base = models[0]
+    deltas, intervals = {}, {}
+    for model in models[1:]:
+        deltas[model] = {
+            m: round(per_model[model][m] - per_model[base][m], 2)
+            for m in metrics
+            if isinstance(per_model[model].get(m), (int, float)) and isinstance(per_model[base].get(m), (int, float))
+        }
+        intervals[model] = {}
+        for m in deltas[model]:
+            key, scale = MEAN_METRICS.get(m, (None, 0.0))
+            if key is None or not all(key in r["scores"][model] and key in r["scores"][base] for r in task_rows):
+                continue
+            ci = paired_bootstrap_ci([scale * r["scores"][base][key] for r in task_rows],
+                                     [scale * r["scores"][model][key] for r in task_rows], seed=seed)
+            if ci is not None:
+                intervals[model][m] = list(ci)
+    return deltas, intervals
 
 
 def run(cfg) -> int:

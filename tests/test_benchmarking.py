@@ -236,3 +236,14 @@ def test_report_names_models_apart():
     header = markdown_table({"models": models, "tasks": {"heldout": task}}).splitlines()[0]
     assert "| base (base) | r16/merged | r64/merged | phi-1_5 |" in header
     assert "Δ r16/merged − base" in header and "Δ r64/merged − base" in header
+
+
+def test_compare_is_a_pure_function_of_the_scores():
+    """Δ against the first model on every numeric metric; an interval only for the metrics that
+    are means of per-example scores (ES, EM, pass@1), not for corpus BLEU."""
+    per_model = {"base": {"es": 50.0, "bleu": 10.0, "note": "x"}, "tuned": {"es": 75.0, "bleu": 12.5, "note": "y"}}
+    rows = [{"scores": {"base": {"es": 50.0}, "tuned": {"es": 75.0}}} for _ in range(4)]
+    deltas, intervals = benchmarking.compare(per_model, rows, ["es", "bleu", "note"], ["base", "tuned"], seed=0)
+    assert deltas == {"tuned": {"es": 25.0, "bleu": 2.5}}
+    assert intervals == {"tuned": {"es": [25.0, 25.0]}}  # every example gains exactly 25
+    assert benchmarking.compare(per_model, rows, ["es"], ["base"], seed=0) == ({}, {})
