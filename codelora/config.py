@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from codelora.contracts import adapter_dir
 from codelora.utils import UserError, atomic_file
 
 
@@ -401,7 +402,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("preprocess", PreprocessConfig, "codelora.preprocess", "run_preprocess", "preprocess_data.py",
           output="output", artifact=_output("output")),
     Stage("train", TrainConfig, "codelora.training", "train", "train.py",
-          output="output_dir", artifact=lambda cfg: Path(cfg.output_dir) / "adapter", resumable=True),
+          output="output_dir", artifact=lambda cfg: adapter_dir(cfg.output_dir), resumable=True),
     Stage("merge", MergeConfig, "codelora.merging", "merge", "merge_lora.py",
           output="output", artifact=_output("output")),
     Stage("benchmark", BenchmarkConfig, "codelora.benchmarking", "run", "benchmarking.py",

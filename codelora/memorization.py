@@ -143,12 +143,9 @@ def benchmark_memorization(dataset: str, rows: dict[str, list[dict]], models: li
         for row, fig in zip(where, figures):
             row.setdefault("memorization", {})[model] = fig
         result["models"][model] = summarize(figures, preds)
-    try:
-        import json
+    from codelora.contracts import read_dataset_stats
 
-        stats = json.loads((path / "stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        stats = {}
+    stats = read_dataset_stats(path) or {}
     leakage = stats.get("leakage") or {}
     result["dataset_leakage"] = {s: {k: r[k] for k in ("counted", "leaked", "fraction")} for s, r in leakage.items()}
     # What preprocess found of the benchmark tasks in the training files (--contamination-data).

@@ -178,10 +178,12 @@ def _run_config(adapter_dir: Path | None) -> dict[str, Any]:
     """The training run's config.yaml (beside adapter/), for the model card; {} when absent."""
     import yaml
 
-    if adapter_dir is None or not (adapter_dir.parent / "config.yaml").is_file():
+    from codelora.contracts import run_config_of
+
+    if adapter_dir is None or not run_config_of(adapter_dir).is_file():
         return {}
     try:
-        data = yaml.safe_load((adapter_dir.parent / "config.yaml").read_text(encoding="utf-8"))
+        data = yaml.safe_load(run_config_of(adapter_dir).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
     except yaml.YAMLError:
         return {}

@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from codelora.config import ParseConfig, config_to_dict
+from codelora.contracts import parse_stats_path
 from codelora.utils import UserError, atomic_file, check_writable_parent, sigterm_as_interrupt, write_json
 
 log = logging.getLogger(__name__)
@@ -417,11 +418,6 @@ def iter_records(cfg: ParseConfig, stats: ParseStats) -> Iterator[dict]:
 # ------------------------------------------------------------------------------ the stage
 
 
-def stats_path(output: Path) -> Path:
-    """Sidecar with the config and the per-reason counts (read by preprocess for the card)."""
-    return output.with_name(output.name + ".stats.json")
-
-
 def format_summary(stats: ParseStats, output: Path) -> str:
     dropped = ", ".join(f"{r} {stats.dropped[r]}" for r in REASONS if stats.dropped[r]) or "none"
     return (f"parse_data.py: {stats.seen} files seen, {stats.kept} kept "
@@ -446,7 +442,7 @@ def run_parse(cfg: ParseConfig) -> ParseStats:
             exts = " ".join(cfg.extensions)
             raise UserError(f"no files matched (extensions {exts}; {stats.seen} files seen; "
                             f"dropped: {dict(stats.dropped) or 'none'})")
-    write_json(stats_path(output), {"config": config_to_dict(cfg), **stats.as_dict()})
+    write_json(parse_stats_path(output), {"config": config_to_dict(cfg), **stats.as_dict()})
     print(format_summary(stats, output))
     return stats
 

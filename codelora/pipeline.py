@@ -57,12 +57,12 @@ from codelora.config import (
     fingerprinted,
     load_yaml,
 )
+from codelora.contracts import ATTEMPT, STAGE_MARKER, checkpoints_dir
 from codelora.utils import UserError, atomic_file
 
 log = logging.getLogger(__name__)
 
-MARKER = ".codelora-stage.json"
-ATTEMPT = ".codelora-attempt.json"  # in train's output_dir while training runs: what --resume may continue
+MARKER = STAGE_MARKER
 HASH_LIMIT = 64 * 1024 * 1024  # input files up to this size are hashed; larger ones by size+mtime
 LISTING_LIMIT = 100_000  # entries in a directory listing signature (a bound, not a real-world limit)
 
@@ -261,7 +261,7 @@ def _prepare_checkpoints(plan: Plan, fp: str) -> bool:
     Checkpoints from any other configuration are moved aside (never deleted, never resumed).
     """
     out = Path(plan.cfg.output_dir)
-    ckpts, attempt = out / "checkpoints", out / ATTEMPT
+    ckpts, attempt = checkpoints_dir(out), out / ATTEMPT
     has_ckpts = ckpts.is_dir() and any(ckpts.glob("checkpoint-*"))
     same = attempt.is_file() and json.loads(attempt.read_text(encoding="utf-8")).get("fingerprint") == fp
     if has_ckpts and not same:

@@ -25,6 +25,7 @@ from typing import Any
 
 from codelora.cleaning import clean_text, normalize_whitespace
 from codelora.config import PreprocessConfig, config_to_dict, save_config
+from codelora.contracts import DATASET_STATS, read_dataset_stats, read_parse_stats
 from codelora.contamination import contaminated_files, load_benchmarks
 from codelora.leakage import completion_leakage, train_windows
 from codelora.modeling import load_tokenizer
@@ -246,25 +247,12 @@ def percentiles(values) -> dict[str, float]:
             "mean": round(float(arr.mean()), 2)}
 
 
-def read_parse_stats(input_path: Path) -> dict | None:
-    from codelora.parse import stats_path
-
-    side = stats_path(input_path)
-    try:
-        return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 # ------------------------------------------------------------------------------ the stage
 
 
 def is_own_output(path: Path) -> bool:
     """Whether `path` looks like a directory this stage wrote (a saved DatasetDict + our stats)."""
-    try:
-        stats = json.loads((path / "stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    stats = read_dataset_stats(path)
     return (path / "dataset_dict.json").is_file() and isinstance(stats, dict) and "windowing" in stats
 
 
@@ -323,7 +311,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
             # datasets 5.2 writes zero shards for an empty split, which load_from_disk then cannot
             # read; one explicit (empty) shard keeps an empty validation/test split loadable.
             windows.save_to_disk(str(tmp), num_shards={s: 1 for s in SPLITS if len(windows[s]) == 0} or None)
-            write_json(tmp / "stats.json", stats)
+            write_json(tmp / DATASET_STATS, stats)
             save_config(cfg, tmp / "config.yaml")
 
     print(format_summary(stats, output))

@@ -35,6 +35,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from codelora.config import TrainConfig, save_config
+from codelora.contracts import RUN_CONFIG, adapter_dir, checkpoints_dir
 from codelora.fim import add_fim_tokens, dataset_uses_fim, fit_embeddings, trainable_token_indices
 from codelora.utils import UserError, atomic_dir, check_writable_parent, seed_everything, write_json
 
@@ -646,8 +647,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
              f" ({parallelism()}, {'GPUs' if torch.cuda.is_available() else 'CPU over gloo'})"
              if world_size() > 1 else "")
     out = Path(cfg.output_dir)
-    ckpt_dir = out / "checkpoints"
-    check_writable_parent(out / "adapter")
+    ckpt_dir = checkpoints_dir(out)
+    check_writable_parent(adapter_dir(out))
     # Credentials first: a rejected token must fail now, not after hours of training.
     token = hub.check_push_access(cfg.push_to_hub) if cfg.push_to_hub else None
     plan = plan_resume(cfg, ckpt_dir)
@@ -675,11 +676,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         )
         trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
     metrics = run_metrics(trainer, data, quantized, plan)
-    save_adapter(trainer, out / "adapter", cfg.base_model)
+    save_adapter(trainer, adapter_dir(out), cfg.base_model)
     if trainer.is_world_process_zero():
         _write_outputs(cfg, out, metrics, quantized)
         if cfg.push_to_hub:
-            _push(cfg, out / "adapter", metrics, quantized, token)
+            _push(cfg, adapter_dir(out), metrics, quantized, token)
     trainer.accelerator.wait_for_everyone()
     return metrics
 
@@ -716,13 +717,13 @@ def _write_outputs(cfg: TrainConfig, out: Path, metrics: dict[str, Any], quantiz
     resolved = {"load_in_4bit": quantized, "eval_examples": metrics["eval_examples"]}  # the device defaults
     if metrics["resumed_from"]:
         resolved.update(resumed_from=metrics["resumed_from"], changed_on_resume=metrics["changed_on_resume"])
-    save_config(cfg, out / "config.yaml", resolved=resolved)
+    save_config(cfg, out / RUN_CONFIG, resolved=resolved)
     write_json(out / "train_metrics.json", metrics)
     plot_loss_curve(metrics["log_history"], out / "loss_curve.png", title=f"{cfg.base_model} on {cfg.dataset}")
     eval_loss = f"{metrics['eval_loss']:.4f}" if metrics["eval_loss"] is not None else "n/a"
     tps = metrics["train_tokens_per_second"]
     log.info("adapter written to %s: %d steps, train loss %.4f, eval loss %s, %s tokens in %.0f s "
-             "(%s tokens/s)%s", out / "adapter", metrics["global_step"], metrics["train_loss"], eval_loss,
+             "(%s tokens/s)%s", adapter_dir(out), metrics["global_step"], metrics["train_loss"], eval_loss,
              f"{metrics['train_tokens']:,}", metrics["train_runtime_s"], f"{tps:,.0f}" if tps else "n/a",
              f", whole run (resumed from {Path(metrics['resumed_from']).name})" if metrics["resumed_from"] else "")
 
@@ -770,7 +771,7 @@ def launch(cfg: TrainConfig) -> int:
     return 0
 
 
-def _push(cfg: TrainConfig, adapter_dir: Path, metrics: dict[str, Any], quantized: bool, token: str | None) -> None:
+def _push(cfg: TrainConfig, adapter: Path, metrics: dict[str, Any], quantized: bool, token: str | None) -> None:
     from codelora import cards, hub
 
     hyper = {
@@ -783,7 +784,7 @@ def _push(cfg: TrainConfig, adapter_dir: Path, metrics: dict[str, Any], quantize
     card = cards.adapter_card(base_model=cfg.base_model, dataset=cfg.dataset, hyperparameters=hyper,
                               eval_loss=metrics["eval_loss"], train_loss=metrics["train_loss"],
                               repo_id=cfg.push_to_hub)
-    hub.push_folder(adapter_dir, cfg.push_to_hub, token=token, card=card, private=cfg.private)
+    hub.push_folder(adapter, cfg.push_to_hub, token=token, card=card, private=cfg.private)
 
 
 DESCRIPTION = __doc__.split("\n", 1)[0]

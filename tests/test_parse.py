@@ -12,6 +12,7 @@ import pytest
 
 from codelora import parse
 from codelora.config import ParseConfig
+from codelora.contracts import parse_stats_path
 from codelora.parse import main as parse_main
 from codelora.utils import UserError
 from tests.conftest import git, make_git_repo
@@ -78,7 +79,7 @@ def test_kept_files_and_drop_reasons(kotlin_repo, tmp_path, capsys):
         assert r["sha256"] == hashlib.sha256(r["file_text"].encode()).hexdigest()
     assert "SECRET" not in out.read_text() and "root:" not in out.read_text()
 
-    stats = json.loads(parse.stats_path(out).read_text())
+    stats = json.loads(parse_stats_path(out).read_text())
     # 12 tracked files + 2 tracked links; the untracked file is not even seen
     assert stats["seen"] == 14 and stats["kept"] == 4
     assert stats["dropped"] == {
@@ -95,7 +96,7 @@ def test_extensions_and_size_limits(kotlin_repo, tmp_path, capsys):
     assert [r["path"] for r in read_output(out)] == ["scripts/build.gradle.kts"]
     code, _, _ = run(["--repo", str(kotlin_repo), "--max-bytes", "200", "--output", str(out)], capsys)
     assert code == 0
-    stats = json.loads(parse.stats_path(out).read_text())
+    stats = json.loads(parse_stats_path(out).read_text())
     assert stats["dropped"]["too_large"] == 1  # Huge.kt (~560 bytes)
 
 
@@ -129,7 +130,7 @@ def test_local_revision_and_subdirectory(kotlin_repo, tmp_path, capsys):
     # Any revision git can name in the source works locally (here: before the links were added).
     code, _, _ = run(["--repo", str(kotlin_repo), "--revision", "HEAD~1", "--output", str(out)], capsys)
     assert code == 0
-    stats = json.loads(parse.stats_path(out).read_text())
+    stats = json.loads(parse_stats_path(out).read_text())
     assert stats["sources"][0]["commit"] == git(kotlin_repo, "rev-parse", "HEAD~1")
     assert "symlink" not in stats["dropped"] and stats["seen"] == 12
 
@@ -148,7 +149,7 @@ def test_plain_directory_does_not_follow_links(tmp_path, capsys):
     assert code == 0, err
     rows = read_output(out)
     assert [(r["path"], r["commit"]) for r in rows] == [("pkg/A.kt", None)]
-    stats = json.loads(parse.stats_path(out).read_text())
+    stats = json.loads(parse_stats_path(out).read_text())
     assert stats["dropped"] == {"extension": 1, "symlink": 1, "not_regular": 1}
 
 
@@ -193,7 +194,7 @@ def test_bad_input_one_line_error_nothing_written(extra, message, kotlin_repo, t
     assert lines[-1].startswith("parse_data.py: error: ") and message in lines[-1], err
     assert "Traceback" not in err
     assert out.read_text() == "OLD CONTENTS\n"
-    assert not parse.stats_path(out).exists()
+    assert not parse_stats_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "raw.jsonl", "repo"]  # no temp left
     assert not (tmp_path / "PWNED").exists()
 
@@ -303,7 +304,7 @@ def test_missing_blob_is_a_drop_reason_not_a_crash(tmp_path, capsys):
     code, _, err = run(["--repo", str(root), "--output", str(out)], capsys)
     assert code == 0, err
     assert [r["path"] for r in read_output(out)] == ["src/Ok.kt"]
-    side = json.loads(parse.stats_path(out).read_text())
+    side = json.loads(parse_stats_path(out).read_text())
     assert side["dropped"]["missing_blob"] == 1 and side["dropped"]["extension"] == 1
 
 

@@ -17,10 +17,10 @@ tokenizer, EM = equal tokens), so `for(i in 0 until n){` matches `for (i in 0 un
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from codelora.contracts import dataset_mode
 from codelora.generation import StopRule, stop_after_next_line, stop_at_eos, stop_at_line_end
 from codelora.tasks import Example, Task, text_scores
 from codelora.tasks.codexglue_tokens import line_tokenizer_for
@@ -68,9 +68,7 @@ class HeldoutTask(Task):
         missing = [c for c in REQUIRED if c not in test.column_names]
         if missing:
             raise UserError(f"heldout: {path} {split} split lacks column(s) {', '.join(missing)}")
-        stats = path / "stats.json"
-        if stats.is_file():
-            self.mode = (json.loads(stats.read_text(encoding="utf-8")).get("windowing") or {}).get("mode")
+        self.mode = dataset_mode(path) or self.mode
         if "completion_tokens" in test.column_names:
             self.max_new_tokens = completion_budget([int(n) for n in test["completion_tokens"]])
         examples = []
