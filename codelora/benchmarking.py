@@ -126,8 +126,22 @@ def settings_for(task: Task, cfg) -> GenerationSettings:
     )
 
 
+def model_identity(name: str) -> str:
+    """What a model's predictions depend on besides the settings: its weights (read cheaply,
+    modeling.weights_fingerprint) and its tokenizer files. A model rebuilt at the same path (a merge
+    redone) has a new identity, so its old predictions are never scored as its own."""
+    from codelora.modeling import weights_fingerprint
+
+    digest = hashlib.sha256((weights_fingerprint(name) or name).encode())
+    path = Path(name)
+    for file in sorted(path.glob("*token*.json")) if path.is_dir() else ():
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_path(out: Path, model: str, task: Task, settings: GenerationSettings, seed: int) -> Path:
-    key = json.dumps({**settings.__dict__, "seed": seed if settings.do_sample else None}, sort_keys=True)
+    key = json.dumps({**settings.__dict__, "seed": seed if settings.do_sample else None,
+                      "model": model_identity(model)}, sort_keys=True)
     return out / "cache" / model_slug(model) / f"{task.name}-{_sha(key)[:8]}.jsonl"
 
 

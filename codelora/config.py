@@ -381,9 +381,6 @@ class Stage:
     artifact: Callable[[Any], Path] | None = None  # the output the pipeline's marker vouches for
     is_dir: bool = True  # the artifact is a directory (else a file)
     resumable: bool = False  # has checkpoints in output_dir/checkpoints and a `resume` flag
-    # Keeps resumable caches inside its output (benchmark: predictions per model directory):
-    # valid only for a rerun of the same fingerprint, so a changed run starts from an empty output.
-    caches_in_output: bool = False
 
     def run_function(self) -> Callable[[Any], Any]:
         return getattr(importlib.import_module(self.module), self.run)
@@ -406,7 +403,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("merge", MergeConfig, "codelora.merging", "merge", "merge_lora.py",
           output="output", artifact=_output("output")),
     Stage("benchmark", BenchmarkConfig, "codelora.benchmarking", "run", "benchmarking.py",
-          output="output", artifact=_output("output"), caches_in_output=True),
+          output="output", artifact=_output("output")),
     Stage("bleu", BleuConfig, "codelora.metrics", "run", "bleu.py"),
 )}
 PIPELINE_STAGES = tuple(name for name, stage in STAGES.items() if stage.output)

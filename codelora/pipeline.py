@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import time
@@ -274,30 +273,10 @@ def _prepare_checkpoints(plan: Plan, fp: str) -> bool:
     return has_ckpts and same
 
 
-def _prepare_output_caches(plan: Plan, fp: str) -> None:
-    """Empty a cache-keeping output unless it holds an interrupted attempt with this fingerprint.
-
-    The benchmark caches predictions per model *path*; after a model at the same path was
-    rebuilt, those predictions belong to the old model and must not be scored as the new one's.
-    """
-    out, attempt = plan.artifact, plan.artifact / ATTEMPT
-    same = attempt.is_file() and json.loads(attempt.read_text(encoding="utf-8")).get("fingerprint") == fp
-    if out.exists() and not same:
-        log.info(
-            "%s: clearing %s (made by a different configuration or from other inputs)", plan.stage.name, out
-        )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(attempt) as handle:
-        json.dump({"fingerprint": fp}, handle)
-
-
 def run_one(plan: Plan, fp: str, inputs: dict[str, str], debug: bool) -> int:
     stage = plan.stage
     marker = marker_path(stage, plan.artifact)
     marker.unlink(missing_ok=True)  # a crash from here on must not leave an old marker trusted
-    if stage.caches_in_output:
-        _prepare_output_caches(plan, fp)
     cfg = _stage_config(plan, fp)
     changed = {k: v for k, v in config_to_dict(cfg).items() if v != getattr(plan.cfg, k)}
     log.info("▶ %s%s", stage.name, f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
@@ -326,8 +305,6 @@ def run_one(plan: Plan, fp: str, inputs: dict[str, str], debug: bool) -> int:
         )
     if stage.resumable:
         (Path(plan.cfg.output_dir) / ATTEMPT).unlink(missing_ok=True)
-    if stage.caches_in_output:
-        (plan.artifact / ATTEMPT).unlink(missing_ok=True)
     log.info("✔ %s done in %.1fs", stage.name, seconds)
     return 0
 

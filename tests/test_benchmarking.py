@@ -247,3 +247,27 @@ def test_compare_is_a_pure_function_of_the_scores():
     assert deltas == {"tuned": {"es": 25.0, "bleu": 2.5}}
     assert intervals == {"tuned": {"es": [25.0, 25.0]}}  # every example gains exactly 25
     assert benchmarking.compare(per_model, rows, ["es"], ["base"], seed=0) == ({}, {})
+
+
+def test_a_model_rebuilt_at_the_same_path_is_not_scored_from_its_old_predictions(tmp_path, tiny_tokenizer,
+                                                                                   dataset_dir):
+    """The prediction cache is keyed by the model's identity (its weights), not its path: a merge
+    redone into the same directory gets its predictions generated again."""
+    import shutil
+
+    from codelora.bootstrap import make_tiny_phi
+
+    model, out = tmp_path / "merged", tmp_path / "results"
+    args = ["--models", str(model), "--tasks", "heldout", "--dataset", str(dataset_dir), "--output", str(out),
+            "--max-new-tokens", "6", "--batch-size", "2"]
+    predictions = {}
+    for seed in (1, 2):
+        shutil.rmtree(model, ignore_errors=True)
+        make_tiny_phi(tiny_tokenizer, model, seed=seed, hidden_size=32, layers=2, heads=4)
+        assert run(args) == 0
+        rows = [json.loads(x) for x in (out / "examples" / "heldout.jsonl").read_text().splitlines()]
+        predictions[seed] = [r["predictions"][str(model)] for r in rows]
+    assert predictions[1] != predictions[2]  # the rebuilt model's own predictions, not the cached ones
+    assert len(list((out / "cache").rglob("heldout-*.jsonl"))) == 2
+    assert run(args) == 0  # the same model again: served from its cache, nothing new
+    assert len(list((out / "cache").rglob("heldout-*.jsonl"))) == 2

@@ -8,6 +8,7 @@ small artifacts derived from their inputs and config, so staleness is observable
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import types
@@ -84,15 +85,18 @@ def _merge(cfg: MergeConfig):
 
 
 def _benchmark(cfg: BenchmarkConfig):
-    # Like benchmarking.py: predictions cached per model path inside the output, reused on rerun.
+    # Like benchmarking.py: predictions cached inside the output, keyed by the model's identity
+    # (its weights), not its path, and reused on rerun; the pipeline never clears them.
     out = Path(cfg.output)
     cache = out / "cache.json"
-    scores = json.loads(cache.read_text()) if cache.is_file() else {}
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    scores = {}
     for model in cfg.models:
         weights = Path(model) / "model.json"
-        scores.setdefault(model, weights.read_text() if weights.is_file() else model)
+        content = weights.read_text() if weights.is_file() else model
+        scores[model] = cached.setdefault(f"{model}@{hashlib.sha256(content.encode()).hexdigest()}", content)
     out.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(scores))
+    cache.write_text(json.dumps(cached))
     write_json(out / "results.json", {"models": cfg.models, "scores": scores})
 
 
