@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -179,28 +180,93 @@ def _script_statements(test: str) -> tuple[str, list[str]]:
     return "\n".join(kept), statements
 
 
-def script_test_as_kt(test: str) -> str:
-    """A test written script-style (top-level `check(...)` calls, McEval's trailing `main()`
-    call) as a valid .kt file: its top-level statements, in order, become the body of `fun main`,
-    and a `fun main` the test defines itself is renamed so those statements can call it."""
-    declarations, statements = _script_statements(test)
-    if not any(s.strip() for s in statements):
-        return test
-    rename = re.compile(r"\bmain(?=\s*\()")
-    declarations = re.sub(r"\bfun(\s+)main(?=\s*\()", rf"fun\1{_TEST_MAIN}", declarations)
-    body = "\n".join("    " + rename.sub(_TEST_MAIN, s) for s in statements if s.strip())
-    return f"{declarations}\n\nfun main() {{\n{body}\n}}\n"
+_TEST_PACKAGE = "t"  # the tests' package inside a program's own: p3 holds the solution, p3.t the tests
+_MODIFIERS = (r"(?:(?:public|private|internal|protected|inline|tailrec|suspend|operator|infix|data|sealed|enum"
+              r"|abstract|open|inner|value|annotation|const|lateinit|override|external|expect|actual)\s+)*")
+# The name a top-level declaration line introduces: `fun <T> List<T>.name(`, `class Name`, `val T.name`.
+_NAME = re.compile(rf"^\s*({_MODIFIERS})(?:fun\b[^(=]*?(\w+)\s*\(|(?:class|object|interface|typealias)\s+(\w+)"
+                   r"|(?:val|var)\s+(?:[\w<>?, ]+\.)?(\w+))")
+_NONCE = "codeloraRunNonce"
 
 
-def kotlin_program(prompt: str, completion: str, test: str) -> str:
-    """prompt + completion + "\\n" + test as one .kt file: a script-style test's top-level
-    statements run from `main`, and `import` lines anywhere are moved to the top (Kotlin only
-    allows them there; a test may start with its own)."""
-    program = f"{prompt}{completion}\n\n{script_test_as_kt(test)}\n"
-    imports = list(dict.fromkeys(m.group(0).strip() for m in _IMPORT.finditer(program)))
+@dataclass(frozen=True)
+class KotlinProgram:
+    """A benchmark program as two files. The solution (prompt + completion, package `pN`) and the
+    tests (package `pN.t`) are kept apart so that a completion cannot decide its own verdict:
+    - the tests import only the names the *prompt* declares, so a helper the completion adds
+      (`fun assert(value: Boolean) {}`, `fun check(...)`) cannot shadow the assertions they call
+      (same-package declarations would win over Kotlin's default imports);
+    - `main` first reads a nonce from standard input (fresh for every run, through a pipe, so it
+      is gone once read), runs the tests, then prints it; a run passes only if it exits 0 AND its
+      last line is that nonce. A completion that exits early (`exitProcess(0)`), or makes a failed
+      run exit 0 (`Runtime.halt(0)` in a shutdown hook), never printed it. The solution's own
+      initialisers run at its first call, after the nonce was read.
+    What this does not stop: code written against this harness that digs the nonce out of `main`'s
+    stack frame by debugger-level means; the sandbox still bounds what such code can reach."""
+
+    solution: str
+    tests: str
+    prompt_names: tuple[str, ...] = ()
+
+    def sources(self, package: str) -> dict[str, str]:
+        """{file name: source}: the solution in `package`, the tests in `package`.t importing the
+        prompt's names."""
+        tests = _with_imports(self.tests, [f"import {package}.{n}" for n in self.prompt_names])
+        return {"Solution.kt": in_package(self.solution, package),
+                "Main.kt": in_package(tests, f"{package}.{_TEST_PACKAGE}")}
+
+
+def declared_names(code: str) -> list[str]:
+    """Names of the non-private top-level functions, classes, objects, properties and type
+    aliases `code` declares (lines at brace depth 0), in order, each once."""
+    names: list[str] = []
+    depth = 0
+    for line in code.split("\n"):
+        found = _NAME.match(line) if depth == 0 else None
+        if found and "private" not in found.group(1):
+            names.append(next(g for g in found.groups()[1:] if g))
+        depth = max(0, depth + brace_depth(line))
+    return list(dict.fromkeys(n for n in names if n != "main"))
+
+
+def _with_imports(code: str, extra: Sequence[str]) -> str:
+    """`code` with its `import` lines (anywhere; Kotlin only allows them at the top) and `extra`
+    moved to the top."""
+    imports = list(dict.fromkeys([*(m.group(0).strip() for m in _IMPORT.finditer(code)), *extra]))
     if not imports:
-        return program
-    return "\n".join(imports) + "\n\n" + _IMPORT.sub("", program)
+        return code
+    return "\n".join(imports) + "\n\n" + _IMPORT.sub("", code)
+
+
+def tests_as_main(test: str) -> str:
+    """The tests as a .kt file whose `main` reads the run's nonce from standard input, runs them,
+    and prints the nonce last (KotlinProgram). A test written script-style (top-level `check(...)`
+    calls, McEval's trailing `main()` call) has its top-level statements run from that `main`; a
+    `main` the test defines itself is renamed and called."""
+    declarations, statements = _script_statements(test)
+    defined = re.search(r"\bfun\s+main\s*\(\s*(\w?)", declarations)
+    declarations = re.sub(r"\bfun(\s+)main(?=\s*\()", rf"fun\1{_TEST_MAIN}", declarations)
+    body = [re.sub(r"\bmain(?=\s*\()", _TEST_MAIN, s) for s in statements if s.strip()]
+    if not body and defined:
+        body = [f"{_TEST_MAIN}({'arrayOf()' if defined.group(1) else ''})"]
+    lines = "".join(f"    {line}\n" for line in "\n".join(body).split("\n")) if body else ""
+    return (f"{declarations}\n\nfun main() {{\n    val {_NONCE} = readlnOrNull()\n{lines}"
+            f"    println()\n    println({_NONCE})\n}}\n")
+
+
+def kotlin_program(prompt: str, completion: str, test: str) -> KotlinProgram:
+    """prompt + completion (the solution file) and the test (the tests' file, which also gets the
+    prompt's imports): a KotlinProgram."""
+    prompt_imports = [m.group(0).strip() for m in _IMPORT.finditer(prompt)]
+    return KotlinProgram(_with_imports(f"{prompt}{completion}\n", []),
+                         _with_imports(tests_as_main(test), prompt_imports), tuple(declared_names(prompt)))
+
+
+Program = str | KotlinProgram  # a plain program (one file, passes on exit 0) or a benchmark's
+
+
+def _sources(program: Program, package: str) -> dict[str, str]:
+    return program.sources(package) if isinstance(program, KotlinProgram) else {"Main.kt": in_package(program, package)}
 
 
 def in_package(program: str, package: str) -> str:
@@ -300,7 +366,7 @@ class KotlinRunner:
             return seconds
         return max(1.0, min(seconds, self.deadline - time.monotonic()))
 
-    def execute(self, programs: Sequence[str]) -> list[ExecutionResult]:
+    def execute(self, programs: Sequence[Program]) -> list[ExecutionResult]:
         results: dict[int, ExecutionResult] = {}
         with tempfile.TemporaryDirectory(prefix="codelora-ktb-") as tmp:
             root = Path(tmp)
@@ -311,7 +377,7 @@ class KotlinRunner:
                 self._compile(programs, indices, root, jars, results)
             workers = self.workers or max(1, os.cpu_count() or 1)
             with ThreadPoolExecutor(workers) as pool:
-                ran = pool.map(lambda i: (i, self._run(i, jars[i], root)), sorted(jars))
+                ran = pool.map(lambda i: (i, self._run(i, programs[i], jars[i], root)), sorted(jars))
                 results.update(ran)
         return [results[i] for i in range(len(programs))]
 
@@ -322,18 +388,21 @@ class KotlinRunner:
 
     # -- compile
 
-    def _compile(self, programs: Sequence[str], indices: list[int], root: Path, jars: dict[int, Path],
+    def _compile(self, programs: Sequence[Program], indices: list[int], root: Path, jars: dict[int, Path],
                  results: dict[int, ExecutionResult]) -> None:
         """Compile `indices` into one jar; set aside the programs kotlinc blames, bisect otherwise."""
         while indices:
             out = root / f"batch{min(indices)}-{len(indices)}"
             out.mkdir()
+            files = []
             for i in indices:
                 (out / f"p{i}").mkdir()
-                (out / f"p{i}" / "Main.kt").write_text(in_package(programs[i], f"p{i}"), encoding="utf-8")
+                for name, source in _sources(programs[i], f"p{i}").items():
+                    (out / f"p{i}" / name).write_text(source, encoding="utf-8")
+                    files.append(f"p{i}/{name}")
             limit = max(COMPILE_TIMEOUT, self.timeout) + COMPILE_SECONDS_PER_PROGRAM * len(indices)
             compiled = run_sandboxed(
-                [self.kotlinc, *[f"p{i}/Main.kt" for i in indices], "-include-runtime", "-nowarn", "-d", "batch.jar"],
+                [self.kotlinc, *files, "-include-runtime", "-nowarn", "-d", "batch.jar"],
                 out, self._limit(limit), memory_mb=COMPILER_HEAP_MB + JVM_OVERHEAD_MB,
                 env={"JAVA_OPTS": f"-Xmx{COMPILER_HEAP_MB}m -XX:+UseSerialGC", "JAVA_HOME": str(java_home())},
                 **self._sandbox(),
@@ -360,22 +429,30 @@ class KotlinRunner:
 
     # -- run
 
-    def _run(self, index: int, jar: Path, root: Path) -> ExecutionResult:
+    def _run(self, index: int, program: Program, jar: Path, root: Path) -> ExecutionResult:
+        """A KotlinProgram passes when it exits 0 with the run's nonce as its last line; a plain
+        program (str) when it exits 0."""
         cwd = root / f"run{index}"
         cwd.mkdir()
+        tests = isinstance(program, KotlinProgram)
+        nonce = secrets.token_hex(16) if tests else None
+        main = f"p{index}.{_TEST_PACKAGE}.MainKt" if tests else f"p{index}.MainKt"
         ran = run_sandboxed(
-            [java_command(), f"-Xmx{self.memory_mb}m", *JVM_OPTIONS, "-ea", "-cp", str(jar), f"p{index}.MainKt"],
+            [java_command(), f"-Xmx{self.memory_mb}m", *JVM_OPTIONS, "-ea", "-cp", str(jar), main],
             cwd, self._limit(self.timeout), memory_mb=self.memory_mb + JVM_OVERHEAD_MB,
-            **self._sandbox(jar.parent),
+            stdin=None if nonce is None else nonce + "\n", **self._sandbox(jar.parent),
         )
         if ran.timed_out:
             return ExecutionResult("timeout", "run timed out", ran.seconds)
         if ran.returncode != 0:
             return ExecutionResult("failed", _tail(ran.stderr or ran.stdout), ran.seconds)
+        if nonce is not None and ran.stdout.rstrip("\n").rpartition("\n")[2] != nonce:
+            return ExecutionResult("failed", "exited 0 before its tests finished (their end marker is missing)\n"
+                                   + _tail(ran.stderr or ran.stdout), ran.seconds)
         return ExecutionResult("passed", "", ran.seconds)
 
 
-_ERROR_LINE = re.compile(r"^p(\d+)/Main\.kt:\d+:\d+: error: ", re.M)
+_ERROR_LINE = re.compile(r"^p(\d+)/\w+\.kt:\d+:\d+: error: ", re.M)
 
 
 def _errors_by_file(stderr: str, indices: Sequence[int]) -> dict[int, str]:
@@ -384,7 +461,7 @@ def _errors_by_file(stderr: str, indices: Sequence[int]) -> dict[int, str]:
     wanted = set(indices)
     found: dict[int, list[str]] = {}
     starts = list(_ERROR_LINE.finditer(stderr))
-    located = [m.start() for m in re.finditer(r"^p\d+/Main\.kt:\d+:\d+: ", stderr, re.M)] + [len(stderr)]
+    located = [m.start() for m in re.finditer(r"^p\d+/\w+\.kt:\d+:\d+: ", stderr, re.M)] + [len(stderr)]
     for match in starts:
         i = int(match.group(1))
         if i in wanted:
@@ -393,7 +470,7 @@ def _errors_by_file(stderr: str, indices: Sequence[int]) -> dict[int, str]:
     return {i: "\n".join(msgs) for i, msgs in found.items()}
 
 
-def run_kotlin(program: str, timeout: float = 30.0, memory_mb: int = 512, kotlinc: str | None = None,
+def run_kotlin(program: Program, timeout: float = 30.0, memory_mb: int = 512, kotlinc: str | None = None,
                unsafe_no_sandbox: bool = False) -> ExecutionResult:
     """One program compiled alone and run with `java -ea`; `timeout` covers compile + run."""
     runner = KotlinRunner(require_kotlin(kotlinc), timeout, memory_mb, unsafe_no_sandbox=unsafe_no_sandbox,
@@ -401,7 +478,7 @@ def run_kotlin(program: str, timeout: float = 30.0, memory_mb: int = 512, kotlin
     return runner.execute([program])[0]
 
 
-def compile_one_at_a_time(programs: Sequence[str], kotlinc: str, timeout: float = 30.0,
+def compile_one_at_a_time(programs: Sequence[Program], kotlinc: str, timeout: float = 30.0,
                           memory_mb: int = 512) -> list[ExecutionResult]:
     """The baseline bench/kotlin_exec.py measures batching against: one kotlinc call per program."""
     runner = KotlinRunner(kotlinc, timeout, memory_mb, workers=1)

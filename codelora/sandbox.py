@@ -178,13 +178,23 @@ def _environment(cwd: Path, env: dict[str, str] | None) -> dict[str, str]:
     return {**base, **(env or {})}
 
 
-def _start(argv: Sequence[str], cwd: Path, env: dict[str, str], drop_root: bool) -> subprocess.Popen:
+def _start(argv: Sequence[str], cwd: Path, env: dict[str, str], drop_root: bool,
+           stdin: str | None = None) -> subprocess.Popen:
     identity = {"user": SANDBOX_ID, "group": SANDBOX_ID, "extra_groups": []} if drop_root else {}
-    return subprocess.Popen(
-        list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,  # own process group: killpg reaches bwrap (or the unisolated tree)
-        **identity,
-    )
+    source = subprocess.DEVNULL
+    if stdin is not None:  # a pipe filled and closed up front: small inputs only (pipe buffer, 64 KiB)
+        source, writer = os.pipe()
+        with os.fdopen(writer, "wb") as pipe:
+            pipe.write(stdin.encode())
+    try:
+        return subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,  # own process group: killpg reaches bwrap (or the unisolated tree)
+            **identity,
+        )
+    finally:
+        if stdin is not None:
+            os.close(source)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -251,22 +261,25 @@ def run_sandboxed(
     max_file_bytes: int = MAX_FILE_BYTES,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
     unsafe_no_sandbox: bool = False,
+    stdin: str | None = None,
 ) -> SandboxResult:
     """Run `argv` in `cwd` (its only writable host directory) within the limits; never raises for
     the program's own failures. `memory_mb` caps each process's writable memory (RLIMIT_DATA; None:
     no cap), `ro_binds` are extra host directories it may read (a compiler outside /usr). When the
-    caller is root, `cwd` is handed to the sandbox's uid. Raises UserError when isolation does not
-    work here, unless `unsafe_no_sandbox`."""
+    caller is root, `cwd` is handed to the sandbox's uid. `stdin` is what the program reads on its
+    standard input (through a pipe: once read it is gone, even via /proc/self/fd/0); none: /dev/null.
+    Raises UserError when isolation does not work here, unless `unsafe_no_sandbox`."""
     require_isolation(unsafe_no_sandbox)
     return _run(argv, cwd, timeout, memory_mb, env, isolate_network, ro_binds, max_processes, max_file_bytes,
                 max_output_bytes, bwrap=None if unsafe_no_sandbox else shutil.which(BWRAP),
-                prlimit=shutil.which("prlimit"))
+                prlimit=shutil.which("prlimit"), stdin=stdin)
 
 
 def _run(argv: Sequence[str], cwd: Path, timeout: float, memory_mb: int | None = MEMORY_MB,
          env: dict[str, str] | None = None, isolate_network: bool = True, ro_binds: Sequence[Path] = (),
          max_processes: int = MAX_PROCESSES, max_file_bytes: int = MAX_FILE_BYTES,
-         max_output_bytes: int = MAX_OUTPUT_BYTES, *, bwrap: str | None, prlimit: str | None) -> SandboxResult:
+         max_output_bytes: int = MAX_OUTPUT_BYTES, *, bwrap: str | None, prlimit: str | None,
+         stdin: str | None = None) -> SandboxResult:
     """run_sandboxed without the isolation check: under `bwrap`, or unisolated when it is None."""
     limits = (int(timeout) + 1, memory_mb, max_processes, max_file_bytes)
     drop_root = bool(bwrap) and os.geteuid() == 0
@@ -279,7 +292,7 @@ def _run(argv: Sequence[str], cwd: Path, timeout: float, memory_mb: int | None =
         cpu, memory, _, file_bytes = limits
         command = [*(limits_argv(prlimit, cpu, memory, None, file_bytes) if prlimit else ()), *argv]
     start = time.monotonic()
-    proc = _start(command, cwd, _environment(cwd, env), drop_root)
+    proc = _start(command, cwd, _environment(cwd, env), drop_root, stdin)
     out, err, timed_out, capped = _collect(proc, start + timeout, max_output_bytes)
     return SandboxResult(
         None if timed_out else proc.returncode,

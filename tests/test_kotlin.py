@@ -13,7 +13,8 @@ import pytest
 
 import codelora.kotlin as kotlin
 from codelora.generation import brace_rule
-from codelora.kotlin import KotlinRunner, helper_aware_rule, in_package, kotlin_program, kotlinc_version, require_kotlin
+from codelora.kotlin import (KotlinRunner, declared_names, helper_aware_rule, in_package, kotlin_program, kotlinc_version,
+                             require_kotlin)
 from codelora.metrics import pass_at_k
 
 
@@ -55,12 +56,29 @@ def test_stop_rule_waits_to_tell_and_ends_at_other_code():
 
 def test_program_runs_script_style_tests_from_main():
     program = kotlin_program("fun f(x: Int): Int", " = x + 1", "check(f(1) == 2)\ncheck(f(2) == 3) {\n  \"f(2)\"\n}\n")
-    assert "fun main() {\n    check(f(1) == 2)\n    check(f(2) == 3) {" in program
+    assert program.solution == "fun f(x: Int): Int = x + 1\n"
+    # the statements run from main, between reading the run's nonce and printing it
+    assert ("fun main() {\n    val codeloraRunNonce = readlnOrNull()\n    check(f(1) == 2)\n    check(f(2) == 3) {\n"
+            "      \"f(2)\"\n    }\n    println()\n    println(codeloraRunNonce)\n}") in program.tests
     mceval = kotlin_program("fun f(): Int", " { return 1 }", "fun main() {\n    assert(f() == 1)\n}\nmain()\n")
-    assert "fun codeloraTestMain() {" in mceval and "fun main() {\n    codeloraTestMain()\n}" in mceval
-    imported = kotlin_program("fun f(): Int", " { return 1 }", "import kotlin.math.abs\nfun main() { }")
-    assert imported.startswith("import kotlin.math.abs\n")
+    assert "fun codeloraTestMain() {" in mceval.tests and "    codeloraTestMain()\n    println()" in mceval.tests
+    imported = kotlin_program("import kotlin.math.max\nfun f(): Int", " { return 1 }", "import kotlin.math.abs\nfun main() { }")
+    assert imported.solution.startswith("import kotlin.math.max\n")
+    assert imported.tests.startswith("import kotlin.math.abs\nimport kotlin.math.max\n")  # the prompt's too
+    files = imported.sources("p7")
+    assert files["Solution.kt"].splitlines()[0] == "package p7"
+    # the tests see only what the prompt declares, never a helper the completion adds
+    assert files["Main.kt"].splitlines()[:4] == ["package p7.t", "", "import kotlin.math.abs", "import kotlin.math.max"]
+    assert "import p7.f" in files["Main.kt"]
     assert in_package("package a.b\nfun f() = 1\n", "p7").splitlines()[0] == "package p7"
+
+
+def test_declared_names_are_the_prompts_top_level_names():
+    prompt = ("import kotlin.math.abs\n\n/**\n * doc\n */\ndata class Point(val x: Int, var y: Int)\n"
+              "private fun hidden() = 1\nval String.twice: String get() = this + this\nenum class Color { RED }\n"
+              "typealias Grid = List<List<Int>>\nfun <T> List<T>.second(): T {\n    val inner = 1\n    return this[1]\n}\n"
+              "fun solve(p: Point): Int {\n")
+    assert declared_names(prompt) == ["Point", "twice", "Color", "Grid", "second", "solve"]
 
 
 PROGRAMS = {
@@ -72,6 +90,17 @@ PROGRAMS = {
     "script_passes": kotlin_program("fun inc(x: Int): Int", " {\n    return x + 1\n}",
                                     "check(inc(1) == 2)\ncheck(inc(-1) == 0)\n"),
     "timeout": "fun main() {\n    while (true) {}\n}\n",
+    # hostile completions that must not pass tests they fail: exit 0 before the tests end, shadow
+    # the assertion functions with helpers the stop rule keeps, or turn a failure's exit status to 0
+    "exits_early": kotlin_program("fun twice(x: Int): Int", " {\n    kotlin.system.exitProcess(0)\n}",
+                                  "fun main() {\n    assert(twice(2) == 4)\n}\nmain()\n"),
+    "shadows_assert": kotlin_program("fun twice(x: Int): Int", " = x\nfun assert(value: Boolean) {}\n"
+                                     "fun check(value: Boolean, lazyMessage: () -> Any) {}",
+                                     "fun main() {\n    assert(twice(2) == 4)\n    check(twice(3) == 6) { 3 }\n}\n"),
+    "halts_in_hook": kotlin_program(
+        "fun twice(x: Int): Int",
+        " {\n    Runtime.getRuntime().addShutdownHook(Thread { Runtime.getRuntime().halt(0) })\n    return x\n}",
+        "check(twice(2) == 4)\n"),
 }
 
 
@@ -90,13 +119,16 @@ def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch):
     by_name = dict(zip(PROGRAMS, results))
     assert {name: r.status for name, r in by_name.items()} == {
         "passes": "passed", "fails": "failed", "compile_error": "compile_error", "script_passes": "passed",
-        "timeout": "timeout"}
-    assert "p2/Main.kt" in by_name["compile_error"].detail and "mismatch" in by_name["compile_error"].detail
+        "timeout": "timeout", "exits_early": "failed", "shadows_assert": "failed", "halts_in_hook": "failed"}
+    assert "p2/Solution.kt" in by_name["compile_error"].detail and "mismatch" in by_name["compile_error"].detail
     assert "twice(2)" in by_name["fails"].detail  # the failed check's message: the stderr tail
+    assert "before its tests finished" in by_name["exits_early"].detail
+    assert "AssertionError" in by_name["shadows_assert"].detail  # kotlin's assert ran, not the helper
     compiles = [argv for argv in calls if argv[0] == kotlinc]
-    # all five in one call; kotlinc named the broken file, so the other four compile once more
-    assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [5, 4]
-    assert len(calls) - len(compiles) == 4  # one java process per compiled program
+    # all eight in one call (two files each, one for the plain program); kotlinc named the broken
+    # file, so the other seven compile once more
+    assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [15, 13]
+    assert len(calls) - len(compiles) == 7  # one java process per compiled program
 
 
 def test_install_behind_a_private_directory_runs_from_a_reachable_mirror(tmp_path, monkeypatch):

@@ -117,7 +117,7 @@ def test_no_isolation_refuses_to_run(workdir, monkeypatch):
 
 def test_kotlin_program_drops_the_script_style_main_call():
     program = kotlin_program("fun f(): Int", " { return 1 }", "fun main() {\n    assert(f() == 1)\n}\nmain()\n")
-    assert program.rstrip().endswith("}") and "\nmain()" not in program
+    assert program.tests.rstrip().endswith("}") and "\nmain()" not in program.tests + program.solution
 
 
 def test_mceval_pass_at_1_executes_in_the_sandbox(mceval_data):

@@ -77,7 +77,7 @@ fun nativeMiB(): Int {
 // the same from a child JVM, which does not inherit this JVM's -Xmx
 fun childMiB(): Int = try {
     val java = ProcessHandle.current().info().command().get()
-    val mainClass = System.getProperty("sun.java.command").split(" ")[0]  // e.g. p2.MainKt (batched build)
+    val mainClass = Throwable().stackTrace[0].className  // this file's class, e.g. p2.SolutionKt (batched build)
     val child = ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), mainClass, "child")
         .redirectErrorStream(true).start()
     val text = child.inputStream.bufferedReader().readText()
@@ -175,7 +175,10 @@ def probe_task(mceval_data: Path, **cfg):
 
 
 def as_example(name: str, source: str) -> Example:
-    return Example(name, source, "", {"test": ""})
+    """A probe as a benchmark example: its source in the solution file, where a completion's code
+    runs, and a test that calls its `main`."""
+    args = "arrayOf()" if "fun main(args" in source else ""
+    return Example(name, f"{source}\nfun probe() = main({args})\n", "", {"test": "probe()\n"})
 
 
 @pytest.fixture(scope="module")
