@@ -196,8 +196,8 @@ class KotlinProgram:
     - the tests import only the names the *prompt* declares, so a helper the completion adds
       (`fun assert(value: Boolean) {}`, `fun check(...)`) cannot shadow the assertions they call
       (same-package declarations would win over Kotlin's default imports);
-    - `main` first reads a nonce from standard input (fresh for every run, through a pipe, so it
-      is gone once read), runs the tests, then prints it; a run passes only if it exits 0 AND its
+    - `main` (its own file, Runner.kt) first reads a nonce from standard input (fresh for every
+      run, through a pipe, so it is gone once read), runs the tests, then prints it; a run passes only if it exits 0 AND its
       last line is that nonce. A completion that exits early (`exitProcess(0)`), or makes a failed
       run exit 0 (`Runtime.halt(0)` in a shutdown hook), never printed it. The solution's own
       initialisers run at its first call, after the nonce was read.
@@ -213,7 +213,8 @@ class KotlinProgram:
         prompt's names."""
         tests = _with_imports(self.tests, [f"import {package}.{n}" for n in self.prompt_names])
         return {"Solution.kt": in_package(self.solution, package),
-                "Main.kt": in_package(tests, f"{package}.{_TEST_PACKAGE}")}
+                "Main.kt": in_package(tests, f"{package}.{_TEST_PACKAGE}"),
+                "Runner.kt": in_package(_RUNNER, f"{package}.{_TEST_PACKAGE}")}
 
 
 def declared_names(code: str) -> list[str]:
@@ -239,10 +240,10 @@ def _with_imports(code: str, extra: Sequence[str]) -> str:
 
 
 def tests_as_main(test: str) -> str:
-    """The tests as a .kt file whose `main` reads the run's nonce from standard input, runs them,
-    and prints the nonce last (KotlinProgram). A test written script-style (top-level `check(...)`
-    calls, McEval's trailing `main()` call) has its top-level statements run from that `main`; a
-    `main` the test defines itself is renamed and called."""
+    """The tests as a .kt file with one entry, `codeloraTests()`, which _RUNNER's `main` calls
+    between reading the run's nonce and printing it (KotlinProgram). A test written script-style
+    (top-level `check(...)` calls, McEval's trailing `main()` call) has its top-level statements
+    run from there; a `main` the test defines itself is renamed and called."""
     declarations, statements = _script_statements(test)
     defined = re.search(r"\bfun\s+main\s*\(\s*(\w?)", declarations)
     declarations = re.sub(r"\bfun(\s+)main(?=\s*\()", rf"fun\1{_TEST_MAIN}", declarations)
@@ -250,8 +251,14 @@ def tests_as_main(test: str) -> str:
     if not body and defined:
         body = [f"{_TEST_MAIN}({'arrayOf()' if defined.group(1) else ''})"]
     lines = "".join(f"    {line}\n" for line in "\n".join(body).split("\n")) if body else ""
-    return (f"{declarations}\n\nfun main() {{\n    val {_NONCE} = readlnOrNull()\n{lines}"
-            f"    println()\n    println({_NONCE})\n}}\n")
+    return f"{declarations}\n\nfun {_TESTS}() {{\n{lines}}}\n"
+
+
+# The entry point, in a file (class) of its own: the tests' file may have top-level initialisers
+# that call the solution, and those run when its class is first used, which is after this read.
+_TESTS = "codeloraTests"
+_RUNNER = (f"fun main() {{\n    val {_NONCE} = readlnOrNull()\n    {_TESTS}()\n    println()\n"
+           f"    println({_NONCE})\n}}\n")
 
 
 def kotlin_program(prompt: str, completion: str, test: str) -> KotlinProgram:
@@ -436,7 +443,7 @@ class KotlinRunner:
         cwd.mkdir()
         tests = isinstance(program, KotlinProgram)
         nonce = secrets.token_hex(16) if tests else None
-        main = f"p{index}.{_TEST_PACKAGE}.MainKt" if tests else f"p{index}.MainKt"
+        main = f"p{index}.{_TEST_PACKAGE}.RunnerKt" if tests else f"p{index}.MainKt"
         ran = run_sandboxed(
             [java_command(), f"-Xmx{self.memory_mb}m", *JVM_OPTIONS, "-ea", "-cp", str(jar), main],
             cwd, self._limit(self.timeout), memory_mb=self.memory_mb + JVM_OVERHEAD_MB,

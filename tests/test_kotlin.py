@@ -58,10 +58,10 @@ def test_program_runs_script_style_tests_from_main():
     program = kotlin_program("fun f(x: Int): Int", " = x + 1", "check(f(1) == 2)\ncheck(f(2) == 3) {\n  \"f(2)\"\n}\n")
     assert program.solution == "fun f(x: Int): Int = x + 1\n"
     # the statements run from main, between reading the run's nonce and printing it
-    assert ("fun main() {\n    val codeloraRunNonce = readlnOrNull()\n    check(f(1) == 2)\n    check(f(2) == 3) {\n"
-            "      \"f(2)\"\n    }\n    println()\n    println(codeloraRunNonce)\n}") in program.tests
+    assert ("fun codeloraTests() {\n    check(f(1) == 2)\n    check(f(2) == 3) {\n      \"f(2)\"\n    }\n}"
+            in program.tests)
     mceval = kotlin_program("fun f(): Int", " { return 1 }", "fun main() {\n    assert(f() == 1)\n}\nmain()\n")
-    assert "fun codeloraTestMain() {" in mceval.tests and "    codeloraTestMain()\n    println()" in mceval.tests
+    assert "fun codeloraTestMain() {" in mceval.tests and "    codeloraTestMain()\n}" in mceval.tests
     imported = kotlin_program("import kotlin.math.max\nfun f(): Int", " { return 1 }", "import kotlin.math.abs\nfun main() { }")
     assert imported.solution.startswith("import kotlin.math.max\n")
     assert imported.tests.startswith("import kotlin.math.abs\nimport kotlin.math.max\n")  # the prompt's too
@@ -70,6 +70,9 @@ def test_program_runs_script_style_tests_from_main():
     # the tests see only what the prompt declares, never a helper the completion adds
     assert files["Main.kt"].splitlines()[:4] == ["package p7.t", "", "import kotlin.math.abs", "import kotlin.math.max"]
     assert "import p7.f" in files["Main.kt"]
+    # the entry point reads the run's nonce before anything of the tests' file or the solution runs
+    assert files["Runner.kt"].startswith("package p7.t\n\nfun main() {\n    val codeloraRunNonce = readlnOrNull()\n"
+                                         "    codeloraTests()\n")
     assert in_package("package a.b\nfun f() = 1\n", "p7").splitlines()[0] == "package p7"
 
 
@@ -101,6 +104,10 @@ PROGRAMS = {
         "fun twice(x: Int): Int",
         " {\n    Runtime.getRuntime().addShutdownHook(Thread { Runtime.getRuntime().halt(0) })\n    return x\n}",
         "check(twice(2) == 4)\n"),
+    # a test whose top-level initialiser calls the solution: that must not run before the nonce is read
+    "steals_nonce": kotlin_program(
+        "fun twice(x: Int): Int", " {\n    println(readlnOrNull())\n    kotlin.system.exitProcess(0)\n}",
+        "val result = twice(2)\nfun main() {\n    assert(result == 4)\n}\n"),
 }
 
 
@@ -119,16 +126,17 @@ def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch):
     by_name = dict(zip(PROGRAMS, results))
     assert {name: r.status for name, r in by_name.items()} == {
         "passes": "passed", "fails": "failed", "compile_error": "compile_error", "script_passes": "passed",
-        "timeout": "timeout", "exits_early": "failed", "shadows_assert": "failed", "halts_in_hook": "failed"}
+        "timeout": "timeout", "exits_early": "failed", "shadows_assert": "failed", "halts_in_hook": "failed",
+        "steals_nonce": "failed"}
     assert "p2/Solution.kt" in by_name["compile_error"].detail and "mismatch" in by_name["compile_error"].detail
     assert "twice(2)" in by_name["fails"].detail  # the failed check's message: the stderr tail
     assert "before its tests finished" in by_name["exits_early"].detail
     assert "AssertionError" in by_name["shadows_assert"].detail  # kotlin's assert ran, not the helper
     compiles = [argv for argv in calls if argv[0] == kotlinc]
-    # all eight in one call (two files each, one for the plain program); kotlinc named the broken
-    # file, so the other seven compile once more
-    assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [15, 13]
-    assert len(calls) - len(compiles) == 7  # one java process per compiled program
+    # all nine in one call (three files each, one for the plain program); kotlinc named the broken
+    # file, so the other eight compile once more
+    assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [25, 22]
+    assert len(calls) - len(compiles) == 8  # one java process per compiled program
 
 
 def test_install_behind_a_private_directory_runs_from_a_reachable_mirror(tmp_path, monkeypatch):
