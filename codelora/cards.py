@@ -103,7 +103,8 @@ def _size_category(n: int) -> str:
     return next((name for limit, name in _SIZE_BUCKETS if n < limit), "n>1T")
 
 
-def dataset_card(stats: Mapping[str, Any], cfg: Any, *, repo_id: str | None = None, license: str = "other") -> str:
+def dataset_card(stats: Mapping[str, Any], cfg: Any, *, repo_id: str | None = None,
+                 license: str = "other") -> str:
     """The card preprocess_data.py publishes with a DatasetDict, from its stats.json and config.
 
     license: SPDX id of the *source code's* licence when known; "other" otherwise.
@@ -118,16 +119,19 @@ def dataset_card(stats: Mapping[str, Any], cfg: Any, *, repo_id: str | None = No
         "one split and the test split measures generalisation to unseen files.",
         "## Source",
         markdown_table(["repository", "commit", "files"],
-                       [(s["repo"], f"`{s['commit']}`" if s.get("commit") else None, s.get("files")) for s in stats["sources"]]),
+                       [(s["repo"], f"`{s['commit']}`" if s.get("commit") else None, s.get("files"))
+                        for s in stats["sources"]]),
         "## Filters", _filters(stats),
-        "## Splits (by file)", markdown_table(["split", "files", "examples"], [*split_rows, total], right=(1, 2)),
+        "## Splits (by file)",
+        markdown_table(["split", "files", "examples"], [*split_rows, total], right=(1, 2)),
         _grouping(stats["grouping"]),
         "## Benchmark contamination", _contamination(stats.get("contamination") or {"checked": False}),
         "## Leakage",
         "Held-out completions found verbatim in a train window (prompt + completion); completions "
         "of at most 3 non-space characters are not counted.",
         markdown_table(["split", "counted", "found in train", "share"],
-                       [(s, r["counted"], r["leaked"], f"{100 * r['fraction']:.2f}%") for s, r in stats["leakage"].items()]),
+                       [(s, r["counted"], r["leaked"], f"{100 * r['fraction']:.2f}%")
+                        for s, r in stats["leakage"].items()]),
         "## Windows",
         _kv_table({"tokenizer": cfg.tokenizer, "mode": cfg.mode, "prompt_tokens": cfg.prompt_tokens,
                    "completion_tokens": cfg.completion_tokens, "stride": cfg.stride, "seed": cfg.seed}),

@@ -358,7 +358,8 @@ def _row(label: str, base: list[float], tuned: list[float]) -> list[str]:
         return [label, "0", "n/a", "n/a", "n/a"]
     b, t = sum(base) / len(base), sum(tuned) / len(tuned)
     ci = paired_bootstrap_ci(base, tuned)
-    return [label, str(len(base)), f"{b:.2f}", f"{t:.2f}", f"{t - b:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")]
+    delta = f"{t - b:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+    return [label, str(len(base)), f"{b:.2f}", f"{t:.2f}", delta]
 
 
 def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
@@ -440,14 +441,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codelora.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help=f"pipeline config: a file, or the name of one shipped in {CONFIGS} such as demo-python.yaml "
-                             "(default: %(default)s)")
+                        help=f"pipeline config: a file, or the name of one shipped in {CONFIGS} such as "
+                             "demo-python.yaml (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--max-files", type=int, default=None, help="use only this many files of each corpus (quick look)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    return run_guarded("demo", args.debug,
-                       lambda: run_demo(shipped_config(args.config), force=args.force, max_files=args.max_files))
+    config = shipped_config(args.config)
+    return run_guarded("demo", args.debug, lambda: run_demo(config, force=args.force, max_files=args.max_files))
 
 
 def shipped_config(path: Path) -> Path:

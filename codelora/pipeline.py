@@ -1,10 +1,10 @@
 """Run the whole chain from one YAML file: [bootstrap →] parse → preprocess → train → merge → benchmark.
 
 Each stage's run function (config.STAGES) is called with the config built from its YAML section,
-as `codelora <stage> --config FILE` does, so the pipeline adds no second code path. A stage is skipped when its output exists
-and was made from the same resolved configuration and the same inputs; an interrupted pipeline
-therefore continues where it stopped, and a changed setting reruns the stage it belongs to and
-everything downstream of it.
+as `codelora <stage> --config FILE` does, so the pipeline adds no second code path. A stage is
+skipped when its output exists and was made from the same resolved configuration and the same
+inputs; an interrupted pipeline therefore continues where it stopped, and a changed setting reruns
+the stage it belongs to and everything downstream of it.
 
 usage:
   codelora pipeline --config configs/kotlin-phi-1_5.yaml
@@ -25,9 +25,9 @@ inside its output directory (beside it, as `.NAME.codelora-stage.json`, for a fi
                datasets writes beside a saved dataset, are allowed).
 The marker is deleted before a stage runs, so a crash can never leave an old marker beside a new
 output. Settings that do not change the artifact (push_to_hub, private, num_proc, resume,
-overwrite: `opt(..., fingerprint=False)` in config.py) are left out of the fingerprint. Training that was interrupted with the same
-fingerprint is continued from its last checkpoint (`--resume`); checkpoints left by a different
-configuration are moved aside, not mixed in.
+overwrite: `opt(..., fingerprint=False)` in config.py) are left out of the fingerprint. Training
+that was interrupted with the same fingerprint is continued from its last checkpoint (`--resume`);
+checkpoints left by a different configuration are moved aside, not mixed in.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def run_one(plan: Plan, fp: str, inputs: dict[str, str], debug: bool) -> int:
     marker.unlink(missing_ok=True)  # a crash from here on must not leave an old marker trusted
     cfg = _stage_config(plan, fp)
     changed = {k: v for k, v in config_to_dict(cfg).items() if v != getattr(plan.cfg, k)}
-    log.info("▶ %s%s", stage.name, f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+    log.info("▶ %s%s", stage.name, "".join(f" {k}={v}" for k, v in changed.items()))
     start = time.monotonic()
     rc = run_guarded(stage.prog, debug, lambda: stage.run_function()(cfg))
     seconds = time.monotonic() - start
