@@ -208,6 +208,88 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
     return stats
 
 
+# ------------------------------------------------------------------- model-dependent metrics
+
+EMBEDDING_METRIC = "cosine"  # needs the evaluated model itself, so it is computed while it is loaded
+
+
+def cosine_cache_path(out: Path, model: str, task: Task) -> Path:
+    return out / "cache" / model_slug(model) / f"{task.name}-cosine.jsonl"
+
+
+def _pair_key(prediction: str, reference: str) -> str:
+    return _sha(prediction + "\0" + reference)
+
+
+def load_cosines(path: Path) -> dict[str, float]:
+    """{pair key: cosine} from a cosine cache (JSON Lines, appended; a torn last line is dropped)."""
+    if not path.is_file():
+        return {}
+    known = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        known[row["key"]] = float(row["cosine"])
+    return known
+
+
+def embed_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> None:
+    """Cache the embedding cosine (codelora.similarity) of every cached prediction of this model
+    against its reference, for the tasks that report it. Keyed by the two texts, so a rerun only
+    embeds new pairs; the model is loaded only when there is something to embed."""
+    from codelora.similarity import cosine_similarities
+
+    loaded = None
+    for name, task in tasks.items():
+        if EMBEDDING_METRIC not in task.metrics:
+            continue
+        examples = data[name]
+        done = PredictionCache(cache_path(out, model_name, task, settings_for(task, cfg), cfg.seed)).load(examples)
+        preds, refs = task.compared(examples, [done.get(e.id, "") for e in examples])
+        path = cosine_cache_path(out, model_name, task)
+        known = load_cosines(path)
+        todo = list(dict.fromkeys((p, r) for p, r in zip(preds, refs) if _pair_key(p, r) not in known))
+        if not todo:
+            continue
+        if loaded is None:
+            loaded = load_model(model_name, cfg.dtype)
+        sims = cosine_similarities(*loaded, [p for p, _ in todo], [r for _, r in todo])
+        PredictionCache(path).append([{"key": _pair_key(p, r), "cosine": s} for (p, r), s in zip(todo, sims)])
+        log.info("%s / %s: embedded %d prediction/reference pairs", model_name, name, len(todo))
+
+
+def add_cosines(task: Task, examples: Sequence[Example], preds: Sequence[str], per_example: list[dict],
+                corpus: dict, path: Path) -> None:
+    """Each row's cached cosine and the corpus mean (x100, like token IoU); None if any is missing."""
+    known = load_cosines(path)
+    values = [known.get(_pair_key(p, r)) for p, r in zip(*task.compared(examples, preds))]
+    for row, value in zip(per_example, values):
+        if value is not None:
+            row[EMBEDDING_METRIC] = round(value, 4)
+    complete = values and all(v is not None for v in values)
+    corpus[EMBEDDING_METRIC] = round(100 * sum(values) / len(values), 2) if complete else None  # type: ignore[arg-type]
+
+
+def metric_implementations(tasks: dict[str, Task]) -> dict[str, str]:
+    """Which implementation (package and version) computed each metric the tasks report."""
+    from codelora.similarity import IMPLEMENTATIONS
+
+    known = {"es": ES_BACKEND, "em": "codelora.metrics.exact_match: equal whitespace-token lists (CodeXGLUE line "
+                                    "evaluator)",
+             "bleu": BLEU_IMPLEMENTATION, **IMPLEMENTATIONS}
+    used = {m for task in tasks.values() for m in task.metrics}
+    out = {m: known[m] for m in sorted(used) if m in known}
+    if any(m.startswith("pass@") for m in used):
+        out["pass@k"] = ("codelora.metrics.pass_at_k: Chen et al. 2021's unbiased estimator over sandboxed "
+                         "kotlinc + java -ea verdicts")
+    return out
+
+
+BLEU_IMPLEMENTATION = "smoothed corpus BLEU-4 (CodeXGLUE nmt-derived bleu.py, smooth=True), whitespace tokens"
+
+
 def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
     """Everything cheap that can be wrong, before any model loads."""
     tasks = {name: get_task(name, cfg) for name in dict.fromkeys(cfg.tasks)}
@@ -229,7 +311,8 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
 
 # Per-example scores behind the corpus metrics that are plain means: (row key, scale to 0..100).
 # Corpus BLEU is not a mean of per-example values, so it gets no interval here.
-MEAN_METRICS = {"es": ("es", 1.0), "em": ("em", 100.0), "pass@1": ("pass", 100.0)}
+MEAN_METRICS = {"es": ("es", 1.0), "em": ("em", 100.0), "pass@1": ("pass", 100.0), "wer": ("wer", 100.0),
+                "token_iou": ("token_iou", 100.0), "cosine": ("cosine", 100.0)}
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -280,6 +363,8 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
             done = cached[model]
             preds = [done.get(e.id, "") for e in examples]
             per_example, corpus = task.score(examples, preds)
+            if EMBEDDING_METRIC in task.metrics:
+                add_cosines(task, examples, preds, per_example, corpus, cosine_cache_path(out, model, task))
             corpus["missing"] = sum(e.id not in done for e in examples)
             if task.per_model_prompts:
                 corpus["prompt_format"] = task.prompt_format(load_tokenizer(model))
@@ -344,6 +429,7 @@ def run(cfg) -> int:
     timing = {}
     for model in cfg.models:
         timing[model] = generate_missing(model, tasks, data, cfg, out)
+        embed_missing(model, tasks, data, cfg, out)
     summary_tasks, rows = score_all(tasks, data, cfg, out)
     from codelora.memorization import benchmark_memorization
 
@@ -355,14 +441,15 @@ def run(cfg) -> int:
         "baseline": cfg.models[0],
         "tasks": summary_tasks,
         "es_backend": ES_BACKEND,
-        "bleu": "smoothed corpus BLEU-4 (CodeXGLUE nmt-derived bleu.py, smooth=True), whitespace tokens",
+        "bleu": BLEU_IMPLEMENTATION,
+        "metric_implementations": metric_implementations(tasks),
         "generation": {"num_beams": cfg.num_beams, "do_sample": cfg.do_sample, "seed": cfg.seed,
                        "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True},
         "timing": timing,
         "memorization": memorization,
         "sample": cfg.sample,
         "delta_ci95": f"paired bootstrap over examples, {BOOTSTRAP_RESAMPLES} resamples, percentile 95% "
-                      "interval of the mean difference (ES, EM, pass@1; not corpus BLEU)",
+                      "interval of the mean difference (ES, EM, pass@1, WER, token IoU, cosine; not the corpus-level BLEU and chrF)",
     }
     table = write_reports(summary, rows, out)
     print(table)

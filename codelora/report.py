@@ -20,7 +20,8 @@ from codelora.utils import atomic_file, write_json
 log = logging.getLogger(__name__)
 
 LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": "ES (raw)", "bleu_raw": "BLEU (raw)",
-          "chrf": "chrF", "wer": "WER (lower is better)", "token_iou": "token IoU", "em_raw": "EM (raw)"}
+          "chrf": "chrF", "wer": "WER (lower is better)", "token_iou": "token IoU", "em_raw": "EM (raw)",
+          "cosine": "cosine (own embeddings)"}
 N_SHOWN = 5  # examples per side (gains, losses) in the HTML
 
 
@@ -75,7 +76,7 @@ def markdown_table(summary: dict) -> str:
                if any("prompt_format" in info["models"][m] for m in models)}
     text = cards.markdown_table(header, rows, right=range(3, len(header))) + "\n"
     if len(models) > 1:
-        text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1); an interval that "
+        text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1, WER, token IoU, cosine); an interval that "
                  "excludes 0 is a difference that resampling the examples does not explain away.\n")
     if notes:
         text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"

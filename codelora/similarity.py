@@ -6,8 +6,12 @@ Beside CodeXGLUE's ES/EM/BLEU (codelora.metrics), infilling is scored as the see
 - WER: jiwer's word error rate over whitespace words (edits / reference words);
 - token-set IoU: |tokens(pred) ∩ tokens(ref)| / |tokens(pred) ∪ tokens(ref)| over code tokens
   (identifiers, numbers, and each punctuation character): rewards the right names in any order;
-- cosine similarity of the evaluated model's own embeddings of prediction and reference: the
-  mean over tokens of its last hidden layer (`LAST_LAYER`), as the seed used the model under test.
+- cosine similarity of the evaluated model's own embeddings of prediction and reference, as the
+  seed used the model under test: each text is run through the model on its own (no prefix or
+  suffix), and its embedding is the mean over its tokens of the last hidden layer
+  (`hidden_states[LAST_LAYER]`, for Phi the output of the final LayerNorm). Each model embeds with
+  its own weights, so the score says how close the model itself finds its answer to the
+  reference; it is not a fixed yardstick shared by base and finetuned (chrF, ES are).
 
 `IMPLEMENTATIONS` records which package and version computed each number (summary.json).
 
@@ -38,7 +42,9 @@ IMPLEMENTATIONS = {
     "chrf": f"sacrebleu {_version('sacrebleu')} CHRF(char_order=6, word_order=0, beta=2)",
     "wer": f"jiwer {_version('jiwer')} wer over whitespace words",
     "token_iou": "codelora.similarity.token_iou (regex code tokens)",
-    "cosine": "cosine of mean last-hidden-layer states of the evaluated model (codelora.similarity)",
+    "cosine": (f"torch {_version('torch')} cosine_similarity of the evaluated model's own embeddings: "
+               f"hidden_states[{LAST_LAYER}] (last layer) mean-pooled over the text's tokens, each text embedded "
+               "alone; reported x100 (codelora.similarity)"),
 }
 
 
@@ -86,8 +92,10 @@ def mean_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 16
         if enc["input_ids"].shape[1] == 0:
             vectors.append(torch.zeros(len(chunk), model.config.hidden_size))
             continue
+        # positions count from each text's first real token, as in generation (left padding)
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            hidden = model(**enc, output_hidden_states=True).hidden_states[LAST_LAYER].float()
+            hidden = model(**enc, position_ids=positions, output_hidden_states=True).hidden_states[LAST_LAYER].float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         vectors.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu())
     return torch.cat(vectors) if vectors else torch.zeros(0, model.config.hidden_size)

@@ -237,8 +237,21 @@ def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_
     assert info["models"][str(tiny_model_dir)]["prompt_format"] == "prefix-only"
     assert info["models"][str(fim_model_dir)]["prompt_format"] == "fim-psm"
     for model in (str(tiny_model_dir), str(fim_model_dir)):
-        assert {"es", "em", "bleu", "chrf", "wer", "token_iou"} <= set(info["models"][model])
+        assert {"es", "em", "bleu", "chrf", "wer", "token_iou", "cosine"} <= set(info["models"][model])
     rows = [json.loads(line) for line in (out / "examples" / "heldout-fim.jsonl").read_text().splitlines()]
+    # the cosine is the evaluated model's own: recomputed here from each model's hidden states
+    from codelora.generation import load_model
+    from codelora.similarity import cosine_similarities
+
+    for model in (str(tiny_model_dir), str(fim_model_dir)):
+        preds = [r["predictions"][model].rstrip() for r in rows]
+        expected = cosine_similarities(*load_model(model, "float32"), preds, [r["reference"].rstrip() for r in rows])
+        assert [r["scores"][model]["cosine"] for r in rows] == pytest.approx(expected, abs=1e-4)
+        assert info["models"][model]["cosine"] == pytest.approx(100 * sum(expected) / len(expected), abs=0.01)
+    assert "cosine" in info["delta_ci95"][str(fim_model_dir)]
+    impl = summary["metric_implementations"]
+    assert "sacrebleu" in impl["chrf"] and "jiwer" in impl["wer"] and "rapidfuzz" in impl["es"]
+    assert "hidden_states[-1]" in impl["cosine"] and "mean-pooled" in impl["cosine"]
     assert {r["scores"][str(fim_model_dir)]["shape"] for r in rows} == {"line", "span"}
     assert "heldout-fim prompts:" in (out / "results.md").read_text()
     # the same example, phrased for each model: sentinels only where the tokenizer has them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from codelora import similarity as sim
 
@@ -46,3 +47,16 @@ def test_cosine_of_the_models_own_embeddings(tiny_model_dir):
     assert sims[0] == pytest.approx(1.0, abs=1e-5)
     assert sims[1] == 0.0 and sims[3] == 1.0
     assert -1.0 <= sims[2] < 0.9999
+
+
+def test_cosine_embedding_does_not_depend_on_batch_mates(tiny_model_dir):
+    """A text's embedding is the same alone and left-padded beside a longer text (positions count
+    from its first real token, as in generation), so a score never depends on batch composition."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.pad_token, tok.padding_side = tok.eos_token, "left"
+    alone = sim.mean_embeddings(model, tok, ["return a + b"])
+    padded = sim.mean_embeddings(model, tok, ["return a + b", "class Stack:\n    def push(self, x): pass\n" * 3])
+    assert torch.allclose(alone[0], padded[0], atol=1e-5)

@@ -53,6 +53,11 @@ class Task(ABC):
         """Facts about how the task was run, for summary.json."""
         return {}
 
+    def compared(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(predictions, references) as this task's scores compare them; the model-dependent
+        metrics (embedding cosine, computed by the benchmark while the model is loaded) use these."""
+        return [p.rstrip() for p in predictions], [e.reference.rstrip() for e in examples]
+
     def prompt_for(self, example: Example, tokenizer) -> str:
         """The text a model with this tokenizer continues; the same for every model unless the
         task sets `per_model_prompts` (FIM: sentinels where the tokenizer has them)."""

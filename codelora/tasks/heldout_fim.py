@@ -9,8 +9,9 @@ references for both, and the table says which prompt each model got. A line midd
 line's end; a span middle at EOS (which FIM training teaches), else at a budget sized from the
 reference lengths.
 
-Scores: CodeXGLUE's ES/EM/BLEU (codelora.metrics) and the seed evaluation's chrF, WER and
-token-set IoU (codelora.similarity), on the middle with trailing whitespace dropped.
+Scores: CodeXGLUE's ES/EM/BLEU (codelora.metrics) and the seed evaluation's chrF, WER,
+token-set IoU and embedding cosine (codelora.similarity; the benchmark computes the cosine with
+each evaluated model), on the middle with trailing whitespace dropped.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ MAX_NEW_TOKENS = 80
 
 class HeldoutFimTask(HeldoutTask):
     name = "heldout-fim"
-    metrics = ("es", "em", "bleu", "chrf", "wer", "token_iou")
+    metrics = ("es", "em", "bleu", "chrf", "wer", "token_iou", "cosine")
     per_model_prompts = True
 
     def load(self) -> list[Example]:
@@ -67,8 +68,7 @@ class HeldoutFimTask(HeldoutTask):
         return stop_at_line_end if example.meta["shape"] == "line" else stop_at_eos
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
-        refs = [e.reference.rstrip() for e in examples]
-        preds = [p.rstrip() for p in predictions]
+        preds, refs = self.compared(examples, predictions)
         rows, corpus = text_scores(refs, preds)
         extra_rows, extra = infill_scores(preds, refs)
         for row, more, ex in zip(rows, extra_rows, examples):
