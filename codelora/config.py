@@ -253,7 +253,7 @@ class BenchmarkConfig:
     models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"], help="Hub ids or local dirs; first = baseline")
     hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo",
                                     fingerprint=False)
-    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout codexglue codexglue-line mceval-kotlin mbkp humaneval-kt")
+    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout heldout-fim codexglue codexglue-line mceval-kotlin mceval-kotlin-fim mbkp humaneval-kt")
     dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
     heldout_split: Literal["test", "validation"] = opt(
         "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
@@ -268,7 +268,7 @@ class BenchmarkConfig:
         None, "literals.json of the line-level dataset, to normalise predictions' literals (default: those the data shows)")
     codexglue_line_language: Literal["auto", "python", "java"] = opt(
         "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
-    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (task mceval-kotlin), e.g. ../shared/data/mceval_kotlin.jsonl")
+    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (tasks mceval-kotlin, mceval-kotlin-fim), e.g. ../shared/data/mceval_kotlin.jsonl")
     mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
                                 "canonical_solution (may be null)")
     humaneval_kt_data: str | None = opt(None, "MultiPL-E HumanEval-Kotlin JSONL (task humaneval-kt): name, prompt, "

@@ -107,7 +107,7 @@ def trainable_token_indices(tokens: FimTokens) -> list[int]:
 # ------------------------------------------------------------------------------ middle shapes
 
 
-def _line_spans(text: str) -> list[tuple[int, int]]:
+def line_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every non-blank line, end excluding its newline."""
     spans, start = [], 0
     for line in text.split("\n"):
@@ -134,7 +134,7 @@ def choose_middle(text: str, shape: Shape, rng: random.Random) -> tuple[int, int
             return None
         a, b = sorted(rng.randint(0, len(text)) for _ in range(2))
         return a, b
-    lines = _line_spans(text)
+    lines = line_spans(text)
     if shape == "line":
         return rng.choice(lines) if lines else None
     if shape == "block":

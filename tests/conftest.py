@@ -78,6 +78,19 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fim_model_dir(tmp_path_factory) -> Path:
+    """A tiny Phi whose tokenizer has the FIM sentinels (added, embeddings grown to match)."""
+    from codelora.fim import add_fim_tokens
+    from codelora.modeling import make_tiny_phi, train_tokenizer
+
+    tok = train_tokenizer(corpus_texts(), vocab_size=400)
+    add_fim_tokens(tok)
+    out = tmp_path_factory.mktemp("fim-phi")
+    make_tiny_phi(tok, out, seed=1, hidden_size=32, layers=2, heads=4)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     out = tmp_path_factory.mktemp("tiny-tok")
     tiny_tokenizer.save_pretrained(out)

@@ -208,16 +208,6 @@ def test_preprocess_fim_is_seeded_and_off_by_default(raw_jsonl, tiny_tokenizer_d
 # ------------------------------------------------------------------------------ benchmark
 
 
-@pytest.fixture(scope="module")
-def fim_model_dir(tmp_path_factory):
-    """A tiny Phi whose tokenizer has the FIM sentinels (added, embeddings grown to match)."""
-    tok = fresh_tokenizer()
-    fim.add_fim_tokens(tok)
-    out = tmp_path_factory.mktemp("fim-phi")
-    make_tiny_phi(tok, out, seed=1, hidden_size=32, layers=2, heads=4)
-    return out
-
-
 def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_model_dir):
     import json
 

@@ -92,6 +92,7 @@ _MODULES = {
     "codexglue": "codelora.tasks.codexglue",
     "codexglue-line": "codelora.tasks.codexglue_line",
     "mceval-kotlin": "codelora.tasks.kotlin",
+    "mceval-kotlin-fim": "codelora.tasks.kotlin_fim",
     "mbkp": "codelora.tasks.kotlin",
     "humaneval-kt": "codelora.tasks.kotlin",
 }

@@ -2,16 +2,10 @@
 
 From every held-out window (prompt + completion, an exact slice of a file no model trained on) the
 task cuts seeded FIM examples of two shapes (codelora.fim): `line` (one whole line: an editor's
-completion of an empty line) and `span` (random characters, the shape FIM is trained on). A model
-whose tokenizer has FIM sentinels gets a PSM prompt (prefix and suffix); a model without them
-(a base such as Phi-1.5) gets the prefix alone and continues left to right: the same examples and
-references for both, and the table says which prompt each model got. A line middle stops at the
-line's end; a span middle at EOS (which FIM training teaches), else at a budget sized from the
-reference lengths.
-
-Scores: CodeXGLUE's ES/EM/BLEU (codelora.metrics) and the seed evaluation's chrF, WER,
-token-set IoU and embedding cosine (codelora.similarity; the benchmark computes the cosine with
-each evaluated model), on the middle with trailing whitespace dropped.
+completion of an empty line) and `span` (random characters, the shape FIM is trained on). Prompts
+(PSM, or the prefix alone for a model without FIM tokens) and scores are every infilling task's
+(codelora.tasks.infill). A line middle stops at the line's end; a span middle at EOS (which FIM
+training teaches), else at a budget sized from the reference lengths.
 """
 
 from __future__ import annotations
@@ -19,11 +13,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from codelora.fim import choose_middle, detect_fim_tokens, fim_prompt
+from codelora.fim import choose_middle
 from codelora.generation import StopRule, stop_at_eos, stop_at_line_end
-from codelora.similarity import infill_scores
-from codelora.tasks import Example, Task, text_scores
+from codelora.tasks import Example
 from codelora.tasks.heldout import HeldoutTask
+from codelora.tasks.infill import INFILL_METRICS, PROMPT_NOTE, InfillPrompts
 
 SHAPES = ("line", "span")
 # Span middles are cut back to this length: an infill is an edit, not a file. Its token budget
@@ -33,10 +27,9 @@ MAX_MIDDLE_CHARS = 160
 MAX_NEW_TOKENS = 80
 
 
-class HeldoutFimTask(HeldoutTask):
+class HeldoutFimTask(InfillPrompts, HeldoutTask):
     name = "heldout-fim"
-    metrics = ("es", "em", "bleu", "chrf", "wer", "token_iou", "cosine")
-    per_model_prompts = True
+    metrics = INFILL_METRICS
 
     def load(self) -> list[Example]:
         examples = []
@@ -55,29 +48,15 @@ class HeldoutFimTask(HeldoutTask):
         self.max_new_tokens = MAX_NEW_TOKENS
         return examples
 
-    def prompt_format(self, tokenizer) -> str:
-        return "fim-psm" if detect_fim_tokens(tokenizer) else "prefix-only"
-
-    def prompt_for(self, example: Example, tokenizer) -> str:
-        tokens = detect_fim_tokens(tokenizer)
-        if tokens is None:
-            return example.prompt  # the prefix: a left-to-right model sees what precedes the cursor
-        return fim_prompt(example.meta["prefix"], example.meta["suffix"], tokens)
-
     def stop_rule(self, example: Example) -> StopRule:
         return stop_at_line_end if example.meta["shape"] == "line" else stop_at_eos
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
-        preds, refs = self.compared(examples, predictions)
-        rows, corpus = text_scores(refs, preds)
-        extra_rows, extra = infill_scores(preds, refs)
-        for row, more, ex in zip(rows, extra_rows, examples):
-            row.update(more, shape=ex.meta["shape"])
-        return rows, {**corpus, **extra}
+        return self.infill_scores(examples, predictions)
 
     def describe(self) -> dict:
         return {**super().describe(), "shapes": list(SHAPES),
-                "prompt": "PSM for models with FIM tokens, the prefix alone for models without"}
+                "prompt": PROMPT_NOTE}
 
 
 def make_task(name: str, cfg) -> HeldoutFimTask:

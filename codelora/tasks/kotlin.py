@@ -111,10 +111,16 @@ class KotlinTask(Task):
         return KotlinRunner(require_kotlin(getattr(self.cfg, "kotlinc", None)), self.cfg.exec_timeout,
                             unsafe_no_sandbox=self.unsafe)
 
+    def completed(self, example: Example, completion: str) -> str:
+        """What follows the prompt in the program: the completion (an infilling task adds the
+        code after the hole)."""
+        return completion
+
     def execute(self, examples: Sequence[Example], completions: Sequence[str]) -> list[ExecutionResult]:
         """Results of prompt + completion + test; each distinct program is compiled and run once
         per task (samples often repeat, and `prepare` runs everything in one batch up front)."""
-        programs = [kotlin_program(e.prompt, c, e.meta["test"]) for e, c in zip(examples, completions)]
+        programs = [kotlin_program(e.prompt, self.completed(e, c), e.meta["test"])
+                    for e, c in zip(examples, completions)]
         todo = list(dict.fromkeys(p for p in programs if p not in self.results))
         if todo:
             self.results.update(zip(todo, self.runner().execute(todo)))
