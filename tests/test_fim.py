@@ -281,3 +281,40 @@ def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(raw_jsonl, t
     assert torch.equal(new[: old.shape[0]], old)  # LoRA left the existing rows alone
     ids = tok(fim.fim_prompt("fun add(a: Int", "}\n", tokens), return_tensors="pt")["input_ids"]
     assert merged.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
+
+
+# ------------------------------------------------------------------------------ decoding
+
+
+def test_greedy_beam_and_sampling_write_the_middle_a_model_learned(tmp_path):
+    """Every decoding mode the benchmark offers (greedy fast path, --num-beams, --do-sample) infills
+    FIM prompts in a padded batch: a tiny model taught two PSM examples writes their middles."""
+    from codelora.generation import GenerationSettings, generate, load_model, stop_at_eos, stop_at_line_end
+
+    tok = fresh_tokenizer()
+    tokens = fim.add_fim_tokens(tok)
+    model = make_tiny_phi(tok, seed=3, hidden_size=32, layers=2, heads=4)
+    cases = [("fun add(a: Int, b: Int): Int {\n    ", "return a + b", "\n}\n"),
+             ("class Stack {\n    val items = mutableListOf<Int>()\n    fun push(x: Int) = ", "items.add(x)", "\n}\n")]
+    texts = [fim.fim_prompt(p, s, tokens) + m + tok.eos_token for p, m, s in cases]
+    tok.pad_token = tok.eos_token
+    batch = tok(texts, return_tensors="pt", padding=True)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(100):  # memorise both sequences (right padding here, masked out of the loss)
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model, tok = load_model(str(tmp_path / "m"), "float32")  # left padding, as the benchmark loads it
+    prompts = [fim.fim_prompt(p, s, tokens) for p, _, s in cases]
+    modes = {"greedy": GenerationSettings(max_new_tokens=12, batch_size=2),
+             "beams": GenerationSettings(max_new_tokens=12, batch_size=2, num_beams=3),
+             "sampling": GenerationSettings(max_new_tokens=12, batch_size=2, do_sample=True, temperature=0.3)}
+    for mode, settings in modes.items():
+        torch.manual_seed(0)
+        for rules in ([stop_at_eos, stop_at_eos], [stop_at_line_end, stop_at_eos]):
+            got = {i: p for idx, preds in generate(model, tok, prompts, settings, rules) for i, p in zip(idx, preds)}
+            assert [got[0], got[1]] == [m for _, m, _ in cases], mode
