@@ -214,7 +214,8 @@ EMBEDDING_METRIC = "cosine"  # needs the evaluated model itself, so it is comput
 
 
 def cosine_cache_path(out: Path, model: str, task: Task) -> Path:
-    return out / "cache" / model_slug(model) / f"{task.name}-cosine.jsonl"
+    """Per model identity, like the predictions: a model rebuilt at the same path embeds anew."""
+    return out / "cache" / model_slug(model) / f"{task.name}-cosine-{model_identity(model)[:8]}.jsonl"
 
 
 def _pair_key(prediction: str, reference: str) -> str:

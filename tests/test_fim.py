@@ -254,6 +254,18 @@ def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_
     assert infill == f"<fim_prefix>{ex.meta['prefix']}<fim_suffix>{ex.meta['suffix']}<fim_middle>"
 
 
+def test_cosine_cache_of_a_model_rebuilt_at_the_same_path_is_a_new_one(tmp_path):
+    from codelora.benchmarking import cosine_cache_path
+    from codelora.tasks.heldout_fim import HeldoutFimTask
+
+    task, tok = HeldoutFimTask(None), fresh_tokenizer()
+    make_tiny_phi(tok, tmp_path / "m", seed=1, hidden_size=32, layers=2, heads=4)
+    first = cosine_cache_path(tmp_path / "out", str(tmp_path / "m"), task)
+    assert cosine_cache_path(tmp_path / "out", str(tmp_path / "m"), task) == first
+    make_tiny_phi(tok, tmp_path / "m", seed=2, hidden_size=32, layers=2, heads=4)  # a merge redone
+    assert cosine_cache_path(tmp_path / "out", str(tmp_path / "m"), task) != first
+
+
 # ------------------------------------------------------------------------------ train + merge
 
 
