@@ -81,7 +81,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 def fim_model_dir(tmp_path_factory) -> Path:
     """A tiny Phi whose tokenizer has the FIM sentinels (added, embeddings grown to match)."""
     from codelora.fim import add_fim_tokens
-    from codelora.modeling import make_tiny_phi, train_tokenizer
+    from codelora.bootstrap import make_tiny_phi, train_tokenizer
 
     tok = train_tokenizer(corpus_texts(), vocab_size=400)
     add_fim_tokens(tok)
