@@ -386,7 +386,12 @@ def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart(nam
         cfg["train"].dataset,
     ]
     assert all(p.startswith(".demo/") for p in local)
-    assert cfg["train"].load_in_4bit is False and cfg["benchmark"].tasks == ["heldout"]
+    assert cfg["train"].load_in_4bit is False
+    if name == "demo.yaml":  # the Kotlin demo trains with FIM and scores infilling beside completion
+        assert cfg["benchmark"].tasks == ["heldout", "heldout-fim"]
+        assert cfg["preprocess"].fim_rate == 0.5  # the FIM rate of Bavarian et al. 2022 and StarCoder
+    else:
+        assert cfg["benchmark"].tasks == ["heldout"]
     assert (
         cfg["bootstrap"].max_positions
         >= cfg["preprocess"].prompt_tokens + cfg["preprocess"].completion_tokens
