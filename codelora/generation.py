@@ -325,11 +325,12 @@ def _count_prompt(stats: GenerationStats | None, attention) -> None:
 
 def generate_batch(
     model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, rule: StopRule | Sequence[StopRule],
-    stats: GenerationStats | None = None,
+    stats: GenerationStats | None = None, compacting: bool = True,
 ) -> list[str]:
     """Completions (prompt excluded, special tokens dropped, cut by the stop rule) for one batch;
     `rule` is one rule for all prompts or one per prompt; `stats` (when given) adds up the
-    positions computed."""
+    positions computed. Greedy decoding takes `_greedy_compacting` unless `compacting` is False
+    (then `model.generate` with the token-id stop criterion; bench/generation.py times both)."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -343,7 +344,7 @@ def generate_batch(
     _count_prompt(stats, enc["attention_mask"])
     prompt_len = enc["input_ids"].shape[1]
     rules = [rule] * len(prompts) if callable(rule) else list(rule)
-    if settings.num_beams == 1 and not settings.do_sample:
+    if settings.num_beams == 1 and not settings.do_sample and compacting:
         return _greedy_compacting(model, tokenizer, enc, settings.max_new_tokens, rules, settings.min_new_tokens,
                                   stats)
     stops = StoppingCriteriaList()
@@ -401,14 +402,20 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
     sum of its completions' lengths. Greedy choices are the same as `generate(do_sample=False)`
     (tests/test_generation.py checks this); beams and sampling go through `generate`.
 
-    Why hand-written rather than `generate` + a StoppingCriteria (bench/generation.py, 2026-11-24,
-    2 shared CPU cores, fp32, identical predictions on all 256 prompts): on the demo-sized model
-    (1.8M parameters, 256 held-out 192-token next-line prompts, batches of 16) this path ran at
-    2.23x (per-repeat 1.79-2.66x) the user's `generate` with a decode-every-row StoppingCriteria,
-    while the same `generate` with this module's token-id stop checks (`_StopOnRule`) ran at only
-    1.13x: at this size a step is mostly Python overhead, and generate spent 7,175 of its 9,120
-    decoding positions (79%) on rows that had already stopped. For a Phi-1.5-sized model see
-    bench/RESULTS.md.
+    Why hand-written rather than `generate` + a StoppingCriteria: bench/generation.py times both
+    paths (fp32 CPU, one thread, 2 shared cores, identical predictions on every prompt) against a
+    user's `generate` with a decode-every-row StoppingCriteria, and this one won at both sizes:
+    - demo size (1.8M parameters, 256 held-out 192-token next-line prompts, batches of 16),
+      2026-11-24: 2.23x (per-repeat 1.79-2.66x), while `generate` with this module's token-id stop
+      checks (`compacting=False`) ran at 1.13x: a step is mostly Python overhead there, and generate
+      spent 79% of its decoding positions on rows that had already stopped;
+    - Phi-1.5 size (1.42B random weights, 16 prompts of 8-24 tokens, batches of 8, <=16 new tokens,
+      6.9 per row), 2026-11-24, 3 repeats at load 9-10: 1.25x (1.04-1.74x), `compacting=False`
+      0.90x (0.86-1.12x): one decoding step's cost still grows with its rows (batch 8 2.2 s, 4
+      1.8 s, 1 0.9 s per step there), and generate computed 146 positions for stopped rows
+      against 110 real ones.
+    So no dispatch by size: both take this path (bench/RESULTS.md has the latest `make bench`).
+    Not measured on a GPU (none was lent), where a step's cost grows less with its rows.
     """
     import torch
 
@@ -494,6 +501,7 @@ def generate(
     settings: GenerationSettings,
     rule: StopRule | Sequence[StopRule],
     stats: GenerationStats | None = None,
+    compacting: bool = True,
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices, predictions) batch by batch, in `plan_batches` order; `stats` (when
     given) adds up the positions computed, padding included."""
@@ -501,4 +509,5 @@ def generate(
     lengths = [min(len(ids), limit) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
     for idx in plan_batches(lengths, settings.batch_size):
         batch_rule = rule if callable(rule) else [rule[i] for i in idx]
-        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], settings, batch_rule, stats)
+        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], settings, batch_rule, stats,
+                                  compacting)

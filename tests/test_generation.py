@@ -190,6 +190,21 @@ def test_compacting_greedy_equals_transformers_generate(tiny):
     assert len(generate_batch(model, tok, PROMPTS, GenerationSettings(max_new_tokens=4, num_beams=2), stop_at_eos)) == 4
 
 
+@pytest.mark.parametrize("rule", [stop_at_line_end, stop_at_brace_close, stop_at_eos], ids=["line", "brace", "eos"])
+def test_both_greedy_paths_predict_the_same_and_count_the_same_tokens(tiny, rule):
+    """`compacting=False` (model.generate + the token-id stop criterion, what bench/generation.py
+    times the compacting loop against) gives the same predictions and the same real new tokens;
+    only generate's positions for rows that already stopped count as padding."""
+    model, tok = tiny
+    settings = GenerationSettings(max_new_tokens=12, min_new_tokens=2, batch_size=4)
+    compact, through_generate = generation.GenerationStats(), generation.GenerationStats()
+    ours = generate_batch(model, tok, PROMPTS, settings, rule, compact)
+    theirs = generate_batch(model, tok, PROMPTS, settings, rule, through_generate, compacting=False)
+    assert ours == theirs
+    assert compact.new_tokens == through_generate.new_tokens > 0
+    assert compact.new_padding == 0
+
+
 # ------------------------------------------------------------------- speed without changing output
 
 
