@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from bench.run_all import result_line  # noqa: E402
+from run_all import result_line  # noqa: E402  (bench/ is sys.path[0] when a script in it runs)
 from codelora.cleaning import clean_text, normalize_whitespace  # noqa: E402
 from codelora.neardup import near_duplicate_groups, passage_hashes, signature  # noqa: E402
 from codelora.windows import group_key  # noqa: E402

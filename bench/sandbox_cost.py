@@ -28,8 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from bench.run_all import SKIP_EXIT, result_line  # noqa: E402
-from codelora.sandbox import isolation_error, kotlin_available, kotlin_program, run_kotlin, run_sandboxed  # noqa: E402
+from run_all import SKIP_EXIT, result_line  # noqa: E402  (bench/ is sys.path[0] when a script in it runs)
+from codelora.kotlin import kotlin_available, kotlin_program, run_kotlin  # noqa: E402
+from codelora.sandbox import isolation_error, run_sandboxed  # noqa: E402
 from codelora.utils import read_jsonl, write_json  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "mceval_kotlin.jsonl"
