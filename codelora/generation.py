@@ -404,16 +404,19 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
 
     Why hand-written rather than `generate` + a StoppingCriteria: bench/generation.py times both
     paths (fp32 CPU, one thread, 2 shared cores, identical predictions on every prompt) against a
-    user's `generate` with a decode-every-row StoppingCriteria, and this one won at both sizes:
-    - demo size (1.8M parameters, 256 held-out 192-token next-line prompts, batches of 16),
-      2026-11-24: 2.23x (per-repeat 1.79-2.66x), while `generate` with this module's token-id stop
-      checks (`compacting=False`) ran at 1.13x: a step is mostly Python overhead there, and generate
-      spent 79% of its decoding positions on rows that had already stopped;
-    - Phi-1.5 size (1.42B random weights, 16 prompts of 8-24 tokens, batches of 8, <=16 new tokens,
-      6.9 per row), 2026-11-24, 3 repeats at load 9-10: 1.25x (1.04-1.74x), `compacting=False`
-      0.90x (0.86-1.12x): one decoding step's cost still grows with its rows (batch 8 2.2 s, 4
-      1.8 s, 1 0.9 s per step there), and generate computed 146 positions for stopped rows
-      against 110 real ones.
+    user's `generate` with a decode-every-row StoppingCriteria; medians of 3 interleaved repeats,
+    per-repeat range in brackets, all 2026-11-24:
+    - demo size (1.8M parameters, 256 held-out 192-token next-line prompts, batches of 16, 23 new
+      tokens per row), `make bench` at load 7-14: this path 1.09x (0.75-1.73x), `generate` with
+      this module's token-id stop checks (`compacting=False`) 0.81x (0.78-1.39x); an earlier run
+      at load 18-20: 2.23x against 1.13x. A step is mostly Python overhead at this size, and
+      generate spent 42% of its decoding positions (4,294 of 10,240) on rows already stopped;
+    - Phi-1.5 size (1.42B random weights, prompts of 8-24 tokens, <=16 new tokens, ~6-7 per row):
+      16 prompts in batches of 8 at load 9-10: this path 1.25x (1.04-1.74x), `compacting=False`
+      0.90x (0.86-1.12x); `make bench`'s 8 prompts in one batch: 40.2 s against 43.9 s (1.20x
+      and 1.27x of `generate` as medians of per-repeat ratios; this path faster in 2 of 3
+      repeats). One decoding step's cost still grows with its rows there (batch 8 2.2 s, 4 1.8 s,
+      1 0.9 s per step), and generate computed 146 positions for stopped rows against 110 real.
     So no dispatch by size: both take this path (bench/RESULTS.md has the latest `make bench`).
     Not measured on a GPU (none was lent), where a step's cost grows less with its rows.
     """
