@@ -22,7 +22,7 @@ from typing import Any
 
 from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
 from codelora.metrics import ES_BACKEND
-from codelora.tasks import Example, Task, get_task
+from codelora.tasks import Example, Task, TaskOptions, get_task
 from codelora.utils import UserError, atomic_file, check_writable_parent, seed_everything, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,8 @@ BLEU_IMPLEMENTATION = "smoothed corpus BLEU-4 (CodeXGLUE nmt-derived bleu.py, sm
 
 def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
     """Everything cheap that can be wrong, before any model loads."""
-    tasks = {name: get_task(name, cfg) for name in dict.fromkeys(cfg.tasks)}
+    options = TaskOptions.from_config(cfg)
+    tasks = {name: get_task(name, options) for name in dict.fromkeys(cfg.tasks)}
     data = {}
     for name, task in tasks.items():
         examples = task.load()
@@ -302,7 +303,7 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
         ids = [e.id for e in examples]
         if len(set(ids)) != len(ids):
             raise UserError(f"{name}: example ids are not unique")
-        data[name] = expand_samples(sample_examples(examples, cfg.sample, cfg.seed), getattr(task, "n_samples", 1))
+        data[name] = expand_samples(sample_examples(examples, cfg.sample, cfg.seed), task.n_samples)
     for model in cfg.models:
         load_tokenizer(model)  # a model without a tokenizer fails here, not after hours of work
     out = Path(cfg.output)
@@ -351,15 +352,12 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
         task_rows = [
             {"id": e.id, "prompt": e.prompt, "reference": e.reference, "predictions": {}, "scores": {}} for e in examples
         ]
-        exec_cache = out / "cache" / f"{name}-reference-execution.json"
-        if hasattr(task, "execution") and exec_cache.is_file():
-            from codelora.kotlin import ExecutionResult
-
-            task.execution = {k: ExecutionResult(**v) for k, v in json.loads(exec_cache.read_text()).items()}
+        state_cache = out / "cache" / f"{name}-task-state.json"
+        if state_cache.is_file():
+            task.restore_state(json.loads(state_cache.read_text()))
         cached = {model: PredictionCache(cache_path(out, model, task, settings, cfg.seed)).load(examples)
                   for model in cfg.models}
-        if hasattr(task, "prepare"):  # e.g. compile every model's programs in one batch
-            task.prepare(examples, {m: [done.get(e.id, "") for e in examples] for m, done in cached.items()})
+        task.prepare(examples, {m: [done.get(e.id, "") for e in examples] for m, done in cached.items()})
         for model in cfg.models:
             done = cached[model]
             preds = [done.get(e.id, "") for e in examples]
@@ -373,10 +371,9 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
             for row, pred, scores in zip(task_rows, preds, per_example):
                 row["predictions"][model] = pred
                 row["scores"][model] = scores
-        if getattr(task, "execution", None):
-            write_json(exec_cache, {k: v.__dict__ for k, v in task.execution.items()})
-        if hasattr(task, "evaluator_files"):
-            write_evaluator_files(task, examples, task_rows, cfg.models, out / "evaluator" / name)
+        if state := task.cached_state():
+            write_json(state_cache, state)
+        write_evaluator_files(task, examples, task_rows, cfg.models, out / "evaluator" / name)
         deltas, intervals = compare(per_model, task_rows, task.metrics, cfg.models, cfg.seed)
         summary[name] = {"n": len(examples), "metrics": list(task.metrics), "models": per_model,
                          "delta_vs_baseline": deltas, "delta_ci95": intervals, **task.describe()}

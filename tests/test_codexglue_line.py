@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from codelora.tasks import get_task
+from codelora.tasks import TaskOptions, get_task
 from codelora.tasks.codexglue_line import stop_at_first_line_end
 from codelora.tasks.codexglue_tokens import java_line_tokens, java_statement_end, kotlin_line_tokens, python_line_tokens
 
@@ -43,8 +42,8 @@ PYTHON = [
 ]
 
 
-def cfg(path: Path, language: str = "auto") -> SimpleNamespace:
-    return SimpleNamespace(codexglue_line_data=str(path), codexglue_line_language=language)
+def cfg(path: Path, language: str = "auto") -> TaskOptions:
+    return TaskOptions(codexglue_line_data=str(path), codexglue_line_language=language)
 
 
 def load(tmp_path: Path, rows, language: str = "auto"):
@@ -179,7 +178,7 @@ def test_heldout_line_mode_scores_kotlin_lines_like_codexglue_line(tmp_path):
             "path": ["src/A.kt", "src/B.kt", "tools/c.py"], "repo": ["r", "r", "r"]}
     DatasetDict({"test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "ds"))
     (tmp_path / "ds" / "stats.json").write_text(json.dumps({"windowing": {"mode": "line"}}))
-    task = get_task("heldout", SimpleNamespace(dataset=str(tmp_path / "ds"), heldout_split="test"))
+    task = get_task("heldout", TaskOptions(dataset=str(tmp_path / "ds"), heldout_split="test"))
     examples = task.load()
     per, corpus = task.score(examples, ["for(i in 0 until n){", "a?.b?:listOf<Int>( )", "return x[1 :]"])
     assert [r["em"] for r in per] == [1, 1, 1] and [r["es"] for r in per] == [100, 100, 100]
@@ -194,7 +193,7 @@ def test_literal_list_file_decides_which_literals_are_kept(tmp_path):
     lits.write_text(json.dumps({"str": ["abc"], "num": [], "char": []}))
     path = tmp_path / "line.jsonl"
     path.write_text(json.dumps(PYTHON[2][0]) + "\n", encoding="utf-8")
-    task = get_task("codexglue-line", SimpleNamespace(codexglue_line_data=str(path), codexglue_line_language="python",
+    task = get_task("codexglue-line", TaskOptions(codexglue_line_data=str(path), codexglue_line_language="python",
                                                       codexglue_line_literals=str(lits)))
     examples = task.load()
     # 'abc' is a listed literal, so the dataset would have kept it: it no longer matches the gt's ''

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from codelora.generation import GenerationSettings, generate_batch, load_model
 from codelora.metrics import corpus_bleu
 from codelora.report import markdown_table
-from codelora.tasks import get_task
+from codelora.tasks import TaskOptions, get_task
 from codelora.tasks.codexglue import build_token_prompt, stop_at_body_dedent, stop_at_function_end
 from codelora.tasks.codexglue_tokens import Literals, python_body_tokens
 
@@ -30,11 +29,8 @@ RECORDS = [
 ]
 
 
-def cfg(path: Path, **kw) -> SimpleNamespace:
-    base = dict(codexglue_data=str(path), codexglue_prompt="natural", codexglue_literals=None, sample=None,
-                num_beams=1, do_sample=False, temperature=0.2, top_p=0.95, seed=42)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def cfg(path: Path, **kw) -> TaskOptions:
+    return TaskOptions(**{"codexglue_data": str(path), **kw})
 
 
 @pytest.fixture

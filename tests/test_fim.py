@@ -214,7 +214,7 @@ def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_
     from transformers import AutoTokenizer
 
     from codelora.benchmarking import main as bench_main
-    from codelora.tasks import get_task
+    from codelora.tasks import TaskOptions, get_task
     from tests.test_training import make_prepared_dataset
 
     data = make_prepared_dataset(tmp_path / "prepared")
@@ -245,7 +245,7 @@ def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_
     assert {r["scores"][str(fim_model_dir)]["shape"] for r in rows} == {"line", "span"}
     assert "heldout-fim prompts:" in (out / "results.md").read_text()
     # the same example, phrased for each model: sentinels only where the tokenizer has them
-    task = get_task("heldout-fim", type("Cfg", (), {"dataset": str(data), "seed": 42, "heldout_split": "test"})())
+    task = get_task("heldout-fim", TaskOptions(dataset=str(data), seed=42, heldout_split="test"))
     ex = task.load()[0]
     assert ex.meta["prefix"] + ex.reference + ex.meta["suffix"] == ex.prompt + ex.reference + ex.meta["suffix"]
     plain = task.prompt_for(ex, AutoTokenizer.from_pretrained(tiny_model_dir))

@@ -4,18 +4,17 @@ text and by executing prefix + prediction + suffix + test (one batched kotlinc c
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from codelora.kotlin import kotlin_available
-from codelora.tasks import get_task
+from codelora.tasks import TaskOptions, get_task
 from codelora.tasks.kotlin_fim import masked_lines
 
 
 def fim_task(mceval_data, **cfg):
     base = dict(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=60.0, unsafe_no_sandbox=False)
-    return get_task("mceval-kotlin-fim", SimpleNamespace(**{**base, **cfg}))
+    return get_task("mceval-kotlin-fim", TaskOptions(**{**base, **cfg}))
 
 
 def test_every_code_line_of_a_body_is_masked_once():

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -21,7 +20,7 @@ import pytest
 import codelora.sandbox as sandbox
 from codelora.kotlin import kotlin_available, kotlin_program, run_kotlin
 from codelora.sandbox import isolation_error, run_sandboxed
-from codelora.tasks import Example, get_task
+from codelora.tasks import Example, TaskOptions, get_task
 from codelora.utils import UserError
 
 @pytest.fixture
@@ -122,7 +121,7 @@ def test_kotlin_program_drops_the_script_style_main_call():
 
 def test_mceval_pass_at_1_executes_in_the_sandbox(mceval_data):
     assert kotlin_available(), "kotlinc/java missing: run `make kotlin`"
-    cfg = SimpleNamespace(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=60.0,
+    cfg = TaskOptions(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=60.0,
                           unsafe_no_sandbox=False)
     task = get_task("mceval-kotlin", cfg)
     examples = task.load()[:3]

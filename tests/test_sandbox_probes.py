@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from codelora.sandbox import MAX_PROCESSES
-from codelora.tasks import Example, get_task
+from codelora.tasks import Example, TaskOptions, get_task
 from codelora.utils import UserError
 
 EXEC_TIMEOUT = 120.0  # compile + run of one probe; generous: the machines are shared and loaded
@@ -171,7 +171,7 @@ class PeakRss(threading.Thread):
 def probe_task(mceval_data: Path, **cfg):
     base = dict(mceval_data=str(mceval_data), allow_code_execution=True, exec_timeout=EXEC_TIMEOUT,
                 unsafe_no_sandbox=False)
-    return get_task("mceval-kotlin", SimpleNamespace(**{**base, **cfg}))
+    return get_task("mceval-kotlin", TaskOptions(**{**base, **cfg}))
 
 
 def as_example(name: str, source: str) -> Example:

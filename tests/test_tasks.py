@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from codelora.generation import brace_depth
 from codelora.metrics import corpus_bleu, edit_similarity
-from codelora.tasks import Example, get_task, task_names
+from codelora.tasks import Example, TaskOptions, get_task, task_names
 from codelora.tasks.codexglue import build_prompt, decode_body
 from codelora.tasks.codexglue_line import build_prompt as line_prompt
 from codelora.utils import UserError
@@ -18,10 +17,7 @@ from codelora.utils import UserError
 
 
 def cfg(**kw):
-    base = dict(dataset="", codexglue_data=None, codexglue_line_data=None, mceval_data=None,
-                allow_code_execution=False, exec_timeout=30.0)
-    base.update(kw)
-    return SimpleNamespace(**base)
+    return TaskOptions(**{"dataset": "", **kw})
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -174,3 +170,13 @@ def test_heldout_stop_rule_follows_the_recorded_windowing_mode(tmp_path, mode, t
     examples = task.load()
     cut = task.stop_rule(examples[0])(text)
     assert (None if cut is None else text[:cut]) == kept
+
+
+def test_task_options_defaults_are_the_benchmark_configs():
+    """Tasks get their settings as TaskOptions; its defaults may not drift from BenchmarkConfig's."""
+    from codelora.config import BenchmarkConfig
+
+    assert TaskOptions.from_config(BenchmarkConfig()) == TaskOptions()
+    changed = BenchmarkConfig(mceval_data="m.jsonl", exec_timeout=5.0, allow_code_execution=True)
+    assert TaskOptions.from_config(changed) == TaskOptions(mceval_data="m.jsonl", exec_timeout=5.0,
+                                                          allow_code_execution=True)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from codelora.generation import StopRule
 from codelora.metrics import codexglue_method_post_process, decode_literals
-from codelora.tasks import Example, Task, text_scores
+from codelora.tasks import Example, Task, TaskOptions, text_scores
 from codelora.tasks.codexglue_tokens import Literals, python_body_tokens
 from codelora.utils import UserError, read_jsonl
 
@@ -158,10 +158,10 @@ def load_records(source: str) -> list[dict]:
     return records
 
 
-def decoding_label(cfg) -> str:
-    if getattr(cfg, "do_sample", False):
+def decoding_label(cfg: TaskOptions) -> str:
+    if cfg.do_sample:
         return f"sampling (temperature {cfg.temperature}, top-p {cfg.top_p}, seed {cfg.seed})"
-    beams = getattr(cfg, "num_beams", 1)
+    beams = cfg.num_beams
     return f"beam search, {beams} beams" if beams > 1 else "greedy"
 
 
@@ -174,13 +174,13 @@ class CodeXGlueMethodTask(Task):
 
     @property
     def prompt_format(self) -> str:
-        return getattr(self.cfg, "codexglue_prompt", "natural")
+        return self.options.codexglue_prompt
 
     def load(self) -> list[Example]:
-        source = self.cfg.codexglue_data or "microsoft/codexglue_method_generation"
+        source = self.options.codexglue_data or "microsoft/codexglue_method_generation"
         records = load_records(source)
         self.total = len(records)
-        literal_file = getattr(self.cfg, "codexglue_literals", None)
+        literal_file = self.options.codexglue_literals
         self.literals = Literals.for_dataset(literal_file, records, ("signature", "body"))
         build = build_token_prompt if self.prompt_format == "tokens" else build_prompt
         return [
@@ -226,7 +226,7 @@ class CodeXGlueMethodTask(Task):
         }
 
     def describe(self) -> dict:
-        sample = getattr(self.cfg, "sample", None)
+        sample = self.options.sample
         n = min(sample, self.total) if sample else self.total
         scope = "the full test set" if n == self.total else "a seeded --sample; drop --sample for all of them"
         normalisation = ("predictions re-tokenised like the references (dataset preprocess.py rules: literals "
@@ -234,15 +234,15 @@ class CodeXGlueMethodTask(Task):
         return {
             "evaluator": "CodeXGLUE Code-Code/Method-Generation/evaluator/evaluator.py (ES, BLEU)",
             "prompt_format": f"{self.prompt_format} ({PROMPT_FORMATS[self.prompt_format]})",
-            "decoding": decoding_label(self.cfg),
+            "decoding": decoding_label(self.options),
             "normalisation": {"es, bleu": normalisation, "es_raw, bleu_raw": "predictions as generated"},
             "literals": self.literals.describe(),
             "test_records": self.total,
             "table_note": (f"n = {n} of {self.total} records ({scope}); prompt: {self.prompt_format}; "
-                           f"decoding: {decoding_label(self.cfg)}; ES/BLEU on predictions normalised like the "
+                           f"decoding: {decoding_label(self.options)}; ES/BLEU on predictions normalised like the "
                            "references (literals, comments), ES/BLEU (raw) on predictions as generated"),
         }
 
 
-def make_task(name: str, cfg) -> Task:
-    return CodeXGlueMethodTask(cfg)
+def make_task(name: str, options: TaskOptions) -> Task:
+    return CodeXGlueMethodTask(options)

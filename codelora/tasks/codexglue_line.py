@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 from codelora.generation import StopRule
 from codelora.metrics import codexglue_line_post_process, edit_similarity, exact_match
-from codelora.tasks import Example, Task
+from codelora.tasks import Example, Task, TaskOptions
 from codelora.tasks.codexglue import decoding_label
 from codelora.tasks.codexglue_tokens import Literals, java_line_tokens, java_statement_end, python_line_tokens
 from codelora.utils import UserError, read_jsonl
@@ -81,20 +81,20 @@ class CodeXGlueLineTask(Task):
     join_shifts = False
 
     def load(self) -> list[Example]:
-        if not self.cfg.codexglue_line_data:
+        if not self.options.codexglue_line_data:
             raise UserError("codexglue-line: give --codexglue-line-data (a JSONL file of {input, gt})")
-        source = self.cfg.codexglue_line_data
+        source = self.options.codexglue_line_data
         records = []
         for n, rec in enumerate(read_jsonl(source), 1):
             if not isinstance(rec.get("input"), str) or not isinstance(rec.get("gt"), str):
                 raise UserError(f"codexglue-line: {source}: record {n} needs string fields 'input' and 'gt'")
             records.append(rec)
-        choice = getattr(self.cfg, "codexglue_line_language", "auto")
+        choice = self.options.codexglue_line_language
         self.language = detect_language([r["input"] for r in records]) if choice == "auto" else choice
         if self.language == "java":
             self.join_shifts = writes_joined_shifts([r["input"] + " " + r["gt"] for r in records])
         self.language_source = "detected" if choice == "auto" else "--codexglue-line-language"
-        literal_file = getattr(self.cfg, "codexglue_line_literals", None)
+        literal_file = self.options.codexglue_line_literals
         self.literals = Literals.for_dataset(literal_file, records, ("input", "gt"))
         return [
             Example(str(rec.get("id", n)), build_prompt(rec["input"]), rec["gt"], {"record": rec})
@@ -157,10 +157,10 @@ class CodeXGlueLineTask(Task):
             info["shift_operators"] = "joined (as the data writes them)" if self.join_shifts else "split, as javalang"
         if self.language:
             info["table_note"] = (f"{info['language']}; a completion ends at the {info['stop']}; predictions "
-                                  f"re-spaced with {info['tokenizer']}; decoding: {decoding_label(self.cfg)}; "
+                                  f"re-spaced with {info['tokenizer']}; decoding: {decoding_label(self.options)}; "
                                   "ES/EM with literals normalised like the references, (raw) as generated")
         return info
 
 
-def make_task(name: str, cfg) -> Task:
-    return CodeXGlueLineTask(cfg)
+def make_task(name: str, options: TaskOptions) -> Task:
+    return CodeXGlueLineTask(options)

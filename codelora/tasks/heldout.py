@@ -22,7 +22,7 @@ from pathlib import Path
 
 from codelora.contracts import dataset_mode
 from codelora.generation import StopRule, stop_after_next_line, stop_at_eos, stop_at_line_end
-from codelora.tasks import Example, Task, text_scores
+from codelora.tasks import Example, Task, TaskOptions, text_scores
 from codelora.tasks.codexglue_tokens import line_tokenizer_for
 from codelora.utils import UserError
 
@@ -49,12 +49,12 @@ class HeldoutTask(Task):
 
     @property
     def split(self) -> str:
-        return getattr(self.cfg, "heldout_split", "test")
+        return self.options.heldout_split
 
     def load(self) -> list[Example]:
         from datasets import DatasetDict, load_from_disk
 
-        path = Path(self.cfg.dataset)
+        path = Path(self.options.dataset)
         if not path.is_dir():
             raise UserError(f"heldout: dataset directory not found: {path} (run preprocess_data.py first)")
         try:
@@ -97,5 +97,5 @@ class HeldoutTask(Task):
         return info
 
 
-def make_task(name: str, cfg) -> Task:
-    return HeldoutTask(cfg)
+def make_task(name: str, options: TaskOptions) -> Task:
+    return HeldoutTask(options)

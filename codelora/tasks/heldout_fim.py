@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from codelora.fim import choose_middle
 from codelora.generation import StopRule, stop_at_eos, stop_at_line_end
-from codelora.tasks import Example
+from codelora.tasks import Example, TaskOptions
 from codelora.tasks.heldout import HeldoutTask
 from codelora.tasks.infill import INFILL_METRICS, PROMPT_NOTE, InfillPrompts
 
@@ -36,7 +36,7 @@ class HeldoutFimTask(InfillPrompts, HeldoutTask):
         for window in super().load():
             text = window.prompt + window.reference
             for shape in SHAPES:
-                rng = random.Random(f"{self.cfg.seed}-{window.id}-{shape}")
+                rng = random.Random(f"{self.options.seed}-{window.id}-{shape}")
                 cut = choose_middle(text, shape, rng)
                 if cut is None:
                     continue
@@ -59,5 +59,5 @@ class HeldoutFimTask(InfillPrompts, HeldoutTask):
                 "prompt": PROMPT_NOTE}
 
 
-def make_task(name: str, cfg) -> HeldoutFimTask:
-    return HeldoutFimTask(cfg)
+def make_task(name: str, options: TaskOptions) -> HeldoutFimTask:
+    return HeldoutFimTask(options)

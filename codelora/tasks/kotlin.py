@@ -21,6 +21,7 @@ compiler version and the reason each other problem is not judgeable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from codelora.generation import StopRule, brace_depth
 from codelora.kotlin import ExecutionResult, KotlinRunner, helper_aware_rule, kotlin_program, kotlinc_version, require_kotlin
 from codelora.metrics import pass_at_k
 from codelora.sandbox import require_isolation
-from codelora.tasks import Example, Task, text_scores
+from codelora.tasks import Example, Task, TaskOptions, text_scores
 from codelora.utils import UserError, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,10 @@ class KotlinTask(Task):
     data_flag = "mceval_data"
     text_metrics: tuple[str, ...] = ("es", "em", "bleu")
 
-    def __init__(self, name: str, cfg):
-        super().__init__(cfg)
+    def __init__(self, name: str, options: TaskOptions):
+        super().__init__(options)
         self.name = name
-        self.n_samples = max(1, getattr(cfg, "n_samples", 1) or 1)
+        self.n_samples = max(1, options.n_samples or 1)
         self.metrics = (*self.text_metrics, *pass_metrics(self.n_samples))
         self.execution: dict[str, ExecutionResult] = {}  # problem id -> its reference's (or stub's) result
         self.judged: dict = {}  # what score() found, for describe()
@@ -68,7 +69,7 @@ class KotlinTask(Task):
     # -- data
 
     def data_path(self) -> Path:
-        given = getattr(self.cfg, self.data_flag, None)
+        given = getattr(self.options, self.data_flag)
         flag = "--" + self.data_flag.replace("_", "-")
         if not given:
             raise UserError(f"{self.name}: give the data file with {flag}")
@@ -78,7 +79,7 @@ class KotlinTask(Task):
         return path
 
     def load(self) -> list[Example]:
-        if self.cfg.allow_code_execution:  # refuse now, before any model generates, not at scoring
+        if self.options.allow_code_execution:  # refuse now, before any model generates, not at scoring
             require_isolation(self.unsafe)
         source = self.data_path()
         examples = [self.example(rec, n, source) for n, rec in enumerate(read_jsonl(source), 1)]
@@ -105,10 +106,10 @@ class KotlinTask(Task):
 
     @property
     def unsafe(self) -> bool:
-        return bool(getattr(self.cfg, "unsafe_no_sandbox", False))
+        return bool(self.options.unsafe_no_sandbox)
 
     def runner(self) -> KotlinRunner:
-        return KotlinRunner(require_kotlin(getattr(self.cfg, "kotlinc", None)), self.cfg.exec_timeout,
+        return KotlinRunner(require_kotlin(self.options.kotlinc), self.options.exec_timeout,
                             unsafe_no_sandbox=self.unsafe)
 
     def completed(self, example: Example, completion: str) -> str:
@@ -126,10 +127,18 @@ class KotlinTask(Task):
             self.results.update(zip(todo, self.runner().execute(todo)))
         return [self.results[p] for p in programs]
 
+    def cached_state(self) -> dict:
+        """The reference (or stub) verdicts: the judgeability checks need not run again."""
+        return {"reference_execution": {p: dataclasses.asdict(r) for p, r in self.execution.items()}}
+
+    def restore_state(self, state: dict) -> None:
+        known = state.get("reference_execution", {})
+        self.execution = {p: ExecutionResult(**r) for p, r in known.items()}
+
     def prepare(self, examples: Sequence[Example], predictions: dict[str, Sequence[str]]) -> None:
         """Execute every model's predictions and the judgeability checks in one batch, before
         `score` asks for them model by model (one kotlinc call instead of one per model)."""
-        if not self.cfg.allow_code_execution:
+        if not self.options.allow_code_execution:
             return
         problems = {problem_id(e): e for e in examples}
         pairs = [(e, c) for preds in predictions.values() for e, c in zip(examples, preds)]
@@ -160,12 +169,12 @@ class KotlinTask(Task):
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
         rows, corpus = self.text_scores(examples, predictions)
-        if not self.cfg.allow_code_execution:
+        if not self.options.allow_code_execution:
             for m in pass_metrics(self.n_samples):
                 corpus[m] = None
             corpus["pass@1_note"] = "not run: pass --allow-code-execution to execute generated code (sandboxed)"
             return rows, corpus
-        kotlinc = require_kotlin(getattr(self.cfg, "kotlinc", None))
+        kotlinc = require_kotlin(self.options.kotlinc)
         results = self.execute(examples, predictions)
         verdicts = self.judgeability(examples)
         for row, ex, res in zip(rows, examples, results):
@@ -207,7 +216,7 @@ class KotlinTask(Task):
         return out
 
     def describe(self) -> dict:
-        if not self.cfg.allow_code_execution:
+        if not self.options.allow_code_execution:
             return {"execution": "off"}
         how = "WITHOUT isolation (--unsafe-no-sandbox)" if self.unsafe else "isolated by bubblewrap"
         info = {"execution": f"kotlinc (batched) + java -ea per program in codelora.sandbox, {how}", **self.judged}
@@ -239,9 +248,9 @@ def problem_id(example: Example) -> str:
     return example.meta.get("problem", example.id)
 
 
-def make_task(name: str, cfg) -> Task:
+def make_task(name: str, options: TaskOptions) -> Task:
     if name == "humaneval-kt":
-        return HumanEvalKotlin(name, cfg)
-    task = KotlinTask(name, cfg)
+        return HumanEvalKotlin(name, options)
+    task = KotlinTask(name, options)
     task.data_flag = "mbkp_data" if name == "mbkp" else "mceval_data"
     return task

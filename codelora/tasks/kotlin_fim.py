@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from codelora.fim import line_spans
 from codelora.generation import StopRule, stop_at_line_end
-from codelora.tasks import Example
+from codelora.tasks import Example, TaskOptions
 from codelora.tasks.infill import INFILL_METRICS, PROMPT_NOTE, InfillPrompts
 from codelora.tasks.kotlin import KotlinTask
 
@@ -71,5 +71,5 @@ class KotlinFimTask(InfillPrompts, KotlinTask):
     judge_rule = "lines of problems whose reference solution passes"
 
 
-def make_task(name: str, cfg) -> KotlinFimTask:
-    return KotlinFimTask(name, cfg)
+def make_task(name: str, options: TaskOptions) -> KotlinFimTask:
+    return KotlinFimTask(name, options)
