@@ -191,14 +191,15 @@ _NONCE = "codeloraRunNonce"
 
 @dataclass(frozen=True)
 class KotlinProgram:
-    """A benchmark program as two files. The solution (prompt + completion, package `pN`) and the
-    tests (package `pN.t`) are kept apart so that a completion cannot decide its own verdict:
+    """A benchmark program as three files: the solution (prompt + completion, package `pN`), the
+    tests and the entry point (both package `pN.t`), kept apart so that a completion cannot decide
+    its own verdict:
     - the tests import only the names the *prompt* declares, so a helper the completion adds
       (`fun assert(value: Boolean) {}`, `fun check(...)`) cannot shadow the assertions they call
       (same-package declarations would win over Kotlin's default imports);
     - `main` (its own file, Runner.kt) first reads a nonce from standard input (fresh for every
-      run, through a pipe, so it is gone once read), runs the tests, then prints it; a run passes only if it exits 0 AND its
-      last line is that nonce. A completion that exits early (`exitProcess(0)`), or makes a failed
+      run, through a pipe, so it is gone once read), runs the tests, then prints it; a run passes
+      only if it exits 0 AND its last line is that nonce. A completion that exits early (`exitProcess(0)`), or makes a failed
       run exit 0 (`Runtime.halt(0)` in a shutdown hook), never printed it. The solution's own
       initialisers run at its first call, after the nonce was read.
     What this does not stop: code written against this harness that digs the nonce out of `main`'s
