@@ -66,8 +66,8 @@ def kotlinc_command(override: str | None = None) -> str | None:
     symlinked .tools/ would not exist inside it)."""
     if override:
         found = override if Path(override).is_file() else shutil.which(override)
-    elif project_kotlinc():
-        home = project_kotlinc().resolve().parents[1]
+    elif project := project_kotlinc():
+        home = project.resolve().parents[1]
         if os.geteuid() == 0:  # the sandbox then runs as uid 65534, who must reach the install
             home = reachable_install(home)
         return str(home / "bin" / "kotlinc")
@@ -96,9 +96,9 @@ def reachable_install(home: Path) -> Path:
             os.chmod(staging, 0o755)
             if not mirror.exists():  # another process may have made it meanwhile
                 os.replace(staging / "k", mirror)
+                log.info("kotlinc: %s is behind a private directory; the sandbox uses the mirror %s", home, mirror)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("kotlinc: %s is behind a private directory; the sandbox uses the mirror %s", home, mirror)
     return mirror
 
 
@@ -154,12 +154,13 @@ def require_kotlin(override: str | None = None) -> str:
 # ------------------------------------------------------------------------------------ programs
 
 _IMPORT = re.compile(r"^[ \t]*import[ \t]+[\w.*` ]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$", re.M)
+_MODIFIER = (r"(?:public|private|internal|protected|inline|tailrec|suspend|operator|infix|data|sealed|enum"
+             r"|abstract|open|inner|value|annotation|const|lateinit|override|external|expect|actual)\s")
 # Lines that open a top-level declaration (or close one, or are blank/comments); any other line at
 # brace depth 0 of a test is a statement: legal in a script (.kts), a syntax error in a .kt file.
 _DECLARATION = re.compile(
     r"^\s*(?:$|//|/\*|\*|}|@|import\b|package\b|fun\b|val\b|var\b|class\b|object\b|interface\b|typealias\b"
-    r"|(?:public|private|internal|protected|inline|tailrec|suspend|operator|infix|data|sealed|enum|abstract"
-    r"|open|inner|value|annotation|const|lateinit|override|external|expect|actual)\s)"
+    rf"|{_MODIFIER})"
 )
 _TEST_MAIN = "codeloraTestMain"
 
@@ -181,12 +182,15 @@ def _script_statements(test: str) -> tuple[str, list[str]]:
 
 
 _TEST_PACKAGE = "t"  # the tests' package inside a program's own: p3 holds the solution, p3.t the tests
-_MODIFIERS = (r"(?:(?:public|private|internal|protected|inline|tailrec|suspend|operator|infix|data|sealed|enum"
-              r"|abstract|open|inner|value|annotation|const|lateinit|override|external|expect|actual)\s+)*")
 # The name a top-level declaration line introduces: `fun <T> List<T>.name(`, `class Name`, `val T.name`.
-_NAME = re.compile(rf"^\s*({_MODIFIERS})(?:fun\b[^(=]*?(\w+)\s*\(|(?:class|object|interface|typealias)\s+(\w+)"
+_NAME = re.compile(rf"^\s*((?:{_MODIFIER}\s*)*)(?:fun\b[^(=]*?(\w+)\s*\(|(?:class|object|interface|typealias)\s+(\w+)"
                    r"|(?:val|var)\s+(?:[\w<>?, ]+\.)?(\w+))")
 _NONCE = "codeloraRunNonce"
+# The entry point, in a file (class) of its own: the tests' file may have top-level initialisers
+# that call the solution, and those run when its class is first used, which is after this read.
+_TESTS = "codeloraTests"
+_RUNNER = (f"fun main() {{\n    val {_NONCE} = readlnOrNull()\n    {_TESTS}()\n    println()\n"
+           f"    println({_NONCE})\n}}\n")
 
 
 @dataclass(frozen=True)
@@ -199,8 +203,9 @@ class KotlinProgram:
       (same-package declarations would win over Kotlin's default imports);
     - `main` (its own file, Runner.kt) first reads a nonce from standard input (fresh for every
       run, through a pipe, so it is gone once read), runs the tests, then prints it; a run passes
-      only if it exits 0 AND its last line is that nonce. A completion that exits early (`exitProcess(0)`), or makes a failed
-      run exit 0 (`Runtime.halt(0)` in a shutdown hook), never printed it. The solution's own
+      only if it exits 0 AND its last line is that nonce. A completion that exits early
+      (`exitProcess(0)`), or makes a failed run exit 0 (`Runtime.halt(0)` in a shutdown hook),
+      never printed it. The solution's own
       initialisers run at its first call, after the nonce was read.
     What this does not stop: code written against this harness that digs the nonce out of `main`'s
     stack frame by debugger-level means; the sandbox still bounds what such code can reach."""
@@ -231,10 +236,14 @@ def declared_names(code: str) -> list[str]:
     return list(dict.fromkeys(n for n in names if n != "main"))
 
 
+def _imports(code: str) -> list[str]:
+    return [m.group(0).strip() for m in _IMPORT.finditer(code)]
+
+
 def _with_imports(code: str, extra: Sequence[str]) -> str:
     """`code` with its `import` lines (anywhere; Kotlin only allows them at the top) and `extra`
     moved to the top."""
-    imports = list(dict.fromkeys([*(m.group(0).strip() for m in _IMPORT.finditer(code)), *extra]))
+    imports = list(dict.fromkeys([*_imports(code), *extra]))
     if not imports:
         return code
     return "\n".join(imports) + "\n\n" + _IMPORT.sub("", code)
@@ -255,19 +264,11 @@ def tests_as_main(test: str) -> str:
     return f"{declarations}\n\nfun {_TESTS}() {{\n{lines}}}\n"
 
 
-# The entry point, in a file (class) of its own: the tests' file may have top-level initialisers
-# that call the solution, and those run when its class is first used, which is after this read.
-_TESTS = "codeloraTests"
-_RUNNER = (f"fun main() {{\n    val {_NONCE} = readlnOrNull()\n    {_TESTS}()\n    println()\n"
-           f"    println({_NONCE})\n}}\n")
-
-
 def kotlin_program(prompt: str, completion: str, test: str) -> KotlinProgram:
     """prompt + completion (the solution file) and the test (the tests' file, which also gets the
     prompt's imports): a KotlinProgram."""
-    prompt_imports = [m.group(0).strip() for m in _IMPORT.finditer(prompt)]
     return KotlinProgram(_with_imports(f"{prompt}{completion}\n", []),
-                         _with_imports(tests_as_main(test), prompt_imports), tuple(declared_names(prompt)))
+                         _with_imports(tests_as_main(test), _imports(prompt)), tuple(declared_names(prompt)))
 
 
 Program = str | KotlinProgram  # a plain program (one file, passes on exit 0) or a benchmark's

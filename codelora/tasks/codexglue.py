@@ -158,10 +158,10 @@ def load_records(source: str) -> list[dict]:
     return records
 
 
-def decoding_label(cfg: TaskOptions) -> str:
-    if cfg.do_sample:
-        return f"sampling (temperature {cfg.temperature}, top-p {cfg.top_p}, seed {cfg.seed})"
-    beams = cfg.num_beams
+def decoding_label(options: TaskOptions) -> str:
+    if options.do_sample:
+        return f"sampling (temperature {options.temperature}, top-p {options.top_p}, seed {options.seed})"
+    beams = options.num_beams
     return f"beam search, {beams} beams" if beams > 1 else "greedy"
 
 

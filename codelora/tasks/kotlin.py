@@ -80,7 +80,7 @@ class KotlinTask(Task):
 
     def load(self) -> list[Example]:
         if self.options.allow_code_execution:  # refuse now, before any model generates, not at scoring
-            require_isolation(self.unsafe)
+            require_isolation(self.options.unsafe_no_sandbox)
         source = self.data_path()
         examples = [self.example(rec, n, source) for n, rec in enumerate(read_jsonl(source), 1)]
         skipped = sum(not e.reference for e in examples)
@@ -104,13 +104,9 @@ class KotlinTask(Task):
 
     # -- execution
 
-    @property
-    def unsafe(self) -> bool:
-        return bool(self.options.unsafe_no_sandbox)
-
     def runner(self) -> KotlinRunner:
         return KotlinRunner(require_kotlin(self.options.kotlinc), self.options.exec_timeout,
-                            unsafe_no_sandbox=self.unsafe)
+                            unsafe_no_sandbox=self.options.unsafe_no_sandbox)
 
     def completed(self, example: Example, completion: str) -> str:
         """What follows the prompt in the program: the completion (an infilling task adds the
@@ -218,7 +214,7 @@ class KotlinTask(Task):
     def describe(self) -> dict:
         if not self.options.allow_code_execution:
             return {"execution": "off"}
-        how = "WITHOUT isolation (--unsafe-no-sandbox)" if self.unsafe else "isolated by bubblewrap"
+        how = "WITHOUT isolation (--unsafe-no-sandbox)" if self.options.unsafe_no_sandbox else "isolated by bubblewrap"
         info = {"execution": f"kotlinc (batched) + java -ea per program in codelora.sandbox, {how}", **self.judged}
         if self.judged:
             why = "; ".join(f"{p}: {r.splitlines()[0] if r else ''}" for p, r in self.judged["not_judgeable"].items())
