@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codelora.windows import MODES, _token_newlines, make_windows, split_groups, token_starts
+from codelora.windows import MODES, Window, _token_newlines, make_windows, split_groups, token_starts
 
 # Code-like pieces plus the characters tokenizers get wrong: tabs, CRLF, trailing spaces, blank
 # lines, multi-byte and astral characters (split across byte-level tokens), no final newline.
@@ -50,6 +51,70 @@ def test_prompt_plus_completion_is_an_exact_slice(tiny_tokenizer, text, mode, pr
             assert "\n" not in completion[1:]  # one whole line
         if w.prompt_start > 0:  # the prompt is cut to its budget only when the file is longer
             assert w.prompt_tokens == prompt_tokens
+
+
+def loop_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_tokens: int = 256,
+                 completion_tokens: int = 64, stride: int = 64) -> list[Window]:
+    """The plain definition of the windows, one candidate at a time (codelora's implementation
+    until issue 17 vectorised it as `window_arrays`)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    n, size = len(starts), len(text)
+    if n < 2 or size == 0:
+        return []
+    # Line boundaries: newlines where a token starts (see the module docstring), then the end.
+    newlines = sorted(p for p in set(starts) if p < size and text[p] == "\n")
+    bounds = [*newlines, size]
+
+    def char_of(tok: int) -> int:  # where token `tok` starts (the end of the text past the last)
+        return 0 if tok <= 0 else (starts[tok] if tok < n else size)
+
+    def tok_at(pos: int) -> int:  # index of the first token starting at or after `pos`
+        return bisect_left(starts, pos)
+
+    # Completion starts every `stride` tokens; a file shorter than one stride still gets one window.
+    candidates = range(stride, n, stride) if n > stride else [n // 2]
+    windows: list[Window] = []
+    seen: set[int] = set()
+    for cand in candidates:
+        cut_mid_line = False
+        if mode in ("lines", "next-line"):
+            i = bisect_left(newlines, char_of(cand))  # the first line boundary at or after it
+            split = newlines[i] if i < len(newlines) else size
+        else:
+            split = char_of(cand)
+            if mode == "line" and text[split] == "\n":
+                continue  # nothing left of this line to complete
+        if split <= 0 or split >= size or split in seen:
+            continue
+        split_tok = tok_at(split)
+        budget_end = char_of(split_tok + completion_tokens)  # where the token budget runs out
+        if mode == "chunk":
+            end = budget_end
+        elif mode == "lines":
+            last = bounds[bisect_right(bounds, budget_end) - 1]  # last boundary within the budget
+            end, cut_mid_line = (last, False) if last > split else (budget_end, True)
+        else:  # "line" / "next-line": up to (not including) the newline ending that line
+            nl = text.find("\n", split + 1 if mode == "next-line" else split)
+            end = size if nl < 0 else nl
+            if end > budget_end:
+                end, cut_mid_line = budget_end, True
+        if end <= split or not text[split:end].strip():
+            continue  # nothing to learn from a whitespace-only completion
+        seen.add(split)
+        prompt_tok = max(0, split_tok - prompt_tokens)
+        windows.append(Window(char_of(prompt_tok), split, end, split_tok - prompt_tok,
+                              tok_at(end) - split_tok, cut_mid_line))
+    return windows
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=files, mode=st.sampled_from(MODES), prompt_tokens=st.integers(1, 40),
+       completion_tokens=st.integers(1, 30), stride=st.integers(1, 30))
+def test_vectorised_windows_equal_the_loop(tiny_tokenizer, text, mode, prompt_tokens, completion_tokens, stride):
+    starts = token_starts(tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets)
+    kw = dict(mode=mode, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, stride=stride)
+    assert make_windows(text, starts, **kw) == loop_windows(text, starts, **kw)
 
 
 def test_lines_mode_keeps_boundary_whitespace(tiny_tokenizer):
