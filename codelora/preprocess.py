@@ -27,7 +27,7 @@ from codelora.cleaning import clean_text, normalize_whitespace
 from codelora.config import PreprocessConfig, config_to_dict, save_config
 from codelora.contracts import DATASET_STATS, read_dataset_stats, read_parse_stats
 from codelora.contamination import contaminated_files, load_benchmarks
-from codelora.leakage import completion_leakage, train_windows
+from codelora.leakage import completion_leakage, train_files_with_windows
 from codelora.modeling import load_tokenizer
 from codelora.neardup import drop_near_duplicates, near_duplicate_groups, passage_hash_sets, signatures
 from codelora.utils import (
@@ -55,14 +55,18 @@ EXAMPLES = """\
 
 CLEAN_REASONS = ("too_few_lines", "long_digit_run", "long_token", "special_token_text")
 WINDOW_COLUMNS = ("prompt", "completion", "path", "repo", "commit", "prompt_tokens", "completion_tokens",
-                  "cut_mid_line")
+                  "cut_mid_line", "file", "span_start", "span_end")
+# what the stage itself reads (counts, leakage), never saved: the row of the window's file in its
+# split and the window's characters in that file
+WORK_COLUMNS = ("cut_mid_line", "file", "span_start", "span_end")
 
 
 def window_features():
     """One schema for every split, also when a split is empty or all its commits are null."""
     from datasets import Features, Value
 
-    types = {"prompt_tokens": "int32", "completion_tokens": "int32", "cut_mid_line": "bool"}
+    types = {"prompt_tokens": "int32", "completion_tokens": "int32", "cut_mid_line": "bool", "file": "int64",
+             "span_start": "int64", "span_end": "int64"}
     return Features({name: Value(types.get(name, "string")) for name in WINDOW_COLUMNS})
 
 
@@ -169,7 +173,7 @@ def _file_starts(text: str, enc, lengths, tokenizer):
     return token_starts(enc.offsets)
 
 
-def _window_batch(batch: dict[str, list], *, tokenizer, mode: str, prompt_tokens: int,
+def _window_batch(batch: dict[str, list], rows: list[int], *, tokenizer, mode: str, prompt_tokens: int,
                   completion_tokens: int, stride: int) -> dict[str, list]:
     texts = batch["text"]
     lengths = _starts_lengths(tokenizer)
@@ -184,16 +188,18 @@ def _window_batch(batch: dict[str, list], *, tokenizer, mode: str, prompt_tokens
     # the encode ~20% faster on real Kotlin (bench/preprocess.py).
     encode = tokenizer.encode_batch if lengths is None else tokenizer.encode_batch_fast
     out: dict[str, list] = {name: [] for name in WINDOW_COLUMNS}
-    for text, enc, path, repo, commit in zip(texts, encode(texts, add_special_tokens=False), batch["path"],
-                                             batch["repo"], batch["commit"]):
+    for text, enc, path, repo, commit, row in zip(texts, encode(texts, add_special_tokens=False), batch["path"],
+                                                  batch["repo"], batch["commit"], rows):
         w = window_arrays(text, _file_starts(text, enc, lengths, tokenizer), mode=mode, prompt_tokens=prompt_tokens,
                           completion_tokens=completion_tokens, stride=stride)
         prompt_start, split, end = w["prompt_start"].tolist(), w["split"].tolist(), w["end"].tolist()
         out["prompt"] += map(text.__getitem__, map(slice, prompt_start, split))
         out["completion"] += map(text.__getitem__, map(slice, split, end))
+        out["span_start"] += prompt_start
+        out["span_end"] += end
         for name in ("prompt_tokens", "completion_tokens", "cut_mid_line"):
             out[name] += w[name].tolist()
-        for name, value in (("path", path), ("repo", repo), ("commit", commit)):
+        for name, value in (("path", path), ("repo", repo), ("commit", commit), ("file", row)):
             out[name] += [value] * len(split)
     return out
 
@@ -310,11 +316,13 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         by_split, stats["grouping"] = assign_splits(column(kept, "group"), column(kept, "minhash"),
                                                     column(kept, "passages"), cfg)
         stats["files_per_split"] = {s: len(idx) for s, idx in by_split.items()}
-        windows = _windows(DatasetDict({s: kept.select(idx) for s, idx in by_split.items()}), cfg, backend, stats)
+        files = DatasetDict({s: kept.select(idx) for s, idx in by_split.items()})
+        windows = _windows(files, cfg, backend, stats)
         # measured on the plain windows, before FIM reorders a share of train into prefix/suffix
         heldout = {s: list(zip(column(windows[s], "path"), column(windows[s], "completion")))
                    for s in ("validation", "test")}
-        leakage = completion_leakage(train_windows(windows["train"]), heldout)
+        leakage = completion_leakage(train_files_with_windows(files["train"], windows["train"]), heldout)
+        windows = windows.remove_columns(list(WORK_COLUMNS))
         if cfg.fim_rate > 0:
             windows = _with_fim(windows, cfg, tokenizer, backend)
         stats = _final_stats(stats, windows, leakage, cfg, tokenizer, input_path)
@@ -390,14 +398,14 @@ def _windows(files, cfg: PreprocessConfig, backend, stats: dict):
     # 1000 files per encode_batch, as the plain-encode baseline: the tokenizer parallelises
     # within a batch, and 64-file batches encoded ~1.4x slower on real Kotlin (bench/preprocess.py)
     windows = DatasetDict({
-        s: ds.map(_window_batch, batched=True, batch_size=1000, num_proc=cfg.num_proc if len(ds) >= 2 * cfg.num_proc
-                  and cfg.num_proc > 1 else None, fn_kwargs=window_kwargs, remove_columns=ds.column_names,
-                  features=features, desc=f"windows ({s})", new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
+        s: ds.map(_window_batch, batched=True, with_indices=True, batch_size=1000,
+                  num_proc=cfg.num_proc if len(ds) >= 2 * cfg.num_proc and cfg.num_proc > 1 else None,
+                  fn_kwargs=window_kwargs, remove_columns=ds.column_names, features=features, desc=f"windows ({s})",
+                  new_fingerprint=_fingerprint("win", ds._fingerprint, wkey))
         if len(ds) else Dataset.from_dict({name: [] for name in WINDOW_COLUMNS}, features=features)
         for s, ds in files.items()
     })
     stats["completions_cut_mid_line"] = int(sum(sum(column(ds, "cut_mid_line")) for ds in windows.values()))
-    windows = windows.remove_columns("cut_mid_line")
     if len(windows["train"]) == 0:
         raise UserError("no training windows: the kept files are too short for one window")
     stats["train_examples_before_sampling"] = before = len(windows["train"])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from codelora.cleaning import clean_text, normalize_whitespace, strip_license_header
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codelora.cleaning import clean_text, longest_digit_run, longest_token_over, normalize_whitespace, strip_license_header
 
 BODY = "package demo\n\nfun main() {\n    println(1)\n    println(2)\n}\n"
 
@@ -95,3 +99,15 @@ def test_crlf_line_ends_become_lf():
     assert res.text == BODY and res.license_stripped
     old_mac = BODY.replace("\n", "\r")
     assert clean_text(old_mac).text == BODY
+
+
+# digits, every kind of space str.split() knows (ASCII and not), word characters, multi-byte ones
+RUN_ALPHABET = "0123456789 \t\n\x0b\x0c\r\x1c\x1f\x85\xa0\u2003a_é€😀٣"
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet=RUN_ALPHABET, max_size=60), limit=st.integers(0, 8))
+def test_run_checks_equal_their_plain_definitions(text, limit):
+    """The byte-table checks give what a regex over ASCII digits and str.split() give."""
+    assert longest_digit_run(text, limit) == (re.search("[0-9]{%d}" % (limit + 1), text) is not None)
+    assert longest_token_over(text, limit) == (max(map(len, text.split()), default=0) > limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from codelora.leakage import completion_leakage, counted
+from codelora.leakage import completion_leakage, counted, train_files_with_windows, train_windows
 
 
 def test_counts_match_brute_force_and_short_completions_are_apart():
@@ -30,3 +30,27 @@ def test_nothing_held_out_or_nothing_leaked():
     report = completion_leakage(iter([("a.kt", "fun a() = 1")]), {"validation": [], "test": [("b.kt", "fun b()")]})
     assert report["validation"]["fraction"] == 0.0 and report["validation"]["counted"] == 0
     assert report["test"]["leaked"] == 0 and report["test"]["counted"] == 1
+
+
+def test_scanning_files_within_their_windows_finds_what_scanning_the_windows_finds():
+    """preprocess scans each train file once and keeps the matches that lie inside one window:
+    the same report as scanning every window's text, with windows that overlap, leave gaps,
+    and a file without windows."""
+    from datasets import Dataset
+
+    rnd = random.Random(1)
+    files = ["".join(rnd.choice("ab\n }x") for _ in range(300)) for _ in range(12)]
+    rows = []
+    for f, text in enumerate(files):
+        start = 0
+        while f != 4 and start < len(text) - 20:
+            a, b = start, min(len(text), start + rnd.randint(20, 60))
+            rows.append({"file": f, "span_start": a, "span_end": b, "path": f"f{f}.kt",
+                         "prompt": text[a:(a + b) // 2], "completion": text[(a + b) // 2:b]})
+            start += rnd.randint(5, 70)
+    windows = Dataset.from_list(rows)
+    train = Dataset.from_dict({"path": [f"f{i}.kt" for i in range(len(files))], "text": files})
+    heldout = {"test": [("t.kt", text[i:i + rnd.randint(4, 40)]) for text in files for i in rnd.sample(range(260), 20)]}
+    by_windows = completion_leakage(train_windows(windows), heldout)
+    assert completion_leakage(train_files_with_windows(train, windows), heldout) == by_windows
+    assert 20 < by_windows["test"]["leaked"] < by_windows["test"]["counted"] - 20  # both outcomes, often
