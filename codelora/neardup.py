@@ -46,16 +46,33 @@ _P = 0x9E3779B97F4A7C15
 _POWERS: dict[str, np.ndarray] = {}
 
 
-def _joined(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The UTF-8 bytes of `texts` joined by "\n" (so no word or line spans two files), and the
-    offset where each text starts, plus one past the end."""
-    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    return np.frombuffer(b"\n".join(encoded), dtype=np.uint8), np.r_[0, np.cumsum(sizes + 1)]
+class Batch:
+    """Texts as one array of their UTF-8 bytes joined by "\n" (so no word or line spans two
+    texts), with the prefix hashes every span hash reads, made once for words and lines."""
+
+    def __init__(self, texts: Sequence[str]):
+        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+        sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        self.count = len(texts)
+        self.data = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)
+        self.text_starts = np.r_[0, np.cumsum(sizes + 1)]  # where each text starts, then the end + 1
+        self._prefix: np.ndarray | None = None
+
+    def owner(self, positions: np.ndarray) -> np.ndarray:
+        """The text each byte position belongs to."""
+        return np.searchsorted(self.text_starts, positions, side="right") - 1
+
+    def span_hashes(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """A 64-bit hash of each byte span data[s:e]: equal spans hash equal in any batch and process."""
+        powers, inverse = _powers(self.data.size)
+        if self._prefix is None:
+            self._prefix = np.zeros(self.data.size + 1, dtype=np.uint64)
+            np.cumsum((self.data + np.uint64(1)) * powers[:self.data.size], out=self._prefix[1:])
+        return _fmix64((self._prefix[ends] - self._prefix[starts]) * inverse[starts])
 
 
-def _owner(file_starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    return np.searchsorted(file_starts, positions, side="right") - 1
+def _batch(texts: Sequence[str] | Batch) -> Batch:
+    return texts if isinstance(texts, Batch) else Batch(texts)
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +95,6 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
-def _span_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each byte span data[s:e]: equal spans hash equal in any batch and process."""
-    powers, inverse = _powers(data.size)
-    prefix = np.zeros(data.size + 1, dtype=np.uint64)
-    np.cumsum((data + np.uint64(1)) * powers[:data.size], out=prefix[1:])
-    return _fmix64((prefix[ends] - prefix[starts]) * inverse[starts])
-
-
 def _per_file(owners: np.ndarray, values: np.ndarray, n_files: int) -> list[np.ndarray]:
     """`values` (sorted by owner) cut into one array per file."""
     return np.split(values, np.searchsorted(owners, np.arange(1, n_files)))
@@ -104,25 +113,25 @@ def _distinct_per_file(owners: np.ndarray, values: np.ndarray, n_files: int) -> 
     return _per_file(owners[new], values[new], n_files)
 
 
-def shingle_hash_sets(texts: Sequence[str]) -> list[np.ndarray]:
+def shingle_hash_sets(texts: Sequence[str] | Batch) -> list[np.ndarray]:
     """Per text, the distinct 32-bit hashes of its word 5-grams (one shingle of all its words for
     a text of fewer than 5 words, none for a text without words)."""
-    data, file_starts = _joined(texts)
-    edges = np.flatnonzero(np.diff(_WORD_BYTE[data], prepend=False, append=False))
-    ids = _span_hashes(data, edges[0::2], edges[1::2])
-    owner = _owner(file_starts, edges[0::2])
+    batch = _batch(texts)
+    edges = np.flatnonzero(np.diff(_WORD_BYTE[batch.data], prepend=False, append=False))
+    ids = batch.span_hashes(edges[0::2], edges[1::2])
+    owner = batch.owner(edges[0::2])
     padded = np.r_[ids, np.zeros(SHINGLE - 1, dtype=np.uint64)]
     acc = np.zeros(ids.size, dtype=np.uint64)
     for k in range(SHINGLE):
         acc += padded[k:k + ids.size] * _MULT[k]
     last = np.arange(ids.size) + SHINGLE - 1  # the word that ends the shingle starting here
     whole = (last < ids.size) & (owner[np.minimum(last, ids.size - 1)] == owner)
-    counts = np.bincount(owner, minlength=len(texts))
+    counts = np.bincount(owner, minlength=batch.count)
     for f in np.flatnonzero((counts > 0) & (counts < SHINGLE)):  # short texts: one shorter shingle
         first = np.searchsorted(owner, f)
         acc[first] = (ids[first:first + counts[f]] * _MULT[:counts[f]]).sum()
         whole[first] = True
-    return _distinct_per_file(owner[whole], acc[whole] & np.uint64(0xFFFFFFFF), len(texts))
+    return _distinct_per_file(owner[whole], acc[whole] & np.uint64(0xFFFFFFFF), batch.count)
 
 
 def shingle_hashes(text: str) -> np.ndarray:
@@ -174,7 +183,7 @@ def minhash(hashes: np.ndarray, num_perm: int = NUM_PERM) -> np.ndarray:
     return minhashes([hashes], num_perm)[0]
 
 
-def signatures(texts: Sequence[str], num_perm: int = NUM_PERM) -> np.ndarray:
+def signatures(texts: Sequence[str] | Batch, num_perm: int = NUM_PERM) -> np.ndarray:
     """The MinHash signatures of the texts' shingles, one row per text (fixed seed: reproducible)."""
     return minhashes(shingle_hash_sets(texts), num_perm)
 
@@ -311,18 +320,19 @@ PASSAGE_LINES = 3
 PASSAGE_MIN_CHARS = 40  # non-space characters in the passage: `}` `}` `}` is not a passage
 
 
-def passage_hash_sets(texts: Sequence[str]) -> list[np.ndarray]:
+def passage_hash_sets(texts: Sequence[str] | Batch) -> list[np.ndarray]:
     """Per text, the distinct 64-bit hashes of every run of PASSAGE_LINES consecutive non-blank
     lines (each stripped of ASCII whitespace) that holds at least PASSAGE_MIN_CHARS bytes once
     stripped."""
-    data, file_starts = _joined(texts)
+    batch = _batch(texts)
+    data = batch.data
     newlines = np.flatnonzero(data == 10)
     line_starts, line_ends = np.r_[0, newlines + 1], np.r_[newlines, data.size]
     solid = np.flatnonzero(~_SPACE_BYTE[data])  # positions of non-space bytes
     first, past = np.searchsorted(solid, line_starts), np.searchsorted(solid, line_ends)
     kept = first < past  # the line holds a non-space byte
     starts, ends = solid[first[kept]], solid[past[kept] - 1] + 1
-    ids, sizes, owner = _span_hashes(data, starts, ends), ends - starts, _owner(file_starts, starts)
+    ids, sizes, owner = batch.span_hashes(starts, ends), ends - starts, batch.owner(starts)
     width = max(0, ids.size - PASSAGE_LINES + 1)
     acc = np.zeros(width, dtype=np.uint64)
     chars = np.zeros(width, dtype=np.int64)
@@ -330,7 +340,7 @@ def passage_hash_sets(texts: Sequence[str]) -> list[np.ndarray]:
         acc = acc * np.uint64(0x100000001B3) + ids[k:k + width]  # wraps mod 2**64, like FNV
         chars += sizes[k:k + width]
     keep = (chars >= PASSAGE_MIN_CHARS) & (owner[:width] == owner[PASSAGE_LINES - 1:])  # in one file
-    return _distinct_per_file(owner[:width][keep], acc[keep], len(texts))
+    return _distinct_per_file(owner[:width][keep], acc[keep], batch.count)
 
 
 def passage_hashes(text: str) -> np.ndarray:

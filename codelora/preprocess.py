@@ -29,7 +29,7 @@ from codelora.contracts import DATASET_STATS, read_dataset_stats, read_parse_sta
 from codelora.contamination import contaminated_files, load_benchmarks
 from codelora.leakage import completion_leakage, train_files_with_windows
 from codelora.modeling import load_tokenizer
-from codelora.neardup import drop_near_duplicates, near_duplicate_groups, passage_hash_sets, signatures
+from codelora.neardup import Batch, drop_near_duplicates, near_duplicate_groups, passage_hash_sets, signatures
 from codelora.utils import (
     UserError,
     atomic_dir,
@@ -38,8 +38,8 @@ from codelora.utils import (
     sigterm_as_interrupt,
     write_json,
 )
-from codelora.windows import (SPLITS, byte_lengths, group_key, split_groups, token_start_array, token_starts,
-                              token_starts_from_ids, window_arrays)
+from codelora.windows import (SPLITS, batch_window_arrays, byte_lengths, group_key, split_groups, token_start_array,
+                              token_starts, token_starts_from_ids)
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,12 @@ def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int,
     kept = [i for i, res in enumerate(results) if res.text]
     # raw bytes (uint32 / uint64 arrays): no Python int per value on the way to Arrow and back
     minhashes, shared = [b""] * len(texts), [b""] * len(texts)
-    if near_dup and kept:
-        for i, row in zip(kept, signatures([texts[i] for i in kept])):
+    joined = Batch([texts[i] for i in kept]) if kept and (near_dup or passages) else None
+    if near_dup and joined:
+        for i, row in zip(kept, signatures(joined)):
             minhashes[i] = row.tobytes()
-    if passages and kept:
-        for i, hashes in zip(kept, passage_hash_sets([texts[i] for i in kept])):
+    if passages and joined:
+        for i, hashes in zip(kept, passage_hash_sets(joined)):
             shared[i] = hashes.tobytes()
     return {"text": texts, "drop_reason": [res.reason for res in results],
             "license_stripped": [res.license_stripped for res in results],
@@ -187,21 +188,21 @@ def _window_batch(batch: dict[str, list], rows: list[int], *, tokenizer, mode: s
     # Offsets are only needed without the ids path; not computing them (encode_batch_fast) makes
     # the encode ~20% faster on real Kotlin (bench/preprocess.py).
     encode = tokenizer.encode_batch if lengths is None else tokenizer.encode_batch_fast
-    out: dict[str, list] = {name: [] for name in WINDOW_COLUMNS}
-    for text, enc, path, repo, commit, row in zip(texts, encode(texts, add_special_tokens=False), batch["path"],
-                                                  batch["repo"], batch["commit"], rows):
-        w = window_arrays(text, _file_starts(text, enc, lengths, tokenizer), mode=mode, prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens, stride=stride)
-        prompt_start, split, end = w["prompt_start"].tolist(), w["split"].tolist(), w["end"].tolist()
-        out["prompt"] += map(text.__getitem__, map(slice, prompt_start, split))
-        out["completion"] += map(text.__getitem__, map(slice, split, end))
-        out["span_start"] += prompt_start
-        out["span_end"] += end
-        for name in ("prompt_tokens", "completion_tokens", "cut_mid_line"):
-            out[name] += w[name].tolist()
-        for name, value in (("path", path), ("repo", repo), ("commit", commit), ("file", row)):
-            out[name] += [value] * len(split)
-    return out
+    starts = [_file_starts(text, enc, lengths, tokenizer)
+              for text, enc in zip(texts, encode(texts, add_special_tokens=False))]
+    w = {name: values.tolist() for name, values in batch_window_arrays(
+        texts, starts, mode=mode, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        stride=stride).items()}
+    file, prompt_start, split, end = w["file"], w["prompt_start"], w["split"], w["end"]
+    text_of = [texts[f] for f in file]
+    out = {"prompt": list(map(str.__getitem__, text_of, map(slice, prompt_start, split))),
+           "completion": list(map(str.__getitem__, text_of, map(slice, split, end))),
+           "prompt_tokens": w["prompt_tokens"], "completion_tokens": w["completion_tokens"],
+           "cut_mid_line": w["cut_mid_line"], "span_start": prompt_start, "span_end": end,
+           "file": [rows[f] for f in file]}
+    for name in ("path", "repo", "commit"):
+        out[name] = [batch[name][f] for f in file]
+    return {name: out[name] for name in WINDOW_COLUMNS}
 
 
 # ------------------------------------------------------------------------------ splits

@@ -147,17 +147,12 @@ def _newlines_at_tokens(newlines, starts):
     return newlines[found][starts[idx[found]] == newlines[found]]
 
 
-_SPACE_LUT = None
-
-
-def _is_space(codes):
-    """str.isspace() of each character code (every Unicode space is below U+3001)."""
+def _newline_positions(texts: Sequence[str], base) -> Any:
+    """Positions of the newlines of `texts`, each text's counted from its `base` (numpy)."""
     import numpy as np
 
-    global _SPACE_LUT
-    if _SPACE_LUT is None:
-        _SPACE_LUT = np.array([chr(c).isspace() for c in range(0x3002)])
-    return _SPACE_LUT[codes if codes.dtype == np.uint8 else np.minimum(codes, np.uint32(0x3001))]
+    found = [np.flatnonzero(_char_codes(t) == 10) + b for t, b in zip(texts, base.tolist())]
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 WINDOW_FIELDS = ("prompt_start", "split", "end", "prompt_tokens", "completion_tokens", "cut_mid_line")
@@ -166,61 +161,92 @@ WINDOW_FIELDS = ("prompt_start", "split", "end", "prompt_tokens", "completion_to
 def window_arrays(text: str, starts, *, mode: str = "lines", prompt_tokens: int = 256,
                   completion_tokens: int = 64, stride: int = 64) -> dict[str, Any]:
     """All windows of one file, in order, as numpy arrays named by WINDOW_FIELDS (`Window`'s
-    fields); `starts` = token_starts(...) of this text, a list or an array.
+    fields); `starts` = token_starts(...) of this text, a list or an array."""
+    arrays = batch_window_arrays([text], [starts], mode=mode, prompt_tokens=prompt_tokens,
+                                 completion_tokens=completion_tokens, stride=stride)
+    del arrays["file"]
+    return arrays
 
-    Every candidate window is computed at once with searchsorted over the token starts and the
-    line boundaries, instead of a Python loop with bisect per window: windowing was ~10% of
-    preprocessing on real Kotlin (issue 17). The loop it replaces is kept as the plain definition
-    in tests/test_windows.py, which checks the two agree on every mode."""
+
+def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: str = "lines", prompt_tokens: int = 256,
+                        completion_tokens: int = 64, stride: int = 64) -> dict[str, Any]:
+    """The windows of several files, file by file and in order, as numpy arrays named by
+    WINDOW_FIELDS (positions within each file) plus `file`, the index of each window's file;
+    `starts[i]` = token_starts(...) of texts[i], a list or an array.
+
+    Every candidate window of every file is computed at once, with searchsorted over the token
+    starts and line boundaries of the files laid end to end (one character apart, so no search
+    crosses into the next file), instead of a Python loop with bisect per window: windowing was
+    ~10% of preprocessing on real Kotlin (issue 17). The loop it replaces is kept as the plain
+    definition in tests/test_windows.py, which checks the two agree on every mode."""
     import numpy as np
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    s = np.asarray(starts, dtype=np.int64)
-    n, size = s.size, len(text)
-    if n < 2 or size == 0:
-        return {name: np.zeros(0, dtype=bool if name == "cut_mid_line" else np.int64) for name in WINDOW_FIELDS}
-    codes = _char_codes(text)
-    newlines = np.flatnonzero(codes == 10)
-    # Line boundaries: newlines where a token starts (see the module docstring), then the end.
-    bounds = np.append(_newlines_at_tokens(newlines, s), size)
-    # char_of[tok]: where token `tok` starts (0 for the first, the end of the text past the last)
-    char_of = np.append(s, size)
-    char_of[0] = 0
+    per_file = [np.asarray(st, dtype=np.int64) for st in starts]
+    n = np.fromiter(map(len, per_file), dtype=np.int64, count=len(per_file))
+    size = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    base = np.cumsum(size + 1) - (size + 1)  # where each file starts, the files laid end to end
+    s = np.concatenate([st + b for st, b in zip(per_file, base.tolist())]) if per_file else np.zeros(0, np.int64)
+    tok_base = np.cumsum(n) - n  # index of each file's first token in `s`
+    newlines = _newline_positions(texts, base)
+    file_end = base + size
+    # Line boundaries: newlines where a token starts (see the module docstring), then each file's end.
+    bounds = np.sort(np.concatenate([_newlines_at_tokens(newlines, s), file_end]))
+    # char_of[char_base[f] + tok]: where token `tok` of file f starts (its file's start for the
+    # first, the end of the file past the last)
+    char_base = np.cumsum(n + 1) - (n + 1)
+    char_of = np.empty(int((n + 1).sum()), dtype=np.int64)
+    char_of[char_base + n] = file_end
+    rest = np.ones(char_of.size, dtype=bool)
+    rest[char_base + n] = False
+    char_of[rest] = s
+    char_of[char_base[n > 0]] = base[n > 0]
 
     # Completion starts every `stride` tokens; a file shorter than one stride still gets one window.
-    cand = np.arange(stride, n, stride) if n > stride else np.array([n // 2])
+    usable = (n >= 2) & (size > 0)
+    count = np.where(usable, np.where(n > stride, (n - 1) // stride, 1), 0)
+    file = np.repeat(np.arange(len(texts)), count)
+    step = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    cand = np.where(n[file] > stride, (step + 1) * stride, n[file] // 2)
+    f_base, f_end, f_n, f_char, f_tok = base[file], file_end[file], n[file], char_base[file], tok_base[file]
     if mode in ("lines", "next-line"):  # the first line boundary at or after the candidate
-        split = bounds[np.searchsorted(bounds, char_of[cand])]
+        split = bounds[np.searchsorted(bounds, char_of[f_char + cand])]
         ok = np.ones(cand.size, dtype=bool)
     else:
-        split = char_of[cand]
+        split = char_of[f_char + cand]
         # "line": nothing left of this line to complete when it starts at its newline
-        ok = np.ones(cand.size, dtype=bool) if mode == "chunk" else codes[np.minimum(split, size - 1)] != 10
-    ok &= (split > 0) & (split < size)
-    split_tok = np.searchsorted(s, split)
-    budget_end = char_of[np.minimum(split_tok + completion_tokens, n)]  # where the token budget runs out
+        at = np.minimum(np.searchsorted(newlines, split), max(newlines.size - 1, 0))
+        ok = np.ones(cand.size, dtype=bool) if mode == "chunk" or not newlines.size else newlines[at] != split
+    ok &= (split > f_base) & (split < f_end)
+    split_tok = np.searchsorted(s, split) - f_tok
+    budget_end = char_of[f_char + np.minimum(split_tok + completion_tokens, f_n)]  # where the budget runs out
     if mode == "chunk":
         end, cut = budget_end, np.zeros(cand.size, dtype=bool)
     elif mode == "lines":
         last = bounds[np.searchsorted(bounds, budget_end, side="right") - 1]  # last boundary within the budget
         cut = last <= split
         end = np.where(cut, budget_end, last)
-    else:  # "line" / "next-line": up to (not including) the newline ending that line
-        end = np.append(newlines, size)[np.searchsorted(newlines, split + 1 if mode == "next-line" else split)]
+    else:  # "line" / "next-line": up to (not including) the newline ending that line, or the file's end
+        line_ends = np.sort(np.concatenate([newlines, file_end]))
+        after = np.searchsorted(line_ends, split + 1 if mode == "next-line" else split)
+        end = line_ends[np.minimum(after, line_ends.size - 1)]  # (past the end only where split is not ok)
         cut = end > budget_end
         end = np.where(cut, budget_end, end)
-    solid = np.zeros(size + 1, dtype=np.int64)  # solid[i]: non-space characters before position i
-    np.cumsum(~_is_space(codes), out=solid[1:])
-    ok &= (end > split) & (solid[np.minimum(end, size)] > solid[np.minimum(split, size)])
-    picked = np.flatnonzero(ok)  # nothing to learn from a whitespace-only completion
+    picked = np.flatnonzero(ok & (end > split))
+    # nothing to learn from a whitespace-only completion (a str method per candidate: cheaper
+    # than a prefix count over every character of the files)
+    blank = [texts[f][a:b].isspace() for f, a, b in zip(file[picked].tolist(), (split - f_base)[picked].tolist(),
+                                                         (end - f_base)[picked].tolist())]
+    picked = picked[~np.array(blank, dtype=bool)] if blank else picked
     # the first window of each split (splits never decrease, so repeats are adjacent)
     picked = picked[np.diff(split[picked], prepend=-1) != 0]
+    file, f_base, f_char, f_tok = file[picked], f_base[picked], f_char[picked], f_tok[picked]
     split, split_tok, end = split[picked], split_tok[picked], end[picked]
     prompt_tok = np.maximum(0, split_tok - prompt_tokens)
-    return {"prompt_start": char_of[prompt_tok], "split": split, "end": end,
-            "prompt_tokens": split_tok - prompt_tok, "completion_tokens": np.searchsorted(s, end) - split_tok,
-            "cut_mid_line": cut[picked]}
+    return {"prompt_start": char_of[f_char + prompt_tok] - f_base, "split": split - f_base, "end": end - f_base,
+            "prompt_tokens": split_tok - prompt_tok, "completion_tokens": np.searchsorted(s, end) - f_tok - split_tok,
+            "cut_mid_line": cut[picked], "file": file}
 
 
 def make_windows(text: str, starts, *, mode: str = "lines", prompt_tokens: int = 256,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codelora.windows import MODES, Window, _token_newlines, make_windows, split_groups, token_starts
+from codelora.windows import (MODES, WINDOW_FIELDS, Window, _token_newlines, batch_window_arrays, make_windows,
+                              split_groups, token_starts)
 
 # Code-like pieces plus the characters tokenizers get wrong: tabs, CRLF, trailing spaces, blank
 # lines, multi-byte and astral characters (split across byte-level tokens), no final newline.
@@ -115,6 +116,22 @@ def test_vectorised_windows_equal_the_loop(tiny_tokenizer, text, mode, prompt_to
     starts = token_starts(tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets)
     kw = dict(mode=mode, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, stride=stride)
     assert make_windows(text, starts, **kw) == loop_windows(text, starts, **kw)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(files | st.sampled_from(["", "x", "\n", "a\nb"]), min_size=1, max_size=6),
+       mode=st.sampled_from(MODES), prompt_tokens=st.integers(1, 40), completion_tokens=st.integers(1, 30),
+       stride=st.integers(1, 30))
+def test_files_windowed_together_get_the_windows_each_gets_alone(tiny_tokenizer, texts, mode, prompt_tokens,
+                                                                 completion_tokens, stride):
+    """preprocess cuts a batch of files at once (laid end to end): each file gets exactly the
+    windows the loop gives it alone, including empty and one-token files."""
+    kw = dict(mode=mode, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, stride=stride)
+    starts = [token_starts(tiny_tokenizer.backend_tokenizer.encode(t, add_special_tokens=False).offsets) for t in texts]
+    arrays = batch_window_arrays(texts, starts, **kw)
+    together = [(f, Window(*row)) for f, *row in zip(*(arrays[k].tolist() for k in ("file", *WINDOW_FIELDS)))]
+    alone = [(f, w) for f, (t, st_) in enumerate(zip(texts, starts)) for w in loop_windows(t, st_, **kw)]
+    assert together == alone
 
 
 def test_lines_mode_keeps_boundary_whitespace(tiny_tokenizer):
