@@ -43,7 +43,7 @@ _SPACE_BYTE = np.zeros(256, dtype=bool)  # what str.strip() strips, in ASCII
 _SPACE_BYTE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 # Polynomial span hashes mod 2**64: span = sum((byte_k + 1) * P**k); any odd P is invertible.
 _P = 0x9E3779B97F4A7C15
-_POWERS: dict[str, np.ndarray] = {}
+_POWERS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
 class Batch:
@@ -76,14 +76,18 @@ def _batch(texts: Sequence[str] | Batch) -> Batch:
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P**k, P**-k) mod 2**64 for k <= n, grown by doubling and kept per process."""
-    if _POWERS.get("p", np.zeros(0)).size <= n:
+    """(P**k, P**-k) mod 2**64 for k <= n, grown by doubling and kept per process (both replaced
+    in one assignment: preprocessing hashes from two threads)."""
+    current = _POWERS.get("pair")
+    if current is None or current[0].size <= n:
         size = 1 << max(12, n.bit_length())
-        for name, base in (("p", _P), ("inv", pow(_P, -1, 1 << 64))):
+        pair = []
+        for base in (_P, pow(_P, -1, 1 << 64)):
             powers = np.full(size, base, dtype=np.uint64)
             powers[0] = 1
-            _POWERS[name] = np.cumprod(powers)  # wraps mod 2**64, as intended
-    return _POWERS["p"], _POWERS["inv"]
+            pair.append(np.cumprod(powers))  # wraps mod 2**64, as intended
+        current = _POWERS["pair"] = (pair[0], pair[1])
+    return current
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ training tokenizes again and appends the EOS token itself.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 import hashlib
 import json
 import logging
@@ -142,17 +144,29 @@ def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int,
     kept = [i for i, res in enumerate(results) if res.text]
     # raw bytes (uint32 / uint64 arrays): no Python int per value on the way to Arrow and back
     minhashes, shared = [b""] * len(texts), [b""] * len(texts)
-    joined = Batch([texts[i] for i in kept]) if kept and (near_dup or passages) else None
-    if near_dup and joined:
-        for i, row in zip(kept, signatures(joined)):
-            minhashes[i] = row.tobytes()
-    if passages and joined:
-        for i, hashes in zip(kept, passage_hash_sets(joined)):
-            shared[i] = hashes.tobytes()
+    if kept and (near_dup or passages):
+        # two halves in two threads: the hashing is numpy on whole arrays, which releases the GIL
+        # (0.13 -> 0.10 s on real Kotlin)
+        halves = [kept[:len(kept) // 2], kept[len(kept) // 2:]]
+        with ThreadPoolExecutor(2) as pool:
+            hashed = list(pool.map(partial(_hashes, near_dup=near_dup, passages=passages),
+                                   [[texts[i] for i in half] for half in halves]))
+        for half, (rows, sets) in zip(halves, hashed):
+            for i, row, hashes in zip(half, rows, sets):
+                minhashes[i], shared[i] = row, hashes
     return {"text": texts, "drop_reason": [res.reason for res in results],
             "license_stripped": [res.license_stripped for res in results],
             "group": [group_key(normalize_whitespace(t)) if t else "" for t in texts],
             "minhash": minhashes, "passages": shared}
+
+
+def _hashes(texts: list[str], *, near_dup: bool, passages: bool) -> tuple[list[bytes], list[bytes]]:
+    """Each text's MinHash signature and passage hashes as raw bytes (uint32 / uint64 arrays: no
+    Python int per value on the way to Arrow and back); b"" for the ones not asked for."""
+    joined = Batch(texts)
+    rows = [row.tobytes() for row in signatures(joined)] if near_dup and texts else [b""] * len(texts)
+    sets = [h.tobytes() for h in passage_hash_sets(joined)] if passages and texts else [b""] * len(texts)
+    return rows, sets
 
 
 @functools.lru_cache(maxsize=4)
