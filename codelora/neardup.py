@@ -48,7 +48,8 @@ _POWERS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 class Batch:
     """Texts as one array of their UTF-8 bytes joined by "\n" (so no word or line spans two
-    texts), with the prefix hashes every span hash reads, made once for words and lines."""
+    texts), with the prefix hashes every span hash reads, made once for words and lines. Its
+    arrays take ~40 bytes per byte of text: callers keep a batch to a few MB (`batches`)."""
 
     def __init__(self, texts: Sequence[str]):
         encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
@@ -71,13 +72,29 @@ class Batch:
         return _fmix64((self._prefix[ends] - self._prefix[starts]) * inverse[starts])
 
 
+def batches(texts: Sequence[str], max_bytes: int = 1 << 22) -> list[list[str]]:
+    """`texts` cut, in order, into runs of at most `max_bytes` characters (a longer text alone)."""
+    runs: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        if runs[-1] and size + len(text) > max_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(text)
+        size += len(text)
+    return runs if runs[0] else []
+
+
 def _batch(texts: Sequence[str] | Batch) -> Batch:
     return texts if isinstance(texts, Batch) else Batch(texts)
 
 
+_POWERS_KEPT = 1 << 23  # bytes of a batch up to which the powers stay cached (2 x 64 MiB)
+
+
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P**k, P**-k) mod 2**64 for k <= n, grown by doubling and kept per process (both replaced
-    in one assignment: preprocessing hashes from two threads)."""
+    """(P**k, P**-k) mod 2**64 for k <= n, grown by doubling and kept per process up to
+    _POWERS_KEPT (both replaced in one assignment: preprocessing hashes from two threads)."""
     current = _POWERS.get("pair")
     if current is None or current[0].size <= n:
         size = 1 << max(12, n.bit_length())
@@ -86,7 +103,9 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
             powers = np.full(size, base, dtype=np.uint64)
             powers[0] = 1
             pair.append(np.cumprod(powers))  # wraps mod 2**64, as intended
-        current = _POWERS["pair"] = (pair[0], pair[1])
+        current = (pair[0], pair[1])
+        if size <= _POWERS_KEPT:
+            _POWERS["pair"] = current
     return current
 
 

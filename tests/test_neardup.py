@@ -7,6 +7,7 @@ import random
 import numpy as np
 
 from codelora.neardup import (
+    batches,
     components,
     drop_near_duplicates,
     jaccard,
@@ -107,6 +108,11 @@ def test_a_batch_hashes_each_file_as_alone():
     for (sh, ps, sig), (sh2, ps2, sig2) in zip(alone, together, strict=True):
         assert np.array_equal(sh, sh2) and np.array_equal(ps, ps2) and np.array_equal(sig, sig2)
     assert [len(sh) for sh, _, _ in alone][:5] == [len(alone[0][0]), 0, 1, 0, 3]
+
+
+def test_batches_are_runs_of_a_few_bytes_in_order():
+    assert batches(["aaa", "bbb", "c" * 10, "d", "e"], max_bytes=5) == [["aaa"], ["bbb"], ["c" * 10], ["d", "e"]]
+    assert batches([]) == [] and batches(["", ""], max_bytes=1) == [["", ""]]
 
 
 def test_similar_pairs_finds_near_copies_only():
