@@ -101,7 +101,8 @@ def completion_leakage(train_texts: Iterable[tuple], heldout: dict[str, list[tup
     """Leakage of each held-out split into train.
 
     `heldout` maps a split name to its (path, completion) pairs; `train_texts` yields
-    (path, text) of the train windows, or (path, text, spans) of the train files (`found_in`). Returns per split: completions, counted (long enough),
+    (path, text) of the train windows, or (path, text, spans) of the train files (`found_in`).
+    Returns per split: completions, counted (long enough),
     leaked (counted ones found in train), fraction = leaked / counted, short (not counted), the
     files with most leaked completions, and the longest leaked completions with a train file
     that holds each.

@@ -41,8 +41,8 @@ from codelora.utils import (
     sigterm_as_interrupt,
     write_json,
 )
-from codelora.windows import (SPLITS, batch_window_arrays, byte_lengths, group_key, split_groups, token_start_array,
-                              token_starts, token_starts_from_ids)
+from codelora.windows import (SPLITS, batch_window_arrays, byte_lengths, group_key, split_groups,
+                              token_start_array, token_starts, token_starts_from_ids)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int,
             part = [i for i in range(start, len(texts)) if texts[i]]
             if part and (near_dup or passages):
                 parts.append(part)
-                hashed.append(pool.submit(_hashes, [texts[i] for i in part], near_dup=near_dup, passages=passages))
+                hashed.append(pool.submit(_hashes, [texts[i] for i in part], near_dup=near_dup,
+                                          passages=passages))
         groups = [group_key(normalize_whitespace(t)) if t else "" for t in texts]
         # raw bytes (uint32 / uint64 arrays): no Python int per value on the way to Arrow and back
         minhashes, shared = [b""] * len(texts), [b""] * len(texts)
@@ -218,7 +219,8 @@ def _window_batch(batch: dict[str, list], rows: list[int], *, tokenizer, mode: s
     # int per value and no per-row cast to the features (~0.03 s on real Kotlin).
     file, prompt_start, split, end = (w[name].tolist() for name in ("file", "prompt_start", "split", "end"))
     text_of = [texts[f] for f in file]
-    columns = {"prompt": pa.array(list(map(str.__getitem__, text_of, map(slice, prompt_start, split))), pa.string()),
+    prompts = list(map(str.__getitem__, text_of, map(slice, prompt_start, split)))
+    columns = {"prompt": pa.array(prompts, pa.string()),
                "completion": pa.array(list(map(str.__getitem__, text_of, map(slice, split, end))), pa.string()),
                "prompt_tokens": pa.array(w["prompt_tokens"].astype(np.int32)),
                "completion_tokens": pa.array(w["completion_tokens"].astype(np.int32)),

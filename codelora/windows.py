@@ -136,7 +136,8 @@ def _token_newlines(text: str, starts) -> list[int]:
     """Sorted positions of the newlines in `text` at which some token starts."""
     import numpy as np
 
-    return _newlines_at_tokens(np.flatnonzero(_char_codes(text) == 10), np.asarray(starts, dtype=np.int64)).tolist()
+    newlines = np.flatnonzero(_char_codes(text) == 10)
+    return _newlines_at_tokens(newlines, np.asarray(starts, dtype=np.int64)).tolist()
 
 
 def _newlines_at_tokens(newlines, starts):
@@ -168,8 +169,8 @@ def window_arrays(text: str, starts, *, mode: str = "lines", prompt_tokens: int 
     return arrays
 
 
-def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: str = "lines", prompt_tokens: int = 256,
-                        completion_tokens: int = 64, stride: int = 64) -> dict[str, Any]:
+def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: str = "lines",
+                        prompt_tokens: int = 256, completion_tokens: int = 64, stride: int = 64) -> dict[str, Any]:
     """The windows of several files, file by file and in order, as numpy arrays named by
     WINDOW_FIELDS (positions within each file) plus `file`, the index of each window's file;
     `starts[i]` = token_starts(...) of texts[i], a list or an array.
@@ -187,7 +188,7 @@ def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: st
     n = np.fromiter(map(len, per_file), dtype=np.int64, count=len(per_file))
     size = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     base = np.cumsum(size + 1) - (size + 1)  # where each file starts, the files laid end to end
-    s = np.concatenate([st + b for st, b in zip(per_file, base.tolist())]) if per_file else np.zeros(0, np.int64)
+    s = np.concatenate([st + b for st, b in zip(per_file, base.tolist())] or [np.zeros(0, np.int64)])
     tok_base = np.cumsum(n) - n  # index of each file's first token in `s`
     newlines = _newline_positions(texts, base)
     file_end = base + size
@@ -224,7 +225,7 @@ def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: st
     if mode == "chunk":
         end, cut = budget_end, np.zeros(cand.size, dtype=bool)
     elif mode == "lines":
-        last = bounds[np.searchsorted(bounds, budget_end, side="right") - 1]  # last boundary within the budget
+        last = bounds[np.searchsorted(bounds, budget_end, side="right") - 1]  # the last one within budget
         cut = last <= split
         end = np.where(cut, budget_end, last)
     else:  # "line" / "next-line": up to (not including) the newline ending that line, or the file's end
@@ -236,17 +237,18 @@ def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: st
     picked = np.flatnonzero(ok & (end > split))
     # nothing to learn from a whitespace-only completion (a str method per candidate: cheaper
     # than a prefix count over every character of the files)
-    blank = [texts[f][a:b].isspace() for f, a, b in zip(file[picked].tolist(), (split - f_base)[picked].tolist(),
-                                                         (end - f_base)[picked].tolist())]
+    local_split, local_end = (split - f_base)[picked].tolist(), (end - f_base)[picked].tolist()
+    blank = [texts[f][a:b].isspace() for f, a, b in zip(file[picked].tolist(), local_split, local_end)]
     picked = picked[~np.array(blank, dtype=bool)] if blank else picked
     # the first window of each split (splits never decrease, so repeats are adjacent)
     picked = picked[np.diff(split[picked], prepend=-1) != 0]
     file, f_base, f_char, f_tok = file[picked], f_base[picked], f_char[picked], f_tok[picked]
     split, split_tok, end = split[picked], split_tok[picked], end[picked]
     prompt_tok = np.maximum(0, split_tok - prompt_tokens)
-    return {"prompt_start": char_of[f_char + prompt_tok] - f_base, "split": split - f_base, "end": end - f_base,
-            "prompt_tokens": split_tok - prompt_tok, "completion_tokens": np.searchsorted(s, end) - f_tok - split_tok,
-            "cut_mid_line": cut[picked], "file": file}
+    return {"prompt_start": char_of[f_char + prompt_tok] - f_base, "split": split - f_base,
+            "end": end - f_base, "prompt_tokens": split_tok - prompt_tok,
+            "completion_tokens": np.searchsorted(s, end) - f_tok - split_tok, "cut_mid_line": cut[picked],
+            "file": file}
 
 
 def make_windows(text: str, starts, *, mode: str = "lines", prompt_tokens: int = 256,

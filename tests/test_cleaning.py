@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codelora.cleaning import clean_text, longest_digit_run, longest_token_over, normalize_whitespace, strip_license_header
+from codelora.cleaning import (clean_text, longest_digit_run, longest_token_over, normalize_whitespace,
+                               strip_license_header)
 
 BODY = "package demo\n\nfun main() {\n    println(1)\n    println(2)\n}\n"
 

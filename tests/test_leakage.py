@@ -50,7 +50,8 @@ def test_scanning_files_within_their_windows_finds_what_scanning_the_windows_fin
             start += rnd.randint(5, 70)
     windows = Dataset.from_list(rows)
     train = Dataset.from_dict({"path": [f"f{i}.kt" for i in range(len(files))], "text": files})
-    heldout = {"test": [("t.kt", text[i:i + rnd.randint(4, 40)]) for text in files for i in rnd.sample(range(260), 20)]}
+    pieces = [text[i:i + rnd.randint(4, 40)] for text in files for i in rnd.sample(range(260), 20)]
+    heldout = {"test": [("t.kt", piece) for piece in pieces]}
     by_windows = completion_leakage(train_windows(windows), heldout)
     assert completion_leakage(train_files_with_windows(train, windows), heldout) == by_windows
     assert 20 < by_windows["test"]["leaked"] < by_windows["test"]["counted"] - 20  # both outcomes, often

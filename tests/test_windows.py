@@ -127,7 +127,8 @@ def test_files_windowed_together_get_the_windows_each_gets_alone(tiny_tokenizer,
     """preprocess cuts a batch of files at once (laid end to end): each file gets exactly the
     windows the loop gives it alone, including empty and one-token files."""
     kw = dict(mode=mode, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, stride=stride)
-    starts = [token_starts(tiny_tokenizer.backend_tokenizer.encode(t, add_special_tokens=False).offsets) for t in texts]
+    encode = tiny_tokenizer.backend_tokenizer.encode
+    starts = [token_starts(encode(t, add_special_tokens=False).offsets) for t in texts]
     arrays = batch_window_arrays(texts, starts, **kw)
     together = [(f, Window(*row)) for f, *row in zip(*(arrays[k].tolist() for k in ("file", *WINDOW_FIELDS)))]
     alone = [(f, w) for f, (t, st_) in enumerate(zip(texts, starts)) for w in loop_windows(t, st_, **kw)]
