@@ -532,6 +532,12 @@ def build_model(cfg: TrainConfig, quantized: bool, tokenizer=None, fim_tokens=No
         device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = load_base_model(cfg.base_model, load_in_4bit=quantized, dtype=compute_dtype(),
                             trust_remote_code=cfg.trust_remote_code, device_map=device_map)
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        # The tokenizer's pad token (load_tokenizer falls back to EOS) in the model's configs: the
+        # Trainer would set the same and print a "new PAD/BOS/EOS tokens" notice on every run.
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
     token_rows: list[int] = []
     if fim_tokens is not None:
         fit_embeddings(model, tokenizer)

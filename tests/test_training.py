@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -162,10 +163,19 @@ def test_train_writes_adapter_and_changes_only_lora_weights(tiny_model_dir, data
     spy = ModelSpy()
     out = tmp_path / "run"
     old_umask = os.umask(0o022)
+    notices: list[logging.LogRecord] = []
+    catcher = logging.Handler()
+    catcher.emit = notices.append
+    logging.getLogger("transformers").addHandler(catcher)
     try:
         training.train(train_config(*base_args(tiny_model_dir, dataset_dir, out, "--max-steps", "12")), callbacks=[spy])
     finally:
         os.umask(old_umask)
+        logging.getLogger("transformers").removeHandler(catcher)
+    # the model's configs carry the tokenizer's pad token before the Trainer looks, so it has
+    # nothing to align and no "new PAD/BOS/EOS tokens" notice on every run
+    assert not [r for r in notices if "PAD/BOS/EOS" in r.getMessage()]
+    assert spy.model.config.pad_token_id == spy.model.generation_config.pad_token_id is not None
     # The known-harmless warnings every run printed (peft reading a deprecated property, pyarrow
     # on datasets' sort) are gone at their source; nothing was silenced globally.
     noise = ("is_gradient_checkpointing", "null_placement")
