@@ -196,6 +196,7 @@ def _fim_batch(batch: dict[str, list], indices: list[int], *, strings: tuple[str
     tokens = FimTokens(*strings, ids=(-1, -1, -1), family="", added=False)
     out = {key: list(values) for key, values in batch.items()}
     out[FIM_COLUMN] = [""] * len(indices)
+    counted: list[tuple[int, str, str]] = []
     for row, index in enumerate(indices):
         rng = random.Random(f"fim-{seed}-{index}")
         if rng.random() >= rate:
@@ -206,10 +207,14 @@ def _fim_batch(batch: dict[str, list], indices: list[int], *, strings: tuple[str
             continue  # nothing to learn from a whitespace-only middle: stays left-to-right
         out["prompt"][row], out["completion"][row] = ex.prompt(tokens), ex.middle
         out[FIM_COLUMN][row] = f"{'spm' if ex.spm else 'psm'}-{ex.shape}"
-        if "prompt_tokens" in out:  # the counts describe what training will see
-            enc = tokenizer.encode_batch([ex.prefix + ex.suffix, ex.middle], add_special_tokens=False)
-            out["prompt_tokens"][row] = len(enc[0].ids) + 3
-            out["completion_tokens"][row] = len(enc[1].ids)
+        counted.append((row, ex.prefix + ex.suffix, ex.middle))
+    if counted and "prompt_tokens" in out:  # the counts describe what training will see
+        # one encode for the batch (one per row was 2/3 of FIM preprocessing, bench/fim.py)
+        encodings = tokenizer.encode_batch_fast([text for _row, *pair in counted for text in pair],
+                                                add_special_tokens=False)
+        for k, (row, _context, _middle) in enumerate(counted):
+            out["prompt_tokens"][row] = len(encodings[2 * k]) + 3
+            out["completion_tokens"][row] = len(encodings[2 * k + 1])
     return out
 
 

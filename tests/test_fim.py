@@ -155,8 +155,8 @@ def test_lora_with_trainable_token_indices_changes_only_the_sentinel_rows():
 # ------------------------------------------------------------------------------ preprocessing
 
 
-def _unfim(prompt: str, completion: str, kind: str) -> str:
-    """prefix + middle + suffix from a stored FIM example (StarCoder sentinels)."""
+def _parts(prompt: str, kind: str) -> tuple[str, str]:
+    """(prefix, suffix) of a stored FIM prompt (StarCoder sentinels)."""
     p, s, m = fim.KNOWN_SENTINELS["starcoder"]
     if kind.startswith("spm"):
         assert prompt.startswith(p + s)
@@ -164,6 +164,12 @@ def _unfim(prompt: str, completion: str, kind: str) -> str:
     else:
         assert prompt.startswith(p) and prompt.endswith(m)
         prefix, suffix = prompt[len(p):-len(m)].split(s)
+    return prefix, suffix
+
+
+def _unfim(prompt: str, completion: str, kind: str) -> str:
+    """prefix + middle + suffix from a stored FIM example."""
+    prefix, suffix = _parts(prompt, kind)
     return prefix + completion + suffix
 
 
@@ -184,11 +190,18 @@ def test_preprocess_fim_rate_keeps_every_example_an_exact_slice(raw_jsonl, tiny_
     assert {k.split("-")[0] for k in kinds if k} == {"psm", "spm"}
     assert {k.split("-")[1] for k in kinds if k} == {"span", "line", "block"}
     assert stats["fim"]["examples"] == n_fim and stats["fim"]["sentinels"] == list(fim.KNOWN_SENTINELS["starcoder"])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    count = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
     for row in dd["train"]:
         text = cleaned[row["path"]]
         if row["fim"]:
             assert row["completion"].strip()  # a middle worth training on
             assert _unfim(row["prompt"], row["completion"], row["fim"]) in text
+            # the token counts describe the FIM example: prefix + suffix + 3 sentinels, the middle
+            context = "".join(_parts(row["prompt"], row["fim"]))
+            assert (row["prompt_tokens"], row["completion_tokens"]) == (count(context) + 3, count(row["completion"]))
         else:
             assert row["prompt"] + row["completion"] in text
     assert set(dd["validation"]["fim"]) == {""} and set(dd["test"]["fim"]) == {""}
