@@ -78,3 +78,33 @@ def test_kotlin_tasks_two_models_one_command(tmp_path, tiny_model_dir, second_mo
     batches.clear()
     assert benchmarking.main([*args[:3], "--tasks", "mbkp", *args[7:]]) == 0
     assert batches == [len(programs)]  # the distinct predictions (up to 2 models x 4), no reference or stub
+
+
+def test_cached_reference_verdicts_are_reused_only_from_the_same_compiler_and_settings(mceval_data):
+    """The reference verdicts cached in `<task>-task-state.json` came from one kotlinc and one
+    sandbox/timeout setting: after switching either, they are judged again, not reused."""
+    from codelora.kotlin import ExecutionResult
+    from codelora.tasks import TaskOptions, get_task
+
+    def task(**kw):
+        return get_task("mceval-kotlin", TaskOptions(mceval_data=str(mceval_data), allow_code_execution=True, **kw))
+
+    verdict = ExecutionResult("passed", "", 1.0)
+    first = task(exec_timeout=60.0)
+    first.execution = {"Kotlin/1": verdict}
+    state = json.loads(json.dumps(first.cached_state()))  # as the file holds it
+    same = task(exec_timeout=60.0)
+    same.restore_state(state)
+    assert same.execution == {"Kotlin/1": verdict}
+    for other in (task(exec_timeout=30.0), task(exec_timeout=60.0, unsafe_no_sandbox=True)):
+        other.restore_state(state)
+        assert other.execution == {}
+    older = dict(state)
+    older["runner"] = {**state["runner"], "kotlinc_version": "2.0.0"}  # another compiler
+    again = task(exec_timeout=60.0)
+    again.restore_state(older)
+    assert again.execution == {}
+    legacy = task(exec_timeout=60.0)
+    legacy.restore_state({"reference_execution": state["reference_execution"]})  # from before the key
+    assert legacy.execution == {}
+    assert task(exec_timeout=60.0).cached_state() == {}  # nothing judged, nothing cached

@@ -123,13 +123,28 @@ class KotlinTask(Task):
             self.results.update(zip(todo, self.runner().execute(todo)))
         return [self.results[p] for p in programs]
 
+    def runner_key(self) -> dict:
+        """What the verdicts depend on besides the programs: the compiler and how it runs them."""
+        kotlinc = require_kotlin(self.options.kotlinc)
+        return {"kotlinc": kotlinc, "kotlinc_version": kotlinc_version(kotlinc),
+                "exec_timeout": self.options.exec_timeout, "sandbox": not self.options.unsafe_no_sandbox}
+
     def cached_state(self) -> dict:
-        """The reference (or stub) verdicts: the judgeability checks need not run again."""
-        return {"reference_execution": {p: dataclasses.asdict(r) for p, r in self.execution.items()}}
+        """The reference (or stub) verdicts, with the compiler and settings that gave them: the
+        judgeability checks need not run again while those stay the same."""
+        if not self.execution:
+            return {}
+        return {"runner": self.runner_key(),
+                "reference_execution": {p: dataclasses.asdict(r) for p, r in self.execution.items()}}
 
     def restore_state(self, state: dict) -> None:
-        known = state.get("reference_execution", {})
-        self.execution = {p: ExecutionResult(**r) for p, r in known.items()}
+        if not self.options.allow_code_execution or "reference_execution" not in state:
+            return
+        if state.get("runner") != self.runner_key():  # another kotlinc, timeout or sandbox setting
+            log.info("%s: the cached reference verdicts came from another compiler or setting; judging them again",
+                     self.name)
+            return
+        self.execution = {p: ExecutionResult(**r) for p, r in state["reference_execution"].items()}
 
     def prepare(self, examples: Sequence[Example], predictions: dict[str, Sequence[str]]) -> None:
         """Execute every model's predictions and the judgeability checks in one batch, before
