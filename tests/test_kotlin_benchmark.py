@@ -87,7 +87,8 @@ def test_cached_reference_verdicts_are_reused_only_from_the_same_compiler_and_se
     from codelora.tasks import TaskOptions, get_task
 
     def task(**kw):
-        return get_task("mceval-kotlin", TaskOptions(mceval_data=str(mceval_data), allow_code_execution=True, **kw))
+        options = TaskOptions(mceval_data=str(mceval_data), allow_code_execution=True, **kw)
+        return get_task("mceval-kotlin", options)
 
     verdict = ExecutionResult("passed", "", 1.0)
     first = task(exec_timeout=60.0)

@@ -141,8 +141,8 @@ class KotlinTask(Task):
         if not self.options.allow_code_execution or "reference_execution" not in state:
             return
         if state.get("runner") != self.runner_key():  # another kotlinc, timeout or sandbox setting
-            log.info("%s: the cached reference verdicts came from another compiler or setting; judging them again",
-                     self.name)
+            log.info("%s: the cached reference verdicts came from another compiler or setting; "
+                     "judging them again", self.name)
             return
         self.execution = {p: ExecutionResult(**r) for p, r in state["reference_execution"].items()}
 
