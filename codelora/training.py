@@ -37,7 +37,7 @@ from transformers import Trainer, TrainerCallback
 from codelora.config import TrainConfig, save_config
 from codelora.contracts import RUN_CONFIG, adapter_dir, checkpoints_dir
 from codelora.fim import add_fim_tokens, dataset_uses_fim, fit_embeddings, trainable_token_indices
-from codelora.utils import UserError, atomic_dir, check_writable_parent, seed_everything, write_json
+from codelora.utils import UserError, apply_umask, atomic_dir, check_writable_parent, seed_everything, write_json
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +375,7 @@ class _RunBookkeeping(TrainerCallback):
         totals = self.trainer.totals()  # collective: every process takes part
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            apply_umask(folder)  # safetensors and torch.save leave some of the Trainer's files 0600
             write_json(folder / PROGRESS_FILE, {"global_step": state.global_step, **totals,
                                                 "settings": self.trainer.run_settings})
 

@@ -99,7 +99,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
-        _apply_umask(tmp)
+        apply_umask(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -112,7 +112,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise
 
 
-def _apply_umask(folder: Path) -> None:
+def apply_umask(folder: Path) -> None:
     """Give files written into `folder` by libraries that create them 0600 (safetensors does) the
     permissions the umask gives every other output, keeping any execute bits."""
     mask = _umask()

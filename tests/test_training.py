@@ -180,8 +180,11 @@ def test_train_writes_adapter_and_changes_only_lora_weights(tiny_model_dir, data
     # on datasets' sort) are gone at their source; nothing was silenced globally.
     noise = ("is_gradient_checkpointing", "null_placement")
     assert not [w for w in recwarn if any(n in str(w.message) for n in noise)]
-    # safetensors writes 0600; outputs follow the umask like every other file (0644 here).
-    for path in (out / "adapter" / "adapter_model.safetensors", out / "train_metrics.json"):
+    # safetensors writes 0600; outputs follow the umask like every other file (0644 here), the
+    # Trainer's checkpoints included (a team sharing a run folder reads them to resume or merge).
+    checkpoint_files = [p for p in out.rglob("checkpoint-*/*") if p.is_file()]
+    assert len(checkpoint_files) > 5
+    for path in (out / "adapter" / "adapter_model.safetensors", out / "train_metrics.json", *checkpoint_files):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
     adapter = out / "adapter"
