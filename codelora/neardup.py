@@ -32,7 +32,7 @@ _MULT = np.array([0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1], d
 # The hashing below works on a whole batch of files at once, on their UTF-8 bytes joined by "\n",
 # with a few numpy passes and no Python call per file, token or line: per-token Python
 # (re.findall, zlib.crc32 per distinct token, datasketch's per-value hashfunc) and then per-file
-# numpy calls were 40% and 20% of preprocessing on real Kotlin (issue 17, bench/preprocess.py).
+# numpy calls were 21% and 17% of preprocessing on real Kotlin (issue 17, bench/preprocess.py).
 # A word is a run of [A-Za-z0-9_] and non-ASCII bytes: `\w+` on ASCII text; on other text every
 # non-ASCII character counts as a word character (non-ASCII punctuation in comments joins words).
 _WORD_BYTE = np.zeros(256, dtype=bool)
