@@ -132,15 +132,8 @@ def _char_codes(text: str):
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def _token_newlines(text: str, starts) -> list[int]:
-    """Sorted positions of the newlines in `text` at which some token starts."""
-    import numpy as np
-
-    newlines = np.flatnonzero(_char_codes(text) == 10)
-    return _newlines_at_tokens(newlines, np.asarray(starts, dtype=np.int64)).tolist()
-
-
 def _newlines_at_tokens(newlines, starts):
+    """The positions in `newlines` (sorted) at which some token starts (`starts`, non-decreasing)."""
     import numpy as np
 
     idx = np.searchsorted(starts, newlines)  # starts are non-decreasing: the first start >= each newline

@@ -9,14 +9,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codelora.windows import (MODES, WINDOW_FIELDS, Window, _token_newlines, batch_window_arrays, make_windows,
-                              split_groups, token_starts)
+from codelora.windows import (MODES, WINDOW_FIELDS, Window, _char_codes, _newlines_at_tokens, batch_window_arrays,
+                              make_windows, split_groups, token_starts)
 
 # Code-like pieces plus the characters tokenizers get wrong: tabs, CRLF, trailing spaces, blank
 # lines, multi-byte and astral characters (split across byte-level tokens), no final newline.
 PIECES = ["fun ", "val x = 1", "{", "}", "    ", "\t", "\n", "\n\n", "\r\n", "  \n", "// é ü\n",
           "\"héllo 🙂\"", "return a + b", "if (x) ", "println(x)", "日本語", " ", "x" * 30, "😀😀"]
 files = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=8)), min_size=1, max_size=120).map("".join)
+
+
+def token_newlines(text: str, starts: list[int]) -> list[int]:
+    """The line boundaries windowing uses: the newlines of `text` where a token starts."""
+    import numpy as np
+
+    newlines = np.flatnonzero(_char_codes(text) == 10)
+    return _newlines_at_tokens(newlines, np.asarray(starts, dtype=np.int64)).tolist()
 
 
 def windows_for(tok, text, **kw):
@@ -191,7 +199,7 @@ def test_short_file_gets_one_window_and_tiny_file_none(tiny_tokenizer):
 def test_token_starts_monotone():
     assert token_starts([(0, 1), (1, 3), (1, 3), (3, 4)]) == [0, 1, 1, 3]
     assert token_starts([(0, 2), (5, 6), (4, 5)]) == [0, 5, 5]
-    assert token_starts([]) == [] and _token_newlines("a\nb", []) == []
+    assert token_starts([]) == [] and token_newlines("a\nb", []) == []
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -199,7 +207,7 @@ def test_token_starts_monotone():
 def test_token_newlines_are_the_newlines_where_a_token_starts(tiny_tokenizer, text):
     """The vectorised line boundaries equal their plain definition."""
     starts = token_starts(tiny_tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets)
-    assert _token_newlines(text, starts) == sorted({p for p in starts if p < len(text) and text[p] == "\n"})
+    assert token_newlines(text, starts) == sorted({p for p in starts if p < len(text) and text[p] == "\n"})
 
 
 def test_split_groups_seeded_by_group_and_ratios():
