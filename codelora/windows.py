@@ -106,7 +106,7 @@ def token_starts_from_ids(text: str, ids: Sequence[int], lengths) -> list[int] |
 
 
 def token_start_array(text: str, ids: Sequence[int], lengths) -> Any:
-    """`token_starts_from_ids` as a numpy array (what `window_arrays` takes), or None."""
+    """`token_starts_from_ids` as a numpy array (what `batch_window_arrays` takes), or None."""
     import numpy as np
 
     if not ids:
@@ -152,18 +152,9 @@ def _newline_positions(texts: Sequence[str], base) -> Any:
 WINDOW_FIELDS = ("prompt_start", "split", "end", "prompt_tokens", "completion_tokens", "cut_mid_line")
 
 
-def window_arrays(text: str, starts, *, mode: str = "lines", prompt_tokens: int = 256,
-                  completion_tokens: int = 64, stride: int = 64) -> dict[str, Any]:
-    """All windows of one file, in order, as numpy arrays named by WINDOW_FIELDS (`Window`'s
-    fields); `starts` = token_starts(...) of this text, a list or an array."""
-    arrays = batch_window_arrays([text], [starts], mode=mode, prompt_tokens=prompt_tokens,
-                                 completion_tokens=completion_tokens, stride=stride)
-    del arrays["file"]
-    return arrays
-
-
 def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: str = "lines",
-                        prompt_tokens: int = 256, completion_tokens: int = 64, stride: int = 64) -> dict[str, Any]:
+                        prompt_tokens: int = 256, completion_tokens: int = 64,
+                        stride: int = 64) -> dict[str, Any]:
     """The windows of several files, file by file and in order, as numpy arrays named by
     WINDOW_FIELDS (positions within each file) plus `file`, the index of each window's file;
     `starts[i]` = token_starts(...) of texts[i], a list or an array.
@@ -190,11 +181,7 @@ def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: st
     # char_of[char_base[f] + tok]: where token `tok` of file f starts (its file's start for the
     # first, the end of the file past the last)
     char_base = np.cumsum(n + 1) - (n + 1)
-    char_of = np.empty(int((n + 1).sum()), dtype=np.int64)
-    char_of[char_base + n] = file_end
-    rest = np.ones(char_of.size, dtype=bool)
-    rest[char_base + n] = False
-    char_of[rest] = s
+    char_of = np.insert(s, tok_base + n, file_end)
     char_of[char_base[n > 0]] = base[n > 0]
 
     # Completion starts every `stride` tokens; a file shorter than one stride still gets one window.
@@ -247,8 +234,8 @@ def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: st
 def make_windows(text: str, starts, *, mode: str = "lines", prompt_tokens: int = 256,
                  completion_tokens: int = 64, stride: int = 64) -> list[Window]:
     """All windows of one file, in order; `starts` = token_starts(...) of this text."""
-    arrays = window_arrays(text, starts, mode=mode, prompt_tokens=prompt_tokens,
-                           completion_tokens=completion_tokens, stride=stride)
+    arrays = batch_window_arrays([text], [starts], mode=mode, prompt_tokens=prompt_tokens,
+                                 completion_tokens=completion_tokens, stride=stride)
     return [Window(*row) for row in zip(*(arrays[name].tolist() for name in WINDOW_FIELDS))]
 
 

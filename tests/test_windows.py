@@ -65,7 +65,7 @@ def test_prompt_plus_completion_is_an_exact_slice(tiny_tokenizer, text, mode, pr
 def loop_windows(text: str, starts: list[int], *, mode: str = "lines", prompt_tokens: int = 256,
                  completion_tokens: int = 64, stride: int = 64) -> list[Window]:
     """The plain definition of the windows, one candidate at a time (codelora's implementation
-    until issue 17 vectorised it as `window_arrays`)."""
+    until issue 17 vectorised it as `batch_window_arrays`)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     n, size = len(starts), len(text)
