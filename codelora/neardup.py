@@ -39,8 +39,8 @@ _WORD_BYTE = np.zeros(256, dtype=bool)
 for _lo, _hi in ((ord("0"), ord("9")), (ord("A"), ord("Z")), (ord("a"), ord("z")), (0x80, 0xFF)):
     _WORD_BYTE[_lo:_hi + 1] = True
 _WORD_BYTE[ord("_")] = True
-_SPACE_BYTE = np.zeros(256, dtype=bool)  # what str.strip() strips, in ASCII
-_SPACE_BYTE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+# what str.strip() strips, in ASCII
+_SPACE_BYTE = np.array([b < 128 and chr(b).isspace() for b in range(256)])
 # Polynomial span hashes mod 2**64: span = sum((byte_k + 1) * P**k); any odd P is invertible.
 _P = 0x9E3779B97F4A7C15
 _POWERS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
