@@ -11,8 +11,8 @@ that must be grouped with their original), the rest heavy rewrites (identifiers 
 dropped and shuffled). Measured, in this process:
 
 - baseline: what preprocess does per file anyway (clean_text + the whitespace-normalised hash);
-- grouping: MinHash signatures + passage hashes (in batches of files), then LSH, passage index and connected
-  components over all files (codelora.neardup, as preprocess_data.py runs it);
+- grouping: MinHash signatures + passage hashes (in batches of files), then LSH, passage index
+  and connected components over all files (codelora.neardup, as preprocess_data.py runs it);
 - peak RSS of the process after grouping (ru_maxrss), and the recall of light copies (grouped
   with their original).
 
@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from run_all import result_line  # noqa: E402  (bench/ is sys.path[0] when a script in it runs)
 from codelora.cleaning import clean_text, normalize_whitespace  # noqa: E402
-from codelora.neardup import near_duplicate_groups, passage_hash_sets, signatures  # noqa: E402
+from codelora.neardup import (Batch, batches, near_duplicate_groups, passage_hash_sets,  # noqa: E402
+                              signatures)
 from codelora.windows import group_key  # noqa: E402
 
 _IDENT = re.compile(r"\b[a-z][A-Za-z0-9]{3,}\b")
@@ -103,9 +104,12 @@ def main() -> int:
     baseline = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    # in batches of 256 files, as preprocess_data.py's cleaning map
-    sigs = [row for i in range(0, len(cleaned), 256) for row in signatures(cleaned[i:i + 256])]
-    passages = [h for i in range(0, len(cleaned), 256) for h in passage_hash_sets(cleaned[i:i + 256])]
+    sigs, passages = [], []
+    for i in range(0, len(cleaned), 256):  # batches of files, as preprocess_data.py's cleaning map
+        for run in batches(cleaned[i:i + 256]):
+            joined = Batch(run)  # one joined byte array and prefix pass for both hashes
+            sigs += list(signatures(joined))
+            passages += passage_hash_sets(joined)
     t_sketch = time.perf_counter() - t0
     groups, links = near_duplicate_groups(keys, sigs, args.threshold, passages, args.passage_max_files)
     grouping = time.perf_counter() - t0
