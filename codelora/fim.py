@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from codelora.utils import UserError
+from codelora.utils import UserError, arrow_column
 
 log = logging.getLogger(__name__)
 
@@ -238,5 +238,5 @@ def sentinel_strings(tokenizer) -> tuple[str, str, str]:
 
 def dataset_uses_fim(ds) -> bool:
     """True when a prepared split holds FIM examples (preprocess_data.py --fim-rate > 0)."""
-    return FIM_COLUMN in ds.column_names and any(ds.with_format("arrow")[FIM_COLUMN].to_pylist())
+    return FIM_COLUMN in ds.column_names and any(arrow_column(ds, FIM_COLUMN).to_pylist())
 

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from codelora.utils import arrow_column
+
 log = logging.getLogger(__name__)
 
 MIN_NONSPACE = 3  # completions with at most this many non-space characters are not counted
@@ -76,9 +78,8 @@ def train_files_with_windows(files, windows) -> Iterator[tuple[str, str, tuple[l
     in file order."""
     import numpy as np
 
-    arrow = windows.with_format("arrow")
-    owner = arrow["file"].to_numpy()
-    span_start, span_end = arrow["span_start"].to_numpy(), arrow["span_end"].to_numpy()
+    owner, span_start, span_end = (arrow_column(windows, name).to_numpy()
+                                   for name in ("file", "span_start", "span_end"))
     rows, first = np.unique(owner, return_index=True)
     bounds = np.append(first, owner.size)
     picked = files.select(rows.tolist()).select_columns(["path", "text"])

@@ -121,6 +121,17 @@ def apply_umask(folder: Path) -> None:
             os.chmod(item, (item.stat().st_mode & 0o777 | 0o666) & ~mask)
 
 
+def arrow_column(ds, name: str):
+    """A datasets.Dataset's column as one pyarrow ChunkedArray, read straight from its Arrow table
+    through the indices mapping a select()/shuffle() leaves. `ds.with_format("arrow")[name]` gives
+    the same but deep-copies the dataset and hashes a new fingerprint on every call (~1.3 ms; a
+    preprocessing run reads ~30 columns), and goes through the mapping row by row (~100 ms for
+    50,000 selected rows, against ~1 ms here)."""
+    data = ds.data.column(name)
+    indices = ds._indices  # a one-column table of row numbers, or None (datasets' own attribute)
+    return data if indices is None else data.take(indices.column(0))
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_file(path) as handle:
         json.dump(obj, handle, indent=2, sort_keys=False, default=str)

@@ -386,3 +386,20 @@ def test_contaminated_files_are_dropped_or_reported(raw_jsonl, mceval_data, tiny
     code = preprocess_main(["--input", str(raw_jsonl), "--tokenizer", str(tiny_tokenizer_dir), "--output",
                             str(tmp_path / "d"), "--contamination-data", str(tmp_path / "nope.jsonl")])
     assert code == 2 and "nope.jsonl: no such file" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_column_reads_through_select_indices():
+    """column() reads the Arrow table straight through a select()'s indices mapping; it must
+    give what row-by-row access gives, for a plain dataset, a select, a select of a select (the
+    mapping composed), a shuffle, and an empty select."""
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"n": list(range(50)), "s": [f"r{i}" for i in range(50)],
+                            "b": [bytes([i]) * (i % 3) for i in range(50)]})
+    views = {"plain": ds, "select": ds.select([7, 3, 3, 40]),
+             "select of select": ds.select(range(10, 50, 2)).select([5, 0, 19]),
+             "shuffle": ds.shuffle(seed=1), "empty": ds.select([])}
+    for label, view in views.items():
+        for name in ("n", "s", "b"):
+            assert preprocess.column(view, name) == [row[name] for row in view], (label, name)
+    assert preprocess.column(views["select of select"], "n") == [20, 10, 48]
