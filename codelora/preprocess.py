@@ -21,7 +21,6 @@ import logging
 import random
 import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -137,29 +136,19 @@ def _fingerprint(*parts: Any) -> str:
 def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int, max_digit_run: int,
                  max_token_chars: int, special_tokens: tuple[str, ...], near_dup: bool = False,
                  passages: bool = False) -> dict[str, list]:
-    raws = batch["file_text"]
-    results, texts, hashed, parts = [], [], [], []
-    # The near-duplicate hashing is numpy on whole arrays, which releases the GIL: each part of
-    # the batch is hashed in a worker thread while this thread cleans the next part and then
-    # makes the group keys (str work), so the second core is busy (the cleaning map on real
-    # Kotlin: 0.21 s with no threads, 0.18-0.19 s with them).
-    with ThreadPoolExecutor(2) as pool:
-        for start in range(0, len(raws), 64):
-            results += [clean_text(raw, strip_license=strip_license, min_lines=min_lines,
-                                   max_digit_run=max_digit_run, max_token_chars=max_token_chars,
-                                   special_tokens=special_tokens) for raw in raws[start:start + 64]]
-            texts += [res.text or "" for res in results[start:]]
-            part = [i for i in range(start, len(texts)) if texts[i]]
-            if part and (near_dup or passages):
-                parts.append(part)
-                hashed.append(pool.submit(_hashes, [texts[i] for i in part], near_dup=near_dup,
-                                          passages=passages))
-        groups = [group_key(normalize_whitespace(t)) if t else "" for t in texts]
-        # raw bytes (uint32 / uint64 arrays): no Python int per value on the way to Arrow and back
-        minhashes, shared = [b""] * len(texts), [b""] * len(texts)
-        for part, future in zip(parts, hashed):
-            for i, row, hashes in zip(part, *future.result()):
-                minhashes[i], shared[i] = row, hashes
+    results = [clean_text(raw, strip_license=strip_license, min_lines=min_lines, max_digit_run=max_digit_run,
+                          max_token_chars=max_token_chars, special_tokens=special_tokens)
+               for raw in batch["file_text"]]
+    texts = [res.text or "" for res in results]
+    groups = [group_key(normalize_whitespace(t)) if t else "" for t in texts]
+    # raw bytes (uint32 / uint64 arrays): no Python int per value on the way to Arrow and back.
+    # Hashed in this thread: numpy releases the GIL, but hashing in worker threads beside the
+    # cleaning ran no faster (bench/RESULTS.md), the two taking turns at the GIL.
+    minhashes, shared = [b""] * len(texts), [b""] * len(texts)
+    kept = [i for i, t in enumerate(texts) if t]
+    if kept and (near_dup or passages):
+        for i, row, hashes in zip(kept, *_hashes([texts[i] for i in kept], near_dup=near_dup, passages=passages)):
+            minhashes[i], shared[i] = row, hashes
     return {"text": texts, "drop_reason": [res.reason for res in results],
             "license_stripped": [res.license_stripped for res in results], "group": groups,
             "minhash": minhashes, "passages": shared}
@@ -169,7 +158,7 @@ def _hashes(texts: list[str], *, near_dup: bool, passages: bool) -> tuple[list[b
     """Each text's MinHash signature and passage hashes as raw bytes (uint32 / uint64 arrays: no
     Python int per value on the way to Arrow and back); b"" for the ones not asked for."""
     rows, sets = [], []
-    for run in batches(texts):  # a few MB at a time: the hashing takes ~40 bytes per byte of text
+    for run in batches(texts):  # ~0.5 MB at a time: the hashing takes ~40 bytes per byte of text
         joined = Batch(run)
         rows += [row.tobytes() for row in signatures(joined)] if near_dup else [b""] * len(run)
         sets += [h.tobytes() for h in passage_hash_sets(joined)] if passages else [b""] * len(run)
