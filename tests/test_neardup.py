@@ -86,6 +86,19 @@ def test_similar_pairs_is_datasketch_lsh_then_the_threshold():
         assert similar_pairs(sigs, threshold) == expected and len(expected) >= 10
 
 
+def test_lsh_bands_are_datasketchs():
+    """The kept answer for the default setting, and the computed one for others, are MinHashLSH's."""
+    from datasketch import MinHashLSH
+
+    from codelora.config import PreprocessConfig
+    from codelora.neardup import KNOWN_BANDS, NUM_PERM, lsh_bands
+
+    assert (PreprocessConfig().near_dup_threshold, NUM_PERM) in KNOWN_BANDS  # the default is kept
+    for threshold, num_perm in [*KNOWN_BANDS, (0.3, 128), (0.85, 64)]:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        assert lsh_bands(threshold, num_perm) == (lsh.b, lsh.r)
+
+
 def test_word_and_line_hashes_ignore_what_they_should():
     a = kotlin_source(4)
     # words: non-ASCII text is word bytes; digits/underscores too
