@@ -97,7 +97,8 @@ _POWERS_KEPT = 1 << 23  # bytes of a batch up to which the powers stay cached (2
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """(P**k, P**-k) mod 2**64 for k <= n, grown by doubling and kept per process up to
-    _POWERS_KEPT (both replaced in one assignment: preprocessing hashes from two threads)."""
+    _POWERS_KEPT (both replaced in one assignment: a caller in another thread never reads a
+    mismatched pair)."""
     current = _POWERS.get("pair")
     if current is None or current[0].size <= n:
         size = 1 << max(12, n.bit_length())
