@@ -144,6 +144,12 @@ def shingle_hash_sets(texts: Sequence[str] | Batch) -> list[np.ndarray]:
     """Per text, the distinct 32-bit hashes of its word 5-grams (one shingle of all its words for
     a text of fewer than 5 words, none for a text without words)."""
     batch = _batch(texts)
+    return _distinct_per_file(*_shingles(batch), batch.count)
+
+
+def _shingles(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, 32-bit hash) of every shingle of the batch, repeats included, in text order (so
+    `owner` is non-decreasing)."""
     edges = np.flatnonzero(np.diff(_WORD_BYTE[batch.data], prepend=False, append=False))
     ids = batch.span_hashes(edges[0::2], edges[1::2])
     owner = batch.owner(edges[0::2])
@@ -158,7 +164,7 @@ def shingle_hash_sets(texts: Sequence[str] | Batch) -> list[np.ndarray]:
         first = np.searchsorted(owner, f)
         acc[first] = (ids[first:first + counts[f]] * _MULT[:counts[f]]).sum()
         whole[first] = True
-    return _distinct_per_file(owner[whole], acc[whole] & np.uint64(0xFFFFFFFF), batch.count)
+    return owner[whole], acc[whole] & np.uint64(0xFFFFFFFF)
 
 
 def shingle_hashes(text: str) -> np.ndarray:
@@ -184,12 +190,18 @@ def minhashes(hash_sets: Sequence[np.ndarray], num_perm: int = NUM_PERM) -> np.n
     tests/test_neardup.py): MurmurHash3's 32-bit finaliser, then h -> a*h + b mod 2**32, the
     minimum per permutation. Computed for all sets at once, one permutation at a time over
     contiguous arrays (8x faster than datasketch's (hashes x num_perm) matrix, and small)."""
-    a, b = permutations(num_perm)
-    out = np.full((len(hash_sets), num_perm), 0xFFFFFFFF, dtype=np.uint32)
     sizes = np.fromiter(map(len, hash_sets), dtype=np.int64, count=len(hash_sets))
+    return _minhash_runs(np.concatenate(hash_sets) if hash_sets else np.zeros(0, np.uint32), sizes, num_perm)
+
+
+def _minhash_runs(values: np.ndarray, sizes: np.ndarray, num_perm: int) -> np.ndarray:
+    """`minhashes` of the consecutive runs of `values` of lengths `sizes`. A run may repeat a
+    value: the minimum over a multiset is the minimum over its set."""
+    a, b = permutations(num_perm)
+    out = np.full((sizes.size, num_perm), 0xFFFFFFFF, dtype=np.uint32)
     if not sizes.sum():
         return out
-    h = np.concatenate(hash_sets).astype(np.uint32)
+    h = values.astype(np.uint32)
     h ^= h >> np.uint32(16)
     h *= np.uint32(0x85EBCA6B)
     h ^= h >> np.uint32(13)
@@ -211,8 +223,12 @@ def minhash(hashes: np.ndarray, num_perm: int = NUM_PERM) -> np.ndarray:
 
 
 def signatures(texts: Sequence[str] | Batch, num_perm: int = NUM_PERM) -> np.ndarray:
-    """The MinHash signatures of the texts' shingles, one row per text (fixed seed: reproducible)."""
-    return minhashes(shingle_hash_sets(texts), num_perm)
+    """The MinHash signatures of the texts' shingles, one row per text (fixed seed: reproducible):
+    `minhashes(shingle_hash_sets(texts))`, without making the sets (their sort and split were a
+    quarter of the time: 0.099 vs 0.075 s on real Kotlin, the same signatures)."""
+    batch = _batch(texts)
+    owner, values = _shingles(batch)
+    return _minhash_runs(values, np.bincount(owner, minlength=batch.count), num_perm)
 
 
 def signature(text: str, num_perm: int = NUM_PERM) -> np.ndarray:

@@ -115,7 +115,7 @@ def test_a_batch_hashes_each_file_as_alone():
     """Files hashed together (joined bytes) get what each gets alone: no word, shingle or
     passage spans two files, whatever the files' ends look like."""
     texts = [kotlin_source(5), "", "one two", "   \n\n", "a b c d e f g", "naïve → café ok\n" * 9,
-             kotlin_source(6, 3).rstrip("\n"), "x", kotlin_source(5)]
+             kotlin_source(6, 3).rstrip("\n"), "x", kotlin_source(5), "a b c d e f " * 50]
     alone = [(shingle_hash_sets([t])[0], passage_hash_sets([t])[0], signatures([t])[0]) for t in texts]
     together = zip(shingle_hash_sets(texts), passage_hash_sets(texts), signatures(texts))
     for (sh, ps, sig), (sh2, ps2, sig2) in zip(alone, together, strict=True):
