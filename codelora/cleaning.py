@@ -148,6 +148,19 @@ def count_code_lines(text: str) -> int:
     return sum(map(bool, map(str.strip, text.splitlines())))  # map/sum run in C
 
 
+HEAD_CHARS = 1024
+
+
+def has_code_lines(text: str, n: int) -> bool:
+    """count_code_lines(text) >= n, from the first HEAD_CHARS characters when they hold n
+    non-blank lines (they do in almost every file; splitting whole files was 1.2% of
+    preprocessing on real Kotlin). A line the prefix cuts is counted only when its part in the
+    prefix is non-blank, and then the whole line is too, so the prefix never counts more."""
+    if count_code_lines(text[:HEAD_CHARS]) >= n:
+        return True
+    return len(text) > HEAD_CHARS and count_code_lines(text) >= n
+
+
 # Byte tables for the two run checks below: translate() and a substring search run in C over
 # the whole file at memory speed, where a regex tries a match at every position (together 9% of
 # preprocessing on real Kotlin, issue 17). Digits are ASCII bytes; every other byte, including
@@ -178,7 +191,7 @@ def clean_text(text: str, *, strip_license: bool = True, min_lines: int = 5, max
     stripped = False
     if strip_license:
         text, stripped = strip_license_header(text)
-    if count_code_lines(text) < min_lines:
+    if not has_code_lines(text, min_lines):
         return CleanResult(None, "too_few_lines", stripped)
     if longest_digit_run(text, max_digit_run):
         return CleanResult(None, "long_digit_run", stripped)

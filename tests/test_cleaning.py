@@ -112,3 +112,23 @@ def test_run_checks_equal_their_plain_definitions(text, limit):
     """The byte-table checks give what a regex over ASCII digits and str.split() give."""
     assert longest_digit_run(text, limit) == (re.search("[0-9]{%d}" % (limit + 1), text) is not None)
     assert longest_token_over(text, limit) == (max(map(len, text.split()), default=0) > limit)
+
+
+def test_has_code_lines_is_the_plain_count():
+    """has_code_lines looks at a prefix first; it must answer what counting every line answers,
+    also when the prefix ends inside a line, holds only blank lines, or the lines end in the
+    other separators str.splitlines knows."""
+    import random
+
+    from codelora.cleaning import HEAD_CHARS, count_code_lines, has_code_lines
+
+    rnd = random.Random(3)
+    pieces = ["x", "  ", "\n", "\n\n", "\t\n", "fun f() {}", "\u2028", "\x0c", "é", " " * 300]
+    texts = ["", "\n" * 10, "a\nb\nc\nd", "a\nb\nc\nd\ne", " " * (HEAD_CHARS - 2) + "\nx\ny\nz\nw\nv",
+             "a\n" * 4 + " " * HEAD_CHARS + "b", "a\n" * 3 + "b" * (HEAD_CHARS * 2) + "\nc\n"]
+    texts += ["".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 60))) for _ in range(3000)]
+    texts += [" " * rnd.randint(HEAD_CHARS - 20, HEAD_CHARS + 20)
+              + "\n".join("q" * rnd.randint(0, 3) for _ in range(6)) for _ in range(300)]
+    for text in texts:
+        for n in (1, 5, 8):
+            assert has_code_lines(text, n) == (count_code_lines(text) >= n), (text, n)
