@@ -24,7 +24,7 @@ def token_newlines(text: str, starts: list[int]) -> list[int]:
     import numpy as np
 
     newlines = np.flatnonzero(_char_codes(text) == 10)
-    return _newlines_at_tokens(newlines, np.asarray(starts, dtype=np.int64)).tolist()
+    return _newlines_at_tokens(newlines, np.asarray(starts, dtype=np.int64), len(text)).tolist()
 
 
 def windows_for(tok, text, **kw):
