@@ -30,8 +30,8 @@ from codelora.contracts import DATASET_STATS, read_dataset_stats, read_parse_sta
 from codelora.contamination import contaminated_files, load_benchmarks
 from codelora.leakage import completion_leakage, train_files_with_windows
 from codelora.modeling import load_tokenizer
-from codelora.neardup import (Batch, batches, drop_near_duplicates, near_duplicate_groups, passage_hash_sets,
-                              signatures)
+from codelora.neardup import (NUM_PERM, Batch, batches, drop_near_duplicates, near_duplicate_groups,
+                              passage_hash_sets, permutations, signatures)
 from codelora.utils import (
     UserError,
     arrow_column,
@@ -388,6 +388,10 @@ def _clean(raw, cfg: PreprocessConfig, special: tuple[str, ...], nproc: int | No
                         max_digit_run=cfg.max_digit_run, max_token_chars=cfg.max_token_chars,
                         special_tokens=special, near_dup=cfg.near_dup_threshold < 1,
                         passages=cfg.passage_max_files > 0)
+    if nproc and clean_kwargs["near_dup"]:
+        # drawn here, so that forked workers inherit them: each worker importing datasketch (and
+        # scipy) to draw them cost ~0.3 s a run with --num-proc 2 on real Kotlin (bench/preprocess.py)
+        permutations(NUM_PERM)
     cleaned = raw.map(_clean_batch, batched=True, batch_size=256, num_proc=nproc, fn_kwargs=clean_kwargs,
                       remove_columns=["file_text"], desc="cleaning",
                       new_fingerprint=_fingerprint("clean", raw._fingerprint, clean_kwargs))
