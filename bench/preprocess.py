@@ -19,10 +19,16 @@ Tokenizer: a byte-level BPE (`--vocab-size`) trained on each corpus (no Hub here
   save_to_disk, stats), num_proc=1 and num_proc=2.
 
 Throughput counts the same tokens (those of the cleaned files) for both, so the ratio is baseline
-time / preprocess time; target >= 0.75 on Kotlin. Baseline and num_proc=1 runs are interleaved and
-repeated (`--repeat`); each ratio is the median of the per-repeat ratios, with their spread, because
-the machine is shared. The num_proc=2 runs come after them (see `measure`), and each corpus runs in
-its own process.
+time / preprocess time; target >= 0.75 on Kotlin. Baseline, num_proc=1 and num_proc=2 runs are
+interleaved and repeated (`--repeat`); each ratio is the median of the per-repeat ratios, with their
+spread, because the machine is shared.
+
+Every timed run is one fresh process, as a user's run is: it imports, pays the first-call costs on
+a warm-up (the first 60 files, with a tokenizer of its own), then times the whole corpus once. Runs
+in one long-lived process measured the process instead: each tokenizer that has encoded leaves
+native memory and a slowdown behind for every later encode in that process (bench/tokenizer_drift.py:
+after 15 fresh tokenizers a kept one encodes 18% slower, 3% after the same work on itself; +10 MB
+resident each), and preprocess loads a tokenizer per run while the plain encode reused one.
 Identity: the windows must equal those of the reference path (token starts from the tokenizer's
 offsets, `token_starts`), checked on the whole corpus. Results go to bench/out/preprocess.json.
 """
@@ -104,13 +110,6 @@ def baseline(tokenizer, texts: list[str], batch: int = 1000) -> tuple[int, float
     return tokens, time.perf_counter() - start
 
 
-def timed_preprocess(raw: Path, tok_dir: Path, out: Path, num_proc: int) -> float:
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    run_preprocess(raw, tok_dir, out, num_proc)
-    return time.perf_counter() - start
-
-
 def run_preprocess(raw: Path, tok_dir: Path, out: Path, num_proc: int) -> dict:
     return preprocess.run_preprocess(PreprocessConfig(input=str(raw), tokenizer=str(tok_dir), output=str(out),
                                                       num_proc=num_proc, overwrite=True))
@@ -137,22 +136,47 @@ def reference_windows(raw: Path, tok_dir: Path, out: Path) -> dict[str, list]:
         preprocess._starts_lengths.cache_clear()
 
 
+WARMUP_FILES = 60
+
+
+def timed_child(name: str, work: Path, args) -> float:
+    """One timed run in this (fresh) process: `args.child` is baseline, np1 or np2."""
+    from transformers import AutoTokenizer
+
+    raw, tok_dir, texts = corpus(name, work, args.vocab_size)
+    if args.child == "baseline":
+        AutoTokenizer.from_pretrained(tok_dir)(texts[:WARMUP_FILES], add_special_tokens=False)
+        return baseline(AutoTokenizer.from_pretrained(tok_dir), texts)[1]
+    small = work / f"raw-{name}-warmup.jsonl"
+    if not small.is_file():
+        small.write_text("".join(open(raw, encoding="utf-8").readlines()[:WARMUP_FILES]), encoding="utf-8")
+    num_proc = 2 if args.child == "np2" else 1
+    out = work / f"ds-{name}-{num_proc}"
+    run_preprocess(small, tok_dir, work / f"ds-{name}-warmup", num_proc)
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    run_preprocess(raw, tok_dir, out, num_proc)
+    return time.perf_counter() - start
+
+
+def in_child(what: str, name: str, work: Path, args) -> float:
+    out = work / f"child-{what}.json"
+    subprocess.run([sys.executable, __file__, "--work", str(work), "--corpora", name, "--vocab-size",
+                    str(args.vocab_size), "--child", what, "--json", str(out)], check=True)
+    return json.loads(out.read_text())["seconds"]
+
+
 def measure(name: str, work: Path, args) -> dict:
     from transformers import AutoTokenizer
 
     raw, tok_dir, texts = corpus(name, work, args.vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    run_preprocess(raw, tok_dir, work / f"ds-{name}-warm", 1)  # warm-up: imports, first-call costs
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     t_base, t1, t2 = [], [], []
-    for _ in range(args.repeat):  # interleaved, so a burst of load hits both procedures alike
-        tokens, seconds = baseline(tokenizer, texts)
-        t_base.append(seconds)
-        t1.append(timed_preprocess(raw, tok_dir, work / f"ds-{name}-1", 1))
-    # num_proc=2 last: once datasets has forked its worker processes, the tokenizer in this process
-    # encodes on one thread (the baseline went from 0.95 s to 1.77 s here), which made every later
-    # baseline and num_proc=1 run a one-thread measurement
-    for _ in range(args.repeat):
-        t2.append(timed_preprocess(raw, tok_dir, work / f"ds-{name}-2", 2))
+    for _ in range(args.repeat):  # interleaved, so a burst of load hits the procedures alike
+        t_base.append(in_child("baseline", name, work, args))
+        t1.append(in_child("np1", name, work, args))
+        t2.append(in_child("np2", name, work, args))
     ratios1 = [b / p for b, p in zip(t_base, t1)]
     ratios2 = [b / p for b, p in zip(t_base, t2)]
     np2_speedup = [a / b for a, b in zip(t1, t2)]
@@ -182,10 +206,14 @@ def main() -> int:
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved timed runs of every measurement")
     parser.add_argument("--json", help=argparse.SUPPRESS)  # one corpus, measured in a child process
+    parser.add_argument("--child", choices=["baseline", "np1", "np2"], help=argparse.SUPPRESS)  # a timed run
     args = parser.parse_args()
     setup_logging(False)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        write_json(Path(args.json), {"seconds": timed_child(args.corpora[0], work, args)})
+        return 0
     if args.json:
         write_json(Path(args.json), measure(args.corpora[0], work, args))
         return 0
