@@ -147,7 +147,8 @@ def _clean_batch(batch: dict[str, list], *, strip_license: bool, min_lines: int,
     minhashes, shared = [b""] * len(texts), [b""] * len(texts)
     kept = [i for i, t in enumerate(texts) if t]
     if kept and (near_dup or passages):
-        for i, row, hashes in zip(kept, *_hashes([texts[i] for i in kept], near_dup=near_dup, passages=passages)):
+        hashed = _hashes([texts[i] for i in kept], near_dup=near_dup, passages=passages)
+        for i, row, hashes in zip(kept, *hashed):
             minhashes[i], shared[i] = row, hashes
     return {"text": texts, "drop_reason": [res.reason for res in results],
             "license_stripped": [res.license_stripped for res in results], "group": groups,
@@ -335,7 +336,8 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
                                                     column(kept, "passages"), cfg)
         stats["files_per_split"] = {s: len(idx) for s, idx in by_split.items()}
         # own fingerprints: datasets would hash each index list with dill (twice the time)
-        files = DatasetDict({s: kept.select(idx, new_fingerprint=_fingerprint("split", kept._fingerprint, s, idx))
+        parent = kept._fingerprint
+        files = DatasetDict({s: kept.select(idx, new_fingerprint=_fingerprint("split", parent, s, idx))
                              for s, idx in by_split.items()})
         windows = _windows(files, cfg, backend, stats)
         # measured on the plain windows, before FIM reorders a share of train into prefix/suffix
@@ -407,7 +409,8 @@ def _clean(raw, cfg: PreprocessConfig, special: tuple[str, ...], nproc: int | No
                   "license_stripped": int(sum(column(cleaned, "license_stripped"))),
                   "dropped": {r: dropped[r] for r in CLEAN_REASONS if dropped[r]}},
     }
-    return cleaned.select(kept_idx, new_fingerprint=_fingerprint("kept", cleaned._fingerprint, kept_idx)), stats
+    kept = cleaned.select(kept_idx, new_fingerprint=_fingerprint("kept", cleaned._fingerprint, kept_idx))
+    return kept, stats
 
 
 def _windows(files, cfg: PreprocessConfig, backend, stats: dict):
