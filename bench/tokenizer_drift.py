@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from run_all import result_line  # bench/ is sys.path[0] when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "preprocess"
 
@@ -82,9 +84,9 @@ def main() -> int:
                                                                     for r in rs), 1)}
                for arm, rs in runs.items()}
     print(json.dumps(summary, indent=2))
-    print(f"RESULT tokenizer_drift_after_{args.tokenizers}_fresh={summary['fresh']['slowdown_median']:.3g}")
-    print(f"RESULT tokenizer_drift_after_{args.tokenizers}_reuse={summary['reuse']['slowdown_median']:.3g}")
-    print(f"RESULT tokenizer_rss_mb_per_fresh={summary['fresh']['rss_mb_per_tokenizer']:.3g}")
+    for arm in runs:
+        print(result_line(f"tokenizer_drift_after_{args.tokenizers}_{arm}", summary[arm]["slowdown_median"]))
+    print(result_line("tokenizer_rss_mb_per_fresh", summary["fresh"]["rss_mb_per_tokenizer"]))
     return 0
 
 
