@@ -3,7 +3,7 @@
     python bench/kotlin_exec.py                  # the 157 HumanEval-Kotlin problems
     python bench/kotlin_exec.py --limit 20       # the first 20 (a quick look)
 
-The programs: each HumanEval-Kotlin prompt (MultiPL-E, ../shared/data/humaneval_kt.jsonl) with a
+The programs: each HumanEval-Kotlin prompt (MultiPL-E, data/benchmarks/humaneval_kt.jsonl) with a
 canned body `TODO()` (it compiles against every signature and throws when run), plus the
 published tests. So every problem is compiled and run exactly as a model's completion would be;
 the verdicts are `failed` (NotImplementedError) where the tests are valid Kotlin and
@@ -25,11 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from codelora.kotlin import KotlinRunner, kotlin_program, kotlinc_version, require_kotlin
-from codelora.tasks.kotlin import stub_completion
+from codelora.tasks.kotlin import shipped_data, stub_completion
 from codelora.utils import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CODELORA_SHARED_DATA") or ROOT.parent / "shared" / "data")
 SKIP_EXIT = 77  # bench/run_all.py: skipped, with the reason on stderr
 TARGET = 5.0
 
@@ -49,13 +48,13 @@ def one_compile_per_problem(kotlinc: str, progs: list[str], workers: int) -> lis
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "humaneval_kt.jsonl")
+    parser.add_argument("--data", type=Path, default=shipped_data("humaneval_kt_data"))
     parser.add_argument("--limit", type=int, default=None, help="first N problems only")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="baseline's parallel compiles")
     args = parser.parse_args()
     if not args.data.is_file():
-        print(f"skipped: {args.data} not found (HumanEval-Kotlin lives in ../shared/data)", file=sys.stderr)
-        return SKIP_EXIT
+        print(f"bench/kotlin_exec.py: error: {args.data} not found", file=sys.stderr)
+        return 2
     kotlinc = require_kotlin()
     progs = programs(args.data, args.limit)
     print(f"kotlinc {kotlinc_version(kotlinc)}, {len(progs)} programs, {os.cpu_count()} cores")

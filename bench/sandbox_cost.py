@@ -4,7 +4,7 @@
     .venv/bin/python bench/sandbox_cost.py                    # 3 McEval reference programs, 2 rounds
     .venv/bin/python bench/sandbox_cost.py --programs 5 --rounds 3
 
-Each McEval Kotlin reference solution (../shared/data/mceval_kotlin.jsonl) is compiled with kotlinc
+Each McEval Kotlin reference solution (data/benchmarks/mceval_kotlin.jsonl) is compiled with kotlinc
 and run with java by `run_kotlin`, once sandboxed (bwrap: namespaces, mounts, uid 65534) and once
 with `unsafe_no_sandbox=True` (the same rlimits through prlimit, no bwrap), alternating which goes
 first so that drift in the machine's load hits both alike. Measured:
@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from run_all import SKIP_EXIT, result_line  # noqa: E402  (bench/ is sys.path[0] when a script in it runs)
 from codelora.kotlin import kotlin_available, kotlin_program, run_kotlin  # noqa: E402
+from codelora.tasks.kotlin import shipped_data  # noqa: E402
 from codelora.sandbox import isolation_error, run_sandboxed  # noqa: E402
 from codelora.utils import read_jsonl, write_json  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "mceval_kotlin.jsonl"
+DATA = shipped_data("mceval_data")
 TARGET = 0.10
 
 

@@ -270,11 +270,13 @@ class BenchmarkConfig:
         None, "literals.json of the line-level dataset, to normalise predictions' literals (default: those the data shows)")
     codexglue_line_language: Literal["auto", "python", "java"] = opt(
         "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
-    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (tasks mceval-kotlin, mceval-kotlin-fim), e.g. ../shared/data/mceval_kotlin.jsonl")
+    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (tasks mceval-kotlin, mceval-kotlin-fim); "
+                                  "default: the copy codelora ships (data/benchmarks/mceval_kotlin.jsonl)")
     mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
                                 "canonical_solution (may be null)")
     humaneval_kt_data: str | None = opt(None, "MultiPL-E HumanEval-Kotlin JSONL (task humaneval-kt): name, prompt, "
-                                        "tests, stop_tokens; evaluation only, never training data")
+                                        "tests, stop_tokens; evaluation only, never training data; default: "
+                                        "the copy codelora ships (data/benchmarks/humaneval_kt.jsonl)")
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
     seed: int = opt(42, "seed for sampling and generation")

@@ -30,30 +30,22 @@ PYTHON_SNIPPETS = [
 ]
 
 
-# Real benchmark data lives outside the project, in ../shared/data beside the checkout (see its
-# README: used from there, never copied in); CODELORA_SHARED_DATA points elsewhere.
-SHARED_DATA = Path(os.environ.get("CODELORA_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# The real benchmark data ships inside the project (data/benchmarks/, with its provenance and
+# licences; package data as codelora/benchmarks): the same files a user's run reads by default.
+from codelora.tasks.kotlin import shipped_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def mceval_data() -> Path:
-    """McEval's 50 Kotlin problems (../shared/data/mceval_kotlin.jsonl)."""
-    return _shared_file("mceval_kotlin.jsonl")
+    """McEval's 50 Kotlin problems (data/benchmarks/mceval_kotlin.jsonl)."""
+    return shipped_data("mceval_data")
 
 
 @pytest.fixture(scope="session")
 def humaneval_kt_data() -> Path:
-    """MultiPL-E's 157 HumanEval-Kotlin problems (../shared/data/humaneval_kt.jsonl): evaluation
+    """MultiPL-E's 157 HumanEval-Kotlin problems (data/benchmarks/humaneval_kt.jsonl): evaluation
     only, never training data (its licence)."""
-    return _shared_file("humaneval_kt.jsonl")
-
-
-def _shared_file(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_file():
-        pytest.fail(f"{path} not found: the Kotlin tests use the real data in shared/data beside "
-                    "the checkout; clone next to it or set CODELORA_SHARED_DATA", pytrace=False)
-    return path
+    return shipped_data("humaneval_kt_data")
 
 
 def corpus_texts() -> list[str]:

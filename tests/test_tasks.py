@@ -129,14 +129,39 @@ def test_mceval_without_execution_reports_why(mceval_data):
 def test_mceval_missing_file_and_bad_line(tmp_path, mceval_data):
     with pytest.raises(UserError, match="data file not found"):
         get_task("mceval-kotlin", cfg(mceval_data=str(tmp_path / "none.jsonl"))).load()
-    # no default path outside the package: each Kotlin task names its own flag
-    for name, flag in [("mceval-kotlin", "--mceval-data"), ("mbkp", "--mbkp-data"), ("humaneval-kt", "--humaneval-kt-data")]:
-        with pytest.raises(UserError, match=f"{name}: give the data file with {flag}"):
-            get_task(name, cfg()).load()
+    # MBXP is not shipped: its task names its flag
+    with pytest.raises(UserError, match="mbkp: give the data file with --mbkp-data"):
+        get_task("mbkp", cfg()).load()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(mceval_data.read_text().splitlines()[0] + "\nnot json\n")
     with pytest.raises(UserError, match=r"bad.jsonl:2: malformed JSON line"):
         get_task("mceval-kotlin", cfg(mceval_data=str(bad))).load()
+
+
+def test_kotlin_tasks_read_the_shipped_data_without_a_flag(tmp_path, monkeypatch):
+    """A clone with nothing beside it runs the Kotlin tasks: their data ships in data/benchmarks/
+    (package data, listed in pyproject), read when no data flag is given, from any directory."""
+    import tomllib
+
+    import codelora
+    from codelora.tasks import kotlin
+
+    monkeypatch.chdir(tmp_path)
+    mceval = get_task("mceval-kotlin", cfg()).load()
+    assert len(mceval) == 50 and mceval[0].id == "Kotlin/1" and mceval[0].reference
+    assert len(get_task("mceval-kotlin-fim", cfg()).load()) > 50  # one example per reference line
+    humaneval = get_task("humaneval-kt", cfg()).load()
+    assert len(humaneval) == 157 and humaneval[0].id == "HumanEval_0_has_close_elements"
+    package = Path(codelora.__file__).parent
+    globs = tomllib.loads((package.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {p for g in globs["codelora"] for p in package.glob(g)}
+    wanted = {"mceval_kotlin.jsonl", "humaneval_kt.jsonl", "README.md", "LICENSE.MultiPL-E",
+              "LICENSE.McEval-CC-BY-SA-4.0"}
+    assert {package / "benchmarks" / name for name in wanted} <= shipped
+    monkeypatch.setattr(kotlin, "SHIPPED_DATA_DIR", tmp_path / "gone")  # an install without the data
+    with pytest.raises(UserError, match=r"humaneval-kt: the shipped data file .* is missing from this install; "
+                       "reinstall codelora, or give a copy with --humaneval-kt-data"):
+        get_task("humaneval-kt", cfg()).load()
 
 
 def test_heldout_budget_comes_from_the_recorded_completion_lengths(tmp_path):

@@ -37,6 +37,16 @@ from codelora.utils import UserError, read_jsonl
 
 log = logging.getLogger(__name__)
 
+# The benchmark files that ship with codelora (data/benchmarks/, package data as codelora/benchmarks,
+# provenance and licences in its README), read when their data flag is not given. MBXP is not shipped.
+SHIPPED_DATA_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+SHIPPED_DATA = {"mceval_data": "mceval_kotlin.jsonl", "humaneval_kt_data": "humaneval_kt.jsonl"}
+
+
+def shipped_data(flag: str) -> Path | None:
+    """The shipped copy of a data flag's file, or None where codelora ships none."""
+    return SHIPPED_DATA_DIR / SHIPPED_DATA[flag] if flag in SHIPPED_DATA else None
+
 PASS_KS = (1, 2, 5, 10, 20, 50, 100)
 
 
@@ -71,11 +81,18 @@ class KotlinTask(Task):
     def data_path(self) -> Path:
         given = getattr(self.options, self.data_flag)
         flag = "--" + self.data_flag.replace("_", "-")
-        if not given:
-            raise UserError(f"{self.name}: give the data file with {flag}")
-        path = Path(given)
-        if not path.is_file():
-            raise UserError(f"{self.name}: data file not found: {path} ({flag})")
+        if given:
+            path = Path(given)
+            if not path.is_file():
+                raise UserError(f"{self.name}: data file not found: {path} ({flag})")
+            return path
+        path = shipped_data(self.data_flag)
+        if path is None:
+            raise UserError(f"{self.name}: give the data file with {flag} (codelora ships none for this task)")
+        if not path.is_file():  # an install that left the package data out
+            raise UserError(f"{self.name}: the shipped data file {path} is missing from this install; "
+                            f"reinstall codelora, or give a copy with {flag} (source and licence: "
+                            "data/benchmarks/README.md of the codelora repository)")
         return path
 
     def load(self) -> list[Example]:
