@@ -182,6 +182,10 @@ class TrainConfig:
         help="module names to adapt (defaults suit Phi); each must match at least one module",
     )
     max_length: int = opt(512, "truncate prompt+completion+EOS to this many tokens (prompt cut from the left)")
+    completion_only_loss: bool = opt(
+        True, "loss on completion + EOS tokens only (TRL's completion_only_loss); --no-completion-only-loss: on "
+        "every token, prompt included (axolotl's train_on_inputs): ~10x more targets per window for next-line "
+        "windows, whose completion is one line. The eval loss stays on completions")
     learning_rate: float = opt(2e-4, "peak learning rate")
     lr_scheduler: str = opt("cosine", "transformers scheduler name")
     warmup_ratio: float = opt(0.03, "fraction of steps for linear warmup")

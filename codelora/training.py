@@ -1,4 +1,4 @@
-"""train.py: LoRA/QLoRA finetuning on prompt/completion pairs, loss on the completion (+ EOS) only.
+"""train.py: LoRA/QLoRA finetuning on prompt/completion pairs, loss on the completion (+ EOS) by default.
 
 Each example becomes `prompt ids + completion ids + [EOS]`; prompt and completion are tokenized
 separately, exactly as the model will see a prompt at inference and continue it. Labels are built
@@ -110,7 +110,8 @@ def tokenize_split(ds, tokenizer, max_length: int, desc: str):
 
 
 class CompletionCollator:
-    """Right-pads a batch to its longest example; labels only on completion + EOS positions."""
+    """Right-pads a batch to its longest example; labels on completion + EOS positions, or from
+    `loss_start` where an example has one (0: the prompt too, `--no-completion-only-loss`)."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
         self.pad_token_id = pad_token_id
@@ -126,7 +127,7 @@ class CompletionCollator:
         labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
         for i, f in enumerate(features):
             ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
-            length, start = len(ids), int(f["prompt_len"])
+            length, start = len(ids), int(f.get("loss_start", f["prompt_len"]))
             input_ids[i, :length] = ids
             attention_mask[i, :length] = 1
             # Positions, not ids: the EOS at the end is a target even though pad id == EOS id.
@@ -478,6 +479,8 @@ def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
     train_ds = tokenize_split(train_raw, tokenizer, cfg.max_length, "train")
     if len(train_ds) == 0:
         raise UserError("no usable training examples after tokenization")
+    if not cfg.completion_only_loss:  # train on prompt tokens too; eval loss stays on completions
+        train_ds = train_ds.add_column("loss_start", [0] * len(train_ds))
     eval_ds = None
     if "validation" in dsd and len(dsd["validation"]) > 0:
         val = dsd["validation"]

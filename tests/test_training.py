@@ -121,6 +121,27 @@ def test_labels_of_a_real_batch_train_completion_and_eos_only(tiny_tokenizer, da
         assert labels[p:n - 1].tolist() == completion  # the completion, exactly, then EOS
 
 
+def test_without_completion_only_loss_train_labels_cover_the_prompt_and_eval_stays_on_completions(
+        tiny_tokenizer, dataset_dir):
+    from codelora.config import TrainConfig
+    from codelora.training import prepare_data
+
+    tok = tiny_tokenizer
+    cfg = TrainConfig(dataset=str(dataset_dir), completion_only_loss=False, max_length=64, batch_size=4)
+    data = prepare_data(cfg, tok, on_gpu=False)
+    collate = CompletionCollator(pad_token_id=tok.eos_token_id)
+    features = [data.train[i] for i in range(4)]
+    batch = collate(features)
+    for row, f in enumerate(features):
+        n = f["length"]
+        assert torch.equal(batch["labels"][row, :n], batch["input_ids"][row, :n])  # prompt tokens are targets
+        assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
+    assert data.eval is not None and "loss_start" not in data.eval.column_names
+    f = data.eval[0]
+    labels = collate([f])["labels"][0]
+    assert (labels[:f["prompt_len"]] == IGNORE_INDEX).all() and (labels[f["prompt_len"]:] != IGNORE_INDEX).all()
+
+
 def test_long_examples_lose_the_start_of_the_prompt_not_the_completion(tiny_tokenizer):
     tok = tiny_tokenizer
     prompt, completion = "fun main() {\n" * 20, "    return a + b\n}\n"
