@@ -170,6 +170,8 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
     estimate per task before the model loads, and again from the first batch's rate."""
     todo = {}
     for name, task in tasks.items():
+        if not task.generates:
+            continue
         settings = settings_for(task, cfg)
         cache = PredictionCache(cache_path(out, model_name, task, settings, cfg.seed))
         done = cache.load(data[name])
@@ -273,13 +275,66 @@ def add_cosines(task: Task, examples: Sequence[Example], preds: Sequence[str], p
     corpus[EMBEDDING_METRIC] = round(100 * sum(values) / len(values), 2) if complete else None  # type: ignore[arg-type]
 
 
+def loss_cache_path(out: Path, model: str, task: Task) -> Path:
+    return out / "cache" / model_slug(model) / f"{task.name}-loss{task.options.loss_tokens}-{model_identity(model)[:8]}.jsonl"
+
+
+def load_losses(path: Path) -> dict[str, float]:
+    """{example id: loss} from a loss cache (JSON Lines, appended; a torn last line is dropped)."""
+    known = {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        known[row["id"]] = float(row["loss"])
+    return known
+
+
+def losses_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> dict:
+    """Cache this model's loss on each text of the tasks scored by the model itself (general-loss);
+    returns {task: seconds, texts scored}."""
+    from codelora.tasks.general_loss import text_losses
+
+    loaded, stats = None, {}
+    for name, task in tasks.items():
+        if task.generates:
+            continue
+        path = loss_cache_path(out, model_name, task)
+        known = load_losses(path)
+        todo = [e for e in data[name] if e.id not in known]
+        if not todo:
+            continue
+        loaded = loaded or load_model(model_name, cfg.dtype)
+        start = time.perf_counter()
+        losses = text_losses(*loaded, [e.prompt for e in todo], task.options.loss_tokens, cfg.batch_size)
+        PredictionCache(path).append([{"id": e.id, "loss": loss, "tokens": n} for e, (loss, n) in zip(todo, losses)])
+        stats[name] = {"scored": len(todo), "seconds": round(time.perf_counter() - start, 2)}
+        log.info("%s / %s: loss on %d texts", model_name, name, len(todo))
+    return stats
+
+
+def add_losses(examples: Sequence[Example], per_example: list[dict], corpus: dict, path: Path) -> None:
+    """Each row's cached loss and their mean; None if any is missing."""
+    known = load_losses(path)
+    values = [known.get(e.id) for e in examples]
+    for row, value in zip(per_example, values):
+        if value is not None:
+            row["loss"] = round(value, 4)
+    complete = values and all(v is not None for v in values)
+    corpus["loss"] = round(sum(values) / len(values), 4) if complete else None  # type: ignore[arg-type]
+
+
 def metric_implementations(tasks: dict[str, Task]) -> dict[str, str]:
     """Which implementation (package and version) computed each metric the tasks report."""
     from codelora.similarity import IMPLEMENTATIONS
 
     known = {"es": ES_BACKEND, "em": "codelora.metrics.exact_match: equal whitespace-token lists (CodeXGLUE line "
                                     "evaluator)",
-             "bleu": BLEU_IMPLEMENTATION, **IMPLEMENTATIONS}
+             "bleu": BLEU_IMPLEMENTATION, **IMPLEMENTATIONS,
+             "loss": "codelora.tasks.general_loss.text_losses: mean next-token cross-entropy (nats) per file, "
+                     "transformers forward pass",
+             "compiles": "share of programs kotlinc compiles (sandboxed), prompt + completion + tests"}
     used = {m for task in tasks.values() for m in task.metrics}
     out = {m: known[m] for m in sorted(used) if m in known}
     if any(m.startswith("pass@") for m in used):
@@ -314,7 +369,8 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
 # Per-example scores behind the corpus metrics that are plain means: (row key, scale to 0..100).
 # Corpus BLEU is not a mean of per-example values, so it gets no interval here.
 MEAN_METRICS = {"es": ("es", 1.0), "em": ("em", 100.0), "pass@1": ("pass", 100.0), "wer": ("wer", 100.0),
-                "token_iou": ("token_iou", 100.0), "cosine": ("cosine", 100.0)}
+                "token_iou": ("token_iou", 100.0), "cosine": ("cosine", 100.0), "loss": ("loss", 1.0),
+                "compiles": ("compiles", 100.0)}
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -364,6 +420,8 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
             per_example, corpus = task.score(examples, preds)
             if EMBEDDING_METRIC in task.metrics:
                 add_cosines(task, examples, preds, per_example, corpus, cosine_cache_path(out, model, task))
+            if not task.generates:
+                add_losses(examples, per_example, corpus, loss_cache_path(out, model, task))
             corpus["missing"] = sum(e.id not in done for e in examples)
             if task.per_model_prompts:
                 corpus["prompt_format"] = task.prompt_format(load_tokenizer(model))
@@ -427,6 +485,7 @@ def run(cfg) -> int:
     timing = {}
     for model in cfg.models:
         timing[model] = generate_missing(model, tasks, data, cfg, out)
+        timing[model].update(losses_missing(model, tasks, data, cfg, out))
         embed_missing(model, tasks, data, cfg, out)
     summary_tasks, rows = score_all(tasks, data, cfg, out)
     from codelora.memorization import benchmark_memorization

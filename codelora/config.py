@@ -259,7 +259,8 @@ class BenchmarkConfig:
     models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"], help="Hub ids or local dirs; first = baseline")
     hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo",
                                     fingerprint=False)
-    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout heldout-fim codexglue codexglue-line mceval-kotlin mceval-kotlin-fim mbkp humaneval-kt")
+    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout heldout-fim codexglue codexglue-line mceval-kotlin mceval-kotlin-fim mbkp humaneval-kt "
+                             "general-loss")
     dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
     heldout_split: Literal["test", "validation"] = opt(
         "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
@@ -281,6 +282,10 @@ class BenchmarkConfig:
     humaneval_kt_data: str | None = opt(None, "MultiPL-E HumanEval-Kotlin JSONL (task humaneval-kt): name, prompt, "
                                         "tests, stop_tokens; evaluation only, never training data; default: "
                                         "the copy codelora ships (data/benchmarks/humaneval_kt.jsonl)")
+    loss_data: str | None = opt(None, "general-loss: a parse_data.py JSON Lines file of code the finetune never "
+                                "trained on (e.g. the language's standard library); each model's loss on it")
+    loss_tokens: int = opt(256, "general-loss: tokens scored from the start of each file")
+    loss_files: int = opt(64, "general-loss: files scored (a seeded sample when the file has more)")
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
     seed: int = opt(42, "seed for sampling and generation")

@@ -271,3 +271,49 @@ def test_a_model_rebuilt_at_the_same_path_is_not_scored_from_its_old_predictions
     assert len(list((out / "cache").rglob("heldout-*.jsonl"))) == 2
     assert run(args) == 0  # the same model again: served from its cache, nothing new
     assert len(list((out / "cache").rglob("heldout-*.jsonl"))) == 2
+
+
+def test_general_loss_is_each_models_own_loss_with_an_interval(tmp_path, tiny_model_dir, second_model_dir, capsys,
+                                                               monkeypatch):
+    """general-loss scores each model by its loss on code it never trained on: per file, the same
+    number transformers' own loss gives for that file's first --loss-tokens tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import KOTLIN_SNIPPETS
+
+    data = tmp_path / "general.jsonl"
+    files = [{"file_text": text * 3, "path": f"std/F{i}.kt"} for i, text in enumerate(KOTLIN_SNIPPETS)]
+    data.write_text("".join(json.dumps(f) + "\n" for f in files + [{"file_text": "  \n", "path": "blank.kt"}]))
+    out = tmp_path / "results"
+    args = ["--models", str(tiny_model_dir), str(second_model_dir), "--tasks", "general-loss", "--loss-data",
+            str(data), "--loss-tokens", "24", "--loss-files", "4", "--batch-size", "3", "--output", str(out)]
+    assert run(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    info = summary["tasks"]["general-loss"]
+    assert info["n"] == 4  # a seeded sample of the 5 non-blank files
+    rows = [json.loads(x) for x in (out / "examples" / "general-loss.jsonl").read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for model in (tiny_model_dir, second_model_dir):
+        lm = AutoModelForCausalLM.from_pretrained(model).eval()
+        for row in rows:
+            ids = torch.tensor([tok(row["prompt"], add_special_tokens=False)["input_ids"][:24]])
+            with torch.no_grad():
+                expected = lm(input_ids=ids, labels=ids).loss.item()
+            assert row["scores"][str(model)]["loss"] == pytest.approx(expected, abs=1e-3)
+        mean = sum(r["scores"][str(model)]["loss"] for r in rows) / len(rows)
+        assert info["models"][str(model)]["loss"] == pytest.approx(mean, abs=1e-3)
+    lo, hi = info["delta_ci95"][str(second_model_dir)]["loss"]
+    assert lo <= info["delta_vs_baseline"][str(second_model_dir)]["loss"] <= hi
+    assert "nats/token" in capsys.readouterr().out
+    # a rerun reads the losses from the cache: no model is loaded
+    def no_load(*a, **k):
+        raise AssertionError("loaded a model")
+
+    monkeypatch.setattr(benchmarking, "load_model", no_load)
+    assert run(args) == 0
+
+
+def test_general_loss_needs_its_data(tmp_path, tiny_model_dir, capsys):
+    assert run(["--models", str(tiny_model_dir), "--tasks", "general-loss", "--output", str(tmp_path / "o")]) == 2
+    assert "general-loss: give the code to measure the loss on with --loss-data" in capsys.readouterr().err

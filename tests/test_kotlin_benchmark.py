@@ -64,6 +64,11 @@ def test_kotlin_tasks_two_models_one_command(tmp_path, tiny_model_dir, second_mo
         for row in rows:
             for model in models:
                 assert row["scores"][model]["exec_status"] in {"compile_error", "failed", "timeout"}
+                assert row["scores"][model]["compiles"] == int(row["scores"][model]["exec_status"] != "compile_error")
+        for model in models:  # the share of programs that compile: the mean of the rows, with an interval
+            share = 100 * sum(r["scores"][model]["compiles"] for r in rows) / len(rows)
+            assert info["models"][model]["compiles"] == round(share, 2) and "compiles" in info["metrics"]
+        assert "compiles" in info["delta_ci95"][models[1]]
     assert "es" not in summary["tasks"]["humaneval-kt"]["metrics"]  # no references to compare with
     mbkp = summary["tasks"]["mbkp"]
     assert mbkp["judgeable"] == "2/2" and mbkp["not_judgeable"] == {}  # MBKP/1's helper-using reference passes

@@ -48,6 +48,9 @@ class TaskOptions:
     mceval_data: str | None = None
     mbkp_data: str | None = None
     humaneval_kt_data: str | None = None
+    loss_data: str | None = None
+    loss_tokens: int = 256
+    loss_files: int = 64
     allow_code_execution: bool = False
     exec_timeout: float = 30.0
     kotlinc: str | None = None
@@ -70,6 +73,7 @@ class Task(ABC):
     per_model_prompts: bool = False  # prompt_for depends on the model's tokenizer
     metrics: tuple[str, ...] = ("es", "em", "bleu")
     n_samples: int = 1  # completions generated per example (pass@k)
+    generates: bool = True  # False: scored from the model itself (its loss), nothing is generated
 
     def __init__(self, options: TaskOptions):
         self.options = options
@@ -148,6 +152,7 @@ _MODULES = {
     "mceval-kotlin-fim": "codelora.tasks.kotlin_fim",
     "mbkp": "codelora.tasks.kotlin",
     "humaneval-kt": "codelora.tasks.kotlin",
+    "general-loss": "codelora.tasks.general_loss",
 }
 
 

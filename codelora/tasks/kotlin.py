@@ -71,7 +71,10 @@ class KotlinTask(Task):
         super().__init__(options)
         self.name = name
         self.n_samples = max(1, options.n_samples or 1)
-        self.metrics = (*self.text_metrics, *pass_metrics(self.n_samples))
+        # "compiles": the share of programs kotlinc accepts, a graded signal where pass@1 is 0 for
+        # base and finetune alike (a small model), and where a finetune that broke the base shows first.
+        compiles = ("compiles",) if options.allow_code_execution else ()
+        self.metrics = (*self.text_metrics, *pass_metrics(self.n_samples), *compiles)
         self.execution: dict[str, ExecutionResult] = {}  # problem id -> its reference's (or stub's) result
         self.judged: dict = {}  # what score() found, for describe()
         self.results: dict[str, ExecutionResult] = {}  # program text -> its result, this run
@@ -206,9 +209,11 @@ class KotlinTask(Task):
         results = self.execute(examples, predictions)
         verdicts = self.judgeability(examples)
         for row, ex, res in zip(rows, examples, results):
-            row.update({"pass": int(res.passed), "exec_status": res.status, "exec_detail": res.detail[:500],
+            row.update({"pass": int(res.passed), "compiles": int(res.status != "compile_error"),
+                        "exec_status": res.status, "exec_detail": res.detail[:500],
                         "judgeable": int(verdicts[problem_id(ex)][0]), "problem": problem_id(ex)})
         corpus.update(self.pass_scores(rows, verdicts))
+        corpus["compiles"] = round(100 * sum(row["compiles"] for row in rows) / len(rows), 2) if rows else None
         corpus["kotlinc"] = kotlinc_version(kotlinc)
         self.judged = {"kotlinc": corpus["kotlinc"], "judgeable": corpus["judgeable"],
                        "not_judgeable": {p: why for p, (ok, why) in sorted(verdicts.items()) if not ok}}
