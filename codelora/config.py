@@ -282,8 +282,9 @@ class BenchmarkConfig:
     mceval_data: str | None = opt(None, "McEval Kotlin JSONL (tasks mceval-kotlin, mceval-kotlin-fim), e.g. ../shared/data/mceval_kotlin.jsonl")
     mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
                                 "canonical_solution (may be null)")
-    humaneval_kt_data: str | None = opt(None, "MultiPL-E HumanEval-Kotlin JSONL (task humaneval-kt): name, prompt, "
-                                        "tests, stop_tokens; evaluation only, never training data")
+    humaneval_kt_data: str | None = opt(None, "HumanEval-Kotlin (task humaneval-kt): MultiPL-E's JSONL (name, prompt, "
+                                        "tests, stop_tokens), or MXEval records such as the Hub dataset "
+                                        "JetBrains/Kotlin_HumanEval; evaluation only, never training data")
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
     seed: int = opt(42, "seed for sampling and generation")
