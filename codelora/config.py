@@ -84,7 +84,8 @@ class PreprocessConfig:
     """preprocess_data.py: raw JSON Lines → cleaned, windowed, file-split DatasetDict."""
 
     input: str = opt("data/kotlin_code_raw.jsonl", "parse_data.py output")
-    tokenizer: str = opt("microsoft/phi-1_5", "tokenizer: Hub id or local directory")
+    tokenizer: str = opt("microsoft/phi-1_5", "tokenizer: Hub id, local directory, .gguf file or "
+                                              "smollm2-135m")
     output: str = opt("data/kotlin_prepared_dataset", "output directory (datasets.save_to_disk)")
     mode: Literal["lines", "line", "next-line", "chunk"] = opt(
         "lines",
@@ -169,7 +170,8 @@ class PreprocessConfig:
 class TrainConfig:
     """train.py: QLoRA finetuning of a causal LM on prompt/completion pairs (loss on completions)."""
 
-    base_model: str = opt("microsoft/phi-1_5", "base model: Hub id or local directory")
+    base_model: str = opt("microsoft/phi-1_5", "base model: Hub id, local directory, .gguf file, or "
+                          "smollm2-135m (the packaged SmolLM2-135M-Instruct GGUF)")
     dataset: str = opt("data/kotlin_prepared_dataset", "save_to_disk directory or Hub dataset id")
     output_dir: str = opt("runs/phi15-kotlin", "run directory (adapter/, checkpoints/, logs)")
     load_in_4bit: bool | None = opt(None, "4-bit NF4 QLoRA (default: on with CUDA, off on CPU)")
@@ -177,10 +179,13 @@ class TrainConfig:
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = opt(0.05, "LoRA dropout")
-    target_modules: list[str] = opt(
-        factory=lambda: list(PHI_TARGET_MODULES),
-        help="module names to adapt (defaults suit Phi); each must match at least one module",
-    )
+    target_modules: list[str] | None = opt(
+        None, "module names to adapt, each must match a module, or all-linear (default: by the base's "
+        "architecture: phi q/k/v_proj dense fc1 fc2; llama q/k/v/o_proj gate/up/down_proj; others "
+        "all-linear)")
+    lora_layers: int | None = opt(
+        None, "LoRA on the top N transformer layers only (default: all): the backward pass then stops at the "
+        "lowest adapted layer, so training is faster")
     max_length: int = opt(512, "truncate prompt+completion+EOS to this many tokens (prompt cut from the left)")
     completion_only_loss: bool = opt(
         True, "loss on completion + EOS tokens only (TRL's completion_only_loss); --no-completion-only-loss: on "
@@ -217,8 +222,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lora_r < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise UserError("--lora-r, --batch-size and --grad-accum must be >= 1")
-        if not self.target_modules:
+        if self.target_modules is not None and not self.target_modules:
             raise UserError("--target-modules: give at least one module name")
+        if self.lora_layers is not None and self.lora_layers < 1:
+            raise UserError("--lora-layers must be >= 1")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise UserError("give --epochs > 0 or --max-steps > 0")
         if isinstance(self.resume, bool):  # YAML `resume: true`
@@ -237,7 +244,8 @@ class MergeConfig:
 
     adapter: str = opt("runs/phi15-kotlin/adapter", "adapter directory or Hub repo")
     output: str = opt("runs/phi15-kotlin/merged", "output directory for the merged model")
-    base_model: str | None = opt(None, "override the base model named in adapter_config.json")
+    base_model: str | None = opt(None, "override the base model named in adapter_config.json (a Hub id, "
+                                 "directory, .gguf file or smollm2-135m)")
     dtype: Literal["float16", "bfloat16", "float32"] = opt("float32", "dtype of the merged weights")
     overwrite: bool = opt(False, "replace an existing output directory", fingerprint=False)
     force: bool = opt(False, "merge into a base whose weights differ from those the adapter was trained on")
@@ -256,7 +264,8 @@ class MergeConfig:
 class BenchmarkConfig:
     """benchmarking.py: base vs finetuned on each task; the first model is the baseline."""
 
-    models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"], help="Hub ids or local dirs; first = baseline")
+    models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"],
+                            help="Hub ids, local dirs, .gguf files or smollm2-135m; first = baseline")
     hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo",
                                     fingerprint=False)
     tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout heldout-fim codexglue codexglue-line mceval-kotlin mceval-kotlin-fim mbkp humaneval-kt "
@@ -279,8 +288,9 @@ class BenchmarkConfig:
                                   "default: the copy codelora ships (data/benchmarks/mceval_kotlin.jsonl)")
     mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
                                 "canonical_solution (may be null)")
-    humaneval_kt_data: str | None = opt(None, "MultiPL-E HumanEval-Kotlin JSONL (task humaneval-kt): name, prompt, "
-                                        "tests, stop_tokens; evaluation only, never training data; default: "
+    humaneval_kt_data: str | None = opt(None, "HumanEval-Kotlin (task humaneval-kt): MultiPL-E's JSONL (name, prompt, "
+                                        "tests, stop_tokens), or MXEval records such as the Hub dataset "
+                                        "JetBrains/Kotlin_HumanEval; evaluation only, never training data; default: "
                                         "the copy codelora ships (data/benchmarks/humaneval_kt.jsonl)")
     loss_data: str | None = opt(None, "general-loss: a parse_data.py JSON Lines file of code the finetune never "
                                 "trained on (e.g. the language's standard library); each model's loss on it")

@@ -13,9 +13,6 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-from codelora.utils import UserError
 
 log = logging.getLogger(__name__)
 
@@ -203,24 +200,35 @@ def load_tokenizer(name: str):
 
 
 def load_model(name: str, dtype: str = "auto"):
-    """(model, tokenizer) ready for batched generation; the tokenizer is checked first so that a
-    directory without one fails before the weights load."""
+    """(model, tokenizer) ready for batched generation, through the one loader every stage uses
+    (`modeling.load_base_model`: a Hub id, a directory, a GGUF file or a packaged model's short
+    name); the tokenizer is checked first so that a directory without one fails before the weights
+    load."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    if Path(name).exists() and not Path(name).is_dir():
-        raise UserError(f"model {name}: expected a directory or a Hub id")
+    from codelora.modeling import load_base_model
+
     tokenizer = load_tokenizer(name)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(dtype))
-    except (OSError, ValueError) as err:
-        raise UserError(f"model {name}: cannot load ({str(err).splitlines()[0]})") from None
+    model = load_base_model(name, dtype=resolve_dtype(dtype))
+    model.config.use_cache = True  # the loader turns it off for training; generation wants it
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
     return model, tokenizer
 
 
 # ------------------------------------------------------------------------------- generation
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's EOS, then any other end token the model's generation config names: a GGUF
+    chat model's turn end besides the document end its completions are trained to end with
+    (modeling.set_completion_eos)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for token in configured if isinstance(configured, list) else [configured]:
+        if token is not None and token not in ids:
+            ids.append(token)
+    return ids
 
 
 @dataclass
@@ -356,7 +364,7 @@ def generate_batch(
         num_beams=settings.num_beams,
         do_sample=settings.do_sample,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stop_token_ids(model, tokenizer),
         use_cache=True,
         stopping_criteria=stops,
         min_new_tokens=settings.min_new_tokens or None,
@@ -368,9 +376,12 @@ def generate_batch(
     with torch.inference_mode():
         out = model.generate(**enc, **kwargs)
     new = out[:, prompt_len:]
+    stop_ids = stop_token_ids(model, tokenizer)
     if stats is not None and settings.num_beams == 1:
-        _count_new(stats, new, tokenizer.eos_token_id, criterion.stopped_at)
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        _count_new(stats, new, stop_ids, criterion.stopped_at)
+    # Cut at the first stop id: an end token that is not a special token would survive decoding.
+    rows = [next((row[:i] for i, t in enumerate(row) if t in stop_ids), row) for row in new.tolist()]
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
     predictions = []
     for text, row_rule in zip(texts, rules):
         cut = row_rule(text)
@@ -378,15 +389,16 @@ def generate_batch(
     return predictions
 
 
-def _count_new(stats: GenerationStats, new, eos: int | None, stopped_at: dict[int, int]) -> None:
-    """`generate` computes every row until the last one stops: a row's positions after its EOS or
-    its stop rule fired are padding."""
+def _count_new(stats: GenerationStats, new, eos: Sequence[int], stopped_at: dict[int, int]) -> None:
+    """`generate` computes every row until the last one stops: a row's positions after its EOS
+    (any of the stop ids) or its stop rule fired are padding."""
     rows, steps = new.shape
     real = 0
     for row, tokens in enumerate(new.tolist()):
         length = stopped_at.get(row, steps)
-        if eos is not None and eos in tokens[:length]:
-            length = tokens.index(eos) + 1
+        ends = [i for i, token in enumerate(tokens[:length]) if token in eos]
+        if ends:
+            length = ends[0] + 1
         real += length
     stats.new_tokens += real
     stats.new_padding += rows * steps - real
@@ -422,7 +434,7 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
     """
     import torch
 
-    eos = tokenizer.eos_token_id
+    eos = set(stop_token_ids(model, tokenizer))
     input_ids, attention = enc["input_ids"], enc["attention_mask"]
     n = input_ids.shape[0]
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -438,15 +450,15 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
             logits = out.logits[:, -1, :]
             if step < min_new_tokens:  # as generate's MinNewTokensLengthLogitsProcessor does
                 logits = logits.clone()
-                logits[:, eos] = -float("inf")
+                logits[:, list(eos)] = -float("inf")
             next_tokens = logits.argmax(-1)
             tokens = next_tokens.tolist()
             for orig, tok in zip(alive, tokens):
-                if tok != eos:
+                if tok not in eos:
                     generated[orig].append(tok)
             if stats is not None:
                 stats.new_tokens += len(alive)
-            finished = {row for row, tok in enumerate(tokens) if tok == eos}
+            finished = {row for row, tok in enumerate(tokens) if tok in eos}
             live = [row for row in range(len(alive)) if row not in finished]
             rows = [alive[row] for row in live]
             for pos in _might_stop(tokenizer, rules, rows, next_tokens[live], logits.shape[-1]) if rows else []:

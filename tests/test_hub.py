@@ -376,3 +376,49 @@ def test_fake_hub_ranges_chunked_bodies_and_unknown_routes(hub_env, tmp_path):
     assert request("GET", "/api/spaces/tester/x")[0] == 404
     assert hub_env.unhandled == [("GET", "/api/spaces/tester/x")]
     conn.close()
+
+
+# ------------------------------------------------------------------- Hub datasets as task data
+
+MXEVAL_HUMANEVAL = [  # JetBrains/Kotlin_HumanEval's fields (MXEval): the prompt opens the body
+    {"task_id": "HumanEval_kotlin/0", "language": "kotlin", "entry_point": "hasCloseElements",
+     "prompt": "/**\n * Whether any two numbers are closer than threshold.\n */\n"
+               "fun hasCloseElements(numbers: List<Double>, threshold: Double): Boolean {\n",
+     "canonical_solution": "    return numbers.indices.any { i -> numbers.indices.any { j -> i != j && "
+                           "Math.abs(numbers[i] - numbers[j]) < threshold } }\n}\n",
+     "test": "\nfun main() {\n    if (!hasCloseElements(listOf(1.0, 1.05), 0.1)) throw Exception(\"case 0\")\n}\n"},
+    {"task_id": "HumanEval_kotlin/1", "language": "kotlin", "entry_point": "incr",
+     "prompt": "/**\n * n plus one.\n */\nfun incr(n: Int): Int {\n",
+     "canonical_solution": "    return n + 1\n}\n",
+     "test": "\nfun main() {\n    if (incr(1) != 2) throw Exception(\"case 0\")\n}\n"},
+]
+
+
+def test_execution_task_reads_a_hub_dataset(hub_env, tmp_path, tiny_model_dir):
+    """--humaneval-kt-data JetBrains/Kotlin_HumanEval: MXEval records from the Hub, references
+    included, benchmarked like a local file."""
+    from datasets import Dataset, DatasetDict
+
+    from codelora import benchmarking
+    from codelora.tasks import TaskOptions, get_task
+
+    token = hub.check_push_access("tester/kotlin-humaneval")
+    hub.push_dataset(DatasetDict(train=Dataset.from_list(MXEVAL_HUMANEVAL)), "tester/kotlin-humaneval",
+                     token=token, card="---\nlicense: apache-2.0\n---\n")
+    task = get_task("humaneval-kt", TaskOptions(dataset="", humaneval_kt_data="tester/kotlin-humaneval"))
+    examples = task.load()
+    assert [e.id for e in examples] == ["HumanEval_kotlin/0", "HumanEval_kotlin/1"]
+    assert examples[1].reference == "    return n + 1\n}\n" and examples[1].meta["entry_point"] == "incr"
+    assert examples[0].meta["test"] == MXEVAL_HUMANEVAL[0]["test"]
+    assert "reference solution passes" in task.judge_rule  # judged by the references, as mbkp
+
+    out = tmp_path / "bench"
+    args = ["--models", str(tiny_model_dir), "--tasks", "humaneval-kt", "--humaneval-kt-data",
+            "tester/kotlin-humaneval", "--max-new-tokens", "4", "--output", str(out)]
+    assert benchmarking.main(args) == 0
+    rows = [json.loads(line) for line in (out / "examples" / "humaneval-kt.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["HumanEval_kotlin/0", "HumanEval_kotlin/1"]
+
+    with pytest.raises(UserError, match="humaneval-kt .--humaneval-kt-data.: cannot load the Hub dataset "
+                                        "tester/no-such-set"):
+        get_task("humaneval-kt", TaskOptions(dataset="", humaneval_kt_data="tester/no-such-set")).load()

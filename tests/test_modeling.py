@@ -127,3 +127,45 @@ def test_bitsandbytes_kernels_notice_is_dropped_and_nothing_else(caplog):
         bnb_log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'")
         bnb_log.warning("some other bitsandbytes problem")
     assert "kernels-community" not in caplog.text and "some other bitsandbytes problem" in caplog.text
+
+
+# ------------------------------------------------------------------- LoRA targets by architecture
+
+LLAMA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_default_targets_follow_the_architecture(tiny_model_dir, tiny_llama_dir):
+    """Phi's names on a llama base select nothing: the default comes from the base's architecture."""
+    phi = modeling.load_base_model(str(tiny_model_dir), dtype=torch.float32)
+    assert modeling.default_targets(phi) == list(PHI_TARGET_MODULES)
+    llama = modeling.load_base_model(str(tiny_llama_dir), dtype=torch.float32)
+    with pytest.raises(UserError, match="dense fc1 fc2 match no linear"):
+        modeling.validate_target_modules(llama, PHI_TARGET_MODULES)
+    peft_model = modeling.add_lora(llama, r=2, alpha=4, dropout=0.0, targets=None)
+    adapted = peft_model.targeted_module_names
+    assert len(adapted) == 7 * 3 and {n.rsplit(".", 1)[-1] for n in adapted} == LLAMA_TARGETS
+
+
+def test_an_unknown_architecture_gets_all_linear():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=32))
+    assert modeling.default_targets(model) == ["all-linear"]
+    adapted = modeling.add_lora(model, r=2, alpha=4, dropout=0.0, targets=None).targeted_module_names
+    # every linear (Conv1D) layer of both blocks, not the output head
+    assert {n.rsplit(".", 1)[-1] for n in adapted} == {"c_attn", "c_proj", "c_fc"} and len(adapted) == 2 * 4
+
+
+def test_lora_layers_adapts_and_trains_only_the_top_layers(tiny_llama_dir):
+    llama = modeling.load_base_model(str(tiny_llama_dir), dtype=torch.float32)
+    with pytest.raises(UserError, match="has only 3 layers"):
+        modeling.add_lora(llama, r=2, alpha=4, dropout=0.0, targets=None, layers=4)
+    peft_model = modeling.add_lora(llama, r=2, alpha=4, dropout=0.0, targets=None, layers=1)
+    assert len(peft_model.targeted_module_names) == 7
+    assert all(".layers.2." in n for n in peft_model.targeted_module_names)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all(".layers.2." in n for n in trainable)
+    peft_model.train()
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for n, p in peft_model.named_parameters() if p.requires_grad)

@@ -7,7 +7,13 @@
   canonical solution, whitespace-collapsed (as CodeXGLUE's post_process does for methods).
 - humaneval-kt (--humaneval-kt-data, MultiPL-E's HumanEval translation): `name`, `prompt` (ends
   with an open body), `tests`, `stop_tokens`; no reference solutions, so pass@k only. Its licence
-  allows evaluation, never training: nothing in codelora reads it except this task.
+  allows evaluation, never training: nothing in codelora reads it except this task. It also reads
+  MXEval records (as mbkp does): JetBrains' expert-rewritten Kotlin HumanEval
+  (`JetBrains/Kotlin_HumanEval`, 161 problems, the set behind Kotlin ML Pack's published pass@1),
+  whose reference solutions then decide which problems are judgeable.
+
+Each data flag takes a local JSON Lines file or a Hub dataset id (loaded with `datasets`; its only
+split, or its `test` split).
 
 Every program is prompt + completion + "\\n" + test, compiled with kotlinc and run with `java -ea`
 (codelora.kotlin: batched compilation, one sandboxed JVM per program). The model's completion
@@ -27,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from codelora.cards import is_hub_id
 from codelora.cleaning import normalize_whitespace
 from codelora.generation import StopRule, brace_depth
 from codelora.kotlin import ExecutionResult, KotlinRunner, helper_aware_rule, kotlin_program, kotlinc_version, require_kotlin
@@ -81,14 +88,17 @@ class KotlinTask(Task):
 
     # -- data
 
-    def data_path(self) -> Path:
+    def records(self) -> tuple[str, list[dict]]:
+        """(where from, records): the data flag's JSON Lines file, or the Hub dataset it names."""
         given = getattr(self.options, self.data_flag)
         flag = "--" + self.data_flag.replace("_", "-")
         if given:
             path = Path(given)
-            if not path.is_file():
+            if path.is_file():
+                return given, list(read_jsonl(path))
+            if not is_hub_id(given) or given.endswith((".jsonl", ".json")):
                 raise UserError(f"{self.name}: data file not found: {path} ({flag})")
-            return path
+            return given, hub_records(given, f"{self.name} ({flag})")
         path = shipped_data(self.data_flag)
         if path is None:
             raise UserError(f"{self.name}: give the data file with {flag} (codelora ships none for this task)")
@@ -96,20 +106,20 @@ class KotlinTask(Task):
             raise UserError(f"{self.name}: the shipped data file {path} is missing from this install; "
                             f"reinstall codelora, or give a copy with {flag} (source and licence: "
                             "data/benchmarks/README.md of the codelora repository)")
-        return path
+        return str(path), list(read_jsonl(path))
 
     def load(self) -> list[Example]:
         if self.options.allow_code_execution:  # refuse now, before any model generates, not at scoring
             require_isolation(self.options.unsafe_no_sandbox)
-        source = self.data_path()
-        examples = [self.example(rec, n, source) for n, rec in enumerate(read_jsonl(source), 1)]
+        source, records = self.records()
+        examples = [self.example(rec, n, source) for n, rec in enumerate(records, 1)]
         skipped = sum(not e.reference for e in examples)
         if skipped:
             log.info("%s: %d of %d records have no reference solution: skipped for ES/BLEU", self.name,
                      skipped, len(examples))
         return examples
 
-    def example(self, rec: dict, n: int, source: Path) -> Example:
+    def example(self, rec: dict, n: int, source: str) -> Example:
         missing = [f for f in ("prompt", "test") if not isinstance(rec.get(f), str)]
         if missing:
             raise UserError(f"{self.name}: {source}: record {n} lacks field(s) {', '.join(missing)}")
@@ -263,17 +273,38 @@ class KotlinTask(Task):
 
 
 class HumanEvalKotlin(KotlinTask):
-    """MultiPL-E's HumanEval in Kotlin: no references, so pass@k only."""
+    """HumanEval in Kotlin: MultiPL-E's translation (no references, so pass@k only) or an MXEval
+    one such as JetBrains/Kotlin_HumanEval (references: they decide judgeability)."""
 
     data_flag = "humaneval_kt_data"
     text_metrics = ()
     judge_rule = "problems whose published tests compile against a stub body"
 
-    def example(self, rec: dict, n: int, source: Path) -> Example:
+    def example(self, rec: dict, n: int, source: str) -> Example:
+        if "tests" not in rec and "test" in rec:  # MXEval fields, as mbkp reads them
+            self.judge_rule = KotlinTask.judge_rule
+            return super().example(rec, n, source)
         missing = [f for f in ("name", "prompt", "tests") if not isinstance(rec.get(f), str)]
         if missing:
             raise UserError(f"{self.name}: {source}: record {n} lacks field(s) {', '.join(missing)}")
         return Example(rec["name"], rec["prompt"], "", {"test": rec["tests"], "stop_tokens": rec.get("stop_tokens")})
+
+
+def hub_records(repo_id: str, what: str) -> list[dict]:
+    """The records of a Hub dataset: its only split, or its `test` split."""
+    from datasets import load_dataset
+
+    try:
+        splits = load_dataset(repo_id)
+    except Exception as err:  # noqa: BLE001 - offline, no such repo, unreadable files: the user's input
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what}: cannot load the Hub dataset {repo_id} ({first})") from None
+    names = list(splits)
+    split = names[0] if len(names) == 1 else "test" if "test" in names else None
+    if split is None:
+        raise UserError(f"{what}: Hub dataset {repo_id} has splits {', '.join(names)}; expected one, or a test split")
+    log.info("%s: %d records from the Hub dataset %s (split %s)", what, len(splits[split]), repo_id, split)
+    return list(splits[split])
 
 
 def problem_id(example: Example) -> str:
