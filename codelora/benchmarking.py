@@ -413,7 +413,9 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
             task.restore_state(json.loads(state_cache.read_text()))
         cached = {model: PredictionCache(cache_path(out, model, task, settings, cfg.seed)).load(examples)
                   for model in cfg.models}
+        start = time.perf_counter()  # the Kotlin tasks compile and run every model's programs here
         task.prepare(examples, {m: [done.get(e.id, "") for e in examples] for m, done in cached.items()})
+        prepare_seconds = round(time.perf_counter() - start, 1)
         for model in cfg.models:
             done = cached[model]
             preds = [done.get(e.id, "") for e in examples]
@@ -434,6 +436,7 @@ def score_all(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: 
         write_evaluator_files(task, examples, task_rows, cfg.models, out / "evaluator" / name)
         deltas, intervals = compare(per_model, task_rows, task.metrics, cfg.models, cfg.seed)
         summary[name] = {"n": len(examples), "metrics": list(task.metrics), "models": per_model,
+                         "prepare_seconds": prepare_seconds,  # Kotlin: compiling + running the programs
                          "delta_vs_baseline": deltas, "delta_ci95": intervals, **task.describe()}
         rows[name] = task_rows
     return summary, rows

@@ -252,6 +252,19 @@ def build_kotlin_target_repo(dest: str | Path, *, max_files: int | None = None) 
     return _build_repo(Path(dest), files, identity, f"Kotlin sources: {', '.join(KOTLIN_TARGET_JARS)}")
 
 
+def build_kotlin_general_jsonl(dest: str | Path, *, max_files: int | None = None) -> Path:
+    """KOTLIN_PRETRAIN_JARS' Kotlin as parse_data.py JSON Lines: the general-loss task's "code the
+    finetune never saw" (the finetuning target shares no file with it)."""
+    from codelora.utils import write_jsonl
+
+    dest = Path(dest)
+    files = _picked(kotlin_sources(KOTLIN_PRETRAIN_JARS), max_files)
+    write_jsonl(dest, [{"file_text": content.decode("utf-8", "replace"), "path": path, "repo": "kotlin-stdlib"}
+                       for path, content in files.items()])
+    log.info("wrote the general-loss corpus %s (%d files)", dest, len(files))
+    return dest
+
+
 def ensure_demo_tokenizer(out_dir: str | Path, corpus_dir: str | Path, *, vocab_size: int = 4096,
                           max_chars: int = 4_000_000):
     """Load the tokenizer saved in `out_dir`, or train one on `corpus_dir`'s .py files and save it.
@@ -307,10 +320,17 @@ CORPORA: dict[str, Callable[..., Path]] = {
 }
 
 
+# What the demo can build for the general-loss task, by the file name a config's benchmark.loss_data gives.
+LOSS_CORPORA: dict[str, Callable[..., Path]] = {"kotlin-stdlib-general.jsonl": build_kotlin_general_jsonl}
+
+
 def corpus_repo_paths(config: dict) -> tuple[list[Path], Path]:
-    """The corpus repositories a demo config names: its bootstrap inputs (one or more) and its one
-    parse repo, each a local path whose directory name is one of CORPORA."""
+    """The corpus repositories a demo config names: its bootstrap inputs (one or more; none for a
+    demo on a pretrained base) and its one parse repo, each a local path whose directory name is
+    one of CORPORA."""
     def local_corpora(section: str, key: str) -> list[Path]:
+        if section == "bootstrap" and "bootstrap" not in config:
+            return []
         items = (config.get(section) or {}).get(key) or []
         items = [items] if isinstance(items, str) else items
         paths = [Path(i) for i in items if "://" not in i and Path(i).name in CORPORA]
@@ -415,6 +435,50 @@ def write_breakdown(config: dict, results: Path) -> str:
     return text
 
 
+def _seconds_file(path: Path) -> float | None:
+    try:
+        return float(path.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def time_table(config: dict, root: Path = Path()) -> str:
+    """Where the demo's time went: the install (the Makefile records it), the GGUF conversion of a
+    packaged base, each pipeline stage (its marker), and within the benchmark each model's
+    generation per task and the Kotlin programs' compilation and runs."""
+    from codelora.cards import markdown_table
+    from codelora.config import STAGES, build_config
+    from codelora.modeling import GGUF_INFO_FILE, PACKAGED_MODELS, model_source
+    from codelora.pipeline import marker_path
+
+    rows = []
+    for label, path in (("install (make venv)", root / ".venv" / ".installed"),
+                        ("make kotlin", root / ".tools" / ".make-kotlin-seconds")):
+        if (seconds := _seconds_file(path)) is not None:
+            rows.append([label, f"{seconds:.0f}"])
+    base = ((config.get("train") or {}).get("base_model") or "")
+    if base in PACKAGED_MODELS or base.lower().endswith(".gguf"):
+        info = Path(model_source(base)) / GGUF_INFO_FILE
+        seconds = json.loads(info.read_text(encoding="utf-8")).get("seconds") if info.is_file() else None
+        rows.append([f"GGUF conversion of {base} (once per machine)", "n/a" if seconds is None else f"{seconds:.0f}"])
+    for name in (config.get("pipeline") or {}).get("stages", []):
+        stage = STAGES[name]
+        marker = marker_path(stage, stage.artifact(build_config(stage.config, config, {}, section=name)))
+        seconds = json.loads(marker.read_text(encoding="utf-8")).get("seconds") if marker.is_file() else None
+        rows.append([f"stage {name}", "n/a" if seconds is None else f"{seconds:.0f}"])
+    summary_path = Path((config.get("benchmark") or {}).get("output", "results")) / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        for model, tasks in summary.get("timing", {}).items():
+            for task, info in tasks.items():
+                rows.append([f"  {task}: {model}", f"{info.get('seconds', 0):.0f}"])
+        for task, info in summary.get("tasks", {}).items():
+            if info.get("prepare_seconds"):
+                rows.append([f"  {task}: compiling and running the programs", f"{info['prepare_seconds']:.0f}"])
+    return "Where the time went (seconds; a stage skipped by this run shows its last run):\n\n" + \
+        markdown_table(["step", "seconds"], rows, right=(1,))
+
+
 def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = None) -> int:
     """Build the corpus repositories, run the pipeline, print the benchmark table."""
     from codelora import pipeline
@@ -425,6 +489,9 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
     base_repos, target_repo = corpus_repo_paths(config)
     for repo in (*base_repos, target_repo):
         CORPORA[repo.name](repo, max_files=max_files)
+    loss_data = (config.get("benchmark") or {}).get("loss_data")
+    if loss_data and Path(loss_data).name in LOSS_CORPORA and not Path(loss_data).is_file():
+        LOSS_CORPORA[Path(loss_data).name](loss_data)
     rc = pipeline.main(["--config", str(config_path), *(["--force"] if force else [])])
     if rc != 0:
         return rc
@@ -433,6 +500,7 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
     if table.is_file():
         print(table.read_text(encoding="utf-8"))
     print(write_breakdown(config, results))
+    print(time_table(config))
     print(f"demo: done in {time.perf_counter() - t0:.0f} s; report: {results / 'report.html'}")
     return 0
 

@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import json
 import logging
+import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -174,9 +175,11 @@ def gguf_directory(file: Path) -> Path:
     except (OSError, ValueError, AttributeError):
         pass  # absent, unreadable or older: (re)convert
     log.info("converting %s to safetensors once (dequantized to fp32), into %s", file, dest)
+    start = time.perf_counter()
     with atomic_dir(dest) as tmp:
         convert_gguf(file, tmp)
-        write_json(tmp / GGUF_INFO_FILE, {"format": GGUF_FORMAT, "source": str(file), "sha256": sha})
+        write_json(tmp / GGUF_INFO_FILE, {"format": GGUF_FORMAT, "source": str(file), "sha256": sha,
+                                          "seconds": round(time.perf_counter() - start, 1)})
     return dest
 
 

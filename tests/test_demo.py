@@ -79,6 +79,11 @@ def test_kotlin_corpora_come_from_the_sources_jars_and_share_no_file(tmp_path):
     assert len(demo._digests(full_pretrain)) == len(full_pretrain)
     assert not demo._digests(full_pretrain) & demo._digests(full_target)
     assert len(full_target) > 400  # reflect + metadata: most of the ~475 .kt files
+    # the general-loss corpus: the pretraining jars' files as parse_data.py records, none a target file
+    general = [json.loads(x) for x in demo.build_kotlin_general_jsonl(tmp_path / "g.jsonl").read_text().splitlines()]
+    assert len(general) == len(full_pretrain) and {r["path"] for r in general} == set(full_pretrain)
+    assert all(r["file_text"].encode() == full_pretrain[r["path"]] for r in general)
+    assert not {r["file_text"] for r in general} & {c.decode() for c in full_target.values()}
 
 
 def test_kotlin_demo_without_the_compiler_says_make_kotlin(tmp_path, monkeypatch, capsys):
@@ -96,6 +101,9 @@ def test_demo_configs_name_their_corpora(tmp_path, monkeypatch, capsys):
     assert demo.corpus_repo_paths(config) == ([Path(".demo/kotlin-stdlib-repo")], Path(".demo/kotlin-reflect-repo"))
     python = yaml.safe_load((demo.DEFAULT_CONFIG.parent / "demo-python.yaml").read_text())
     assert demo.corpus_repo_paths(python) == ([Path(".demo/stdlib-repo")], Path(".demo/pytorch-repo"))
+    smollm2 = yaml.safe_load((demo.DEFAULT_CONFIG.parent / "demo-smollm2.yaml").read_text())
+    assert demo.corpus_repo_paths(smollm2) == ([], Path(".demo/kotlin-reflect-repo"))  # a pretrained base
+    assert Path(smollm2["benchmark"]["loss_data"]).name in demo.LOSS_CORPORA
     config["parse"]["repo"] = ["https://github.com/JetBrains/kotlin"]
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -170,6 +178,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
     out = capsys.readouterr().out
     assert "heldout" in out and "What the held-out gain is made of" in out and "demo: done" in out
+    assert "Where the time went" in out  # each stage's seconds, from the marker the pipeline wrote
+    for stage in config["pipeline"]["stages"]:
+        assert f"| stage {stage} |" in out and f"| stage {stage} | n/a |" not in out
     results = tmp_path / config["benchmark"]["output"]
     summary = json.loads((results / "summary.json").read_text())
     assert summary["models"] == config["benchmark"]["models"]
