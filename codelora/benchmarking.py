@@ -23,7 +23,8 @@ from typing import Any
 from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
 from codelora.metrics import ES_BACKEND
 from codelora.tasks import Example, Task, TaskOptions, get_task
-from codelora.utils import UserError, atomic_file, check_writable_parent, seed_everything, write_json, write_jsonl
+from codelora.utils import (UserError, atomic_file, check_writable_parent, progress, seed_everything, write_json,
+                            write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ def estimate_line(model: str, task: str, count: int, rate: float | None, measure
 
 def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> dict:
     """Fill the caches of one model; returns {task: seconds, examples generated}. Prints a time
-    estimate per task before the model loads, and again from the first batch's rate."""
+    estimate per task before the model loads (from the last run's rate), then a progress bar per
+    task. The first batch is no estimate: batches run largest first, so it is the slowest."""
     todo = {}
     for name, task in tasks.items():
         if not task.generates:
@@ -189,18 +191,13 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
         seed_everything(cfg.seed)
         start = time.perf_counter()
         rules = [task.stop_rule(e) for e in missing]
-        finished = 0
         prompts = [task.prompt_for(e, tokenizer) for e in missing]
         positions = GenerationStats()
-        for idx, preds in generate(model, tokenizer, prompts, settings, rules, positions):
-            cache.append(
-                [{"id": missing[i].id, "prompt_sha": _sha(missing[i].prompt), "prediction": p} for i, p in zip(idx, preds)]
-            )
-            if finished == 0 and len(idx) < len(missing):
-                rate = len(idx) / max(time.perf_counter() - start, 1e-9)
-                print(estimate_line(model_name, name, len(missing) - len(idx), rate, "the first batch's rate"), flush=True)
-            finished += len(idx)
-            log.info("%s / %s: %d/%d generated", model_name, name, finished, len(missing))
+        with progress(len(missing), f"{model_name} / {name}", unit="ex") as bar:
+            for idx, preds in generate(model, tokenizer, prompts, settings, rules, positions):
+                cache.append([{"id": missing[i].id, "prompt_sha": _sha(missing[i].prompt), "prediction": p}
+                              for i, p in zip(idx, preds)])
+                bar.update(len(idx))
         seconds = time.perf_counter() - start
         stats[name] = {"generated": len(missing), "seconds": round(seconds, 2),
                        "examples_per_s": round(len(missing) / seconds, 3) if seconds else None,

@@ -24,13 +24,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from codelora.generation import brace_depth, brace_rule
 from codelora.sandbox import run_sandboxed
-from codelora.utils import UserError
+from codelora.utils import UserError, progress
 
 log = logging.getLogger(__name__)
 
@@ -381,13 +381,18 @@ class KotlinRunner:
             root = Path(tmp)
             root.chmod(0o755)  # the sandbox's uid (run as root: "nobody") must reach the batch dirs
             jars: dict[int, Path] = {}
-            for start in range(0, len(programs), BATCH_SIZE):
-                indices = list(range(start, min(start + BATCH_SIZE, len(programs))))
-                self._compile(programs, indices, root, jars, results)
+            # One kotlinc call compiles a whole batch: the bar moves when a call ends.
+            with progress(len(programs), "kotlinc: compiled", unit="program") as bar:
+                for start in range(0, len(programs), BATCH_SIZE):
+                    indices = list(range(start, min(start + BATCH_SIZE, len(programs))))
+                    self._compile(programs, indices, root, jars, results)
+                    bar.update(len(indices))
             workers = self.workers or max(1, os.cpu_count() or 1)
-            with ThreadPoolExecutor(workers) as pool:
-                ran = pool.map(lambda i: (i, self._run(i, programs[i], jars[i], root)), sorted(jars))
-                results.update(ran)
+            with ThreadPoolExecutor(workers) as pool, progress(len(jars), "java: ran", unit="program") as bar:
+                runs = {pool.submit(self._run, i, programs[i], jars[i], root): i for i in sorted(jars)}
+                for run in as_completed(runs):
+                    results[runs[run]] = run.result()
+                    bar.update(1)
         return [results[i] for i in range(len(programs))]
 
     def _sandbox(self, *read_only: Path) -> dict:

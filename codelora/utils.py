@@ -112,6 +112,18 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise
 
 
+def progress(total: int, desc: str, unit: str):
+    """A progress bar on stderr with the count, the rate and an ETA that follows the recent rate
+    (tqdm's smoothing). On a terminal it redraws twice a second; into a log file a line every 30 s
+    at most, plus the final one."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
 def apply_umask(folder: Path) -> None:
     """Give files written into `folder` by libraries that create them 0600 (safetensors does) the
     permissions the umask gives every other output, keeping any execute bits."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,13 @@ def test_end_to_end_outputs(tmp_path, tiny_model_dir, second_model_dir, dataset_
     args = ["--models", str(tiny_model_dir), str(second_model_dir), "--tasks", "heldout",
             "--dataset", str(dataset_dir), "--output", str(out), "--max-new-tokens", "8", "--batch-size", "2"]
     assert run(args) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "| heldout | 5 | ES |" in printed and "Δ" in printed
+    # a progress bar per model and task, counting examples, with the rate
+    bars = [line for line in captured.err.replace("\r", "\n").splitlines() if "/ heldout: 100%" in line]
+    assert [line.split(" / ")[0] for line in bars] == [str(tiny_model_dir), str(second_model_dir)]
+    assert all(re.search(r"\| 5/5 \[[0-9:]+<00:00, +[0-9.]+(ex/s|s/ex)\]$", line) for line in bars), bars
 
     summary = json.loads((out / "summary.json").read_text())
     models = summary["models"]

@@ -111,7 +111,7 @@ PROGRAMS = {
 }
 
 
-def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch):
+def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch, capsys):
     kotlinc = require_kotlin()
     assert kotlinc_version(kotlinc) == "2.4.20"  # the pinned compiler of `make kotlin`
     calls = []
@@ -137,6 +137,10 @@ def test_batch_compiles_once_and_isolates_the_compile_error(monkeypatch):
     # file, so the other eight compile once more
     assert [len([a for a in argv if a.endswith(".kt")]) for argv in compiles] == [25, 22]
     assert len(calls) - len(compiles) == 8  # one java process per compiled program
+    # progress: how many programs are compiled, then how many of the compiled ones have run
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "kotlinc: compiled: 100%" in err and "9/9" in err
+    assert "java: ran: 100%" in err and "8/8" in err
 
 
 def test_install_behind_a_private_directory_runs_from_a_reachable_mirror(tmp_path, monkeypatch):
