@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-python test bench kotlin lint clean
+.PHONY: venv demo demo-python test bench kotlin llama lint clean
 
 venv: $(STAMP)
 
@@ -19,13 +19,13 @@ $(STAMP): requirements.txt pyproject.toml
 
 # The offline demo on JetBrains' Kotlin from the installed compiler's sources jars (see README);
 # demo-python: the same on Python (the interpreter's stdlib, then parts of torch).
-demo: venv kotlin
+demo: venv kotlin llama
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo
 
 demo-python: venv
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-python.yaml
 
-test: venv kotlin
+test: venv kotlin llama
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: venv kotlin
@@ -36,6 +36,11 @@ bench: venv kotlin
 # so the Kotlin execution tests run rather than skip.
 kotlin:
 	bash tools/install-kotlin.sh
+
+# A real llama.cpp (npm `node-llama-cpp`, pinned, prebuilt CPU binaries only, into .tools/llama):
+# tools/install-llama.sh. The GGUF export's parity gate and its tests run the exported file in it.
+llama:
+	bash tools/install-llama.sh
 
 lint: venv
 	$(PY) -m ruff check codelora tests bench
