@@ -68,7 +68,7 @@ class ParityError(UserError):
     """A GGUF scores worse than the merged model beyond the bound of its type."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class GgufFile:
     path: Path
     type: str
@@ -313,3 +313,105 @@ def write_gguf(model_dir: Path, out: Path, ftype: str, pre: str | None = None, n
     writer.close()
     log.info("wrote %s (%s, %s, pre-tokenizer %s, %.1f MB)", out, arch, ftype, pre, out.stat().st_size / 1e6)
     return GgufFile(out, ftype, arch, pre, out.stat().st_size)
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+@dataclass
+class ExportResult:
+    files: list[GgufFile]
+    table: str  # the parity table ("" without the gate)
+    passed: bool
+    failures: list[str]
+
+
+def merged_source(cfg: ExportConfig, scratch: Path) -> Path:
+    """The merged model to export: --model, or --adapter merged into its base in `scratch` with
+    merge_lora.py's own checks (its logits verified against base + adapter)."""
+    if cfg.model:
+        path = Path(cfg.model)
+        if not path.is_dir():
+            raise UserError(f"--model {cfg.model}: no such directory (a merge_lora.py output)")
+        return path
+    from codelora.config import MergeConfig
+    from codelora.merging import merge
+
+    out = scratch / "merged"
+    merge(MergeConfig(adapter=cfg.adapter, base_model=cfg.base_model, output=str(out), dtype="float32"))
+    return out
+
+
+def model_name(cfg: ExportConfig, model_dir: Path) -> str:
+    """--name, else the run's folder name (merge_lora.py writes RUN/merged; an adapter is RUN/adapter)."""
+    if cfg.name:
+        return cfg.name
+    path = Path(cfg.adapter).resolve().parent if cfg.adapter else model_dir.resolve()
+    return path.parent.name if path.name == "merged" else path.name
+
+
+def export_files(cfg: ExportConfig, model_dir: Path, folder: Path) -> list[GgufFile]:
+    """One GGUF per --types in `folder`, plus the editor files for the first of them."""
+    from codelora.editors import write_editor_files
+    from codelora.modeling import load_tokenizer
+
+    stem = model_name(cfg, model_dir)
+    files = [write_gguf(model_dir, folder / f"{stem}-{t}.gguf", t, cfg.pre_tokenizer, stem) for t in cfg.types]
+    write_editor_files(folder, stem, files[0].path.name, load_tokenizer(str(model_dir)))
+    return files
+
+
+def run_export(cfg: ExportConfig) -> ExportResult:
+    """Write the export (atomically) and run the parity gate; the demo calls this. A failed gate
+    is returned, not raised: nothing is written then, and `table` says why."""
+    from codelora.parity import check_exports, load_sets, table
+
+    output = Path(cfg.output)
+    if output.exists() and not cfg.overwrite:
+        raise UserError(f"{output} already exists (pass --overwrite to replace it)")
+    check_writable_parent(output)
+    sets = load_sets(cfg.dataset, cfg.heldout_split, cfg.tasks, cfg.sample, cfg.seed) if cfg.parity else []
+    if cfg.parity:
+        from codelora.llamacpp import runtime_dir
+
+        runtime_dir()  # not installed: say so before the work
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=output.resolve().parent) as scratch:
+        model_dir = merged_source(cfg, Path(scratch))
+        read_config(model_dir)  # an architecture we cannot export fails here, before any writing
+        try:
+            with atomic_dir(output, overwrite=cfg.overwrite) as tmp:
+                files = export_files(cfg, model_dir, tmp)
+                result = ExportResult(files, "", True, [])
+                if cfg.parity:
+                    report = check_exports(model_dir, files, sets, cfg.threads)
+                    result = ExportResult(files, table(report), report.passed, report.failures)
+                    (tmp / "parity.md").write_text(result.table, encoding="utf-8")
+                    if not report.passed:
+                        raise ParityError(report.failures[0])
+                save_config(cfg, tmp / "export_config.yaml", files=[f.path.name for f in files])
+        except ParityError:
+            pass  # atomic_dir has thrown the export away; the caller decides how to fail
+    for f in result.files:
+        f.path = output / f.path.name  # where atomic_dir moved it
+    return result
+
+
+def export(cfg: ExportConfig) -> int:
+    """The stage: the export, its parity table printed, a failed gate as one error line."""
+    result = run_export(cfg)
+    if result.table:
+        print(result.table, end="")
+    if not result.passed:
+        raise ParityError(f"parity gate failed, nothing written: {result.failures[0]}"
+                          + (f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""))
+    log.info("export written to %s: %s", cfg.output, ", ".join(f.path.name for f in result.files))
+    return 0
+
+
+DESCRIPTION = __doc__.split("\n", 1)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from codelora.cli import run_command
+
+    return run_command("export", argv)
