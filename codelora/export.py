@@ -94,10 +94,12 @@ def read_config(model_dir: Path) -> tuple[dict[str, Any], str]:
     return config, arch
 
 
-def rope_theta(config: dict[str, Any]) -> float:
-    """transformers 5 keeps it in `rope_parameters`; older configs at the top level."""
+def rope_setting(config: dict[str, Any], key: str, default: float) -> float:
+    """A rotary setting (rope_theta, partial_rotary_factor): transformers 5 keeps them in
+    `rope_parameters`, older configs at the top level."""
     params = config.get("rope_parameters") or {}
-    return float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
+    value = params.get(key, config.get(key))
+    return float(default if value is None else value)
 
 
 def load_state(model_dir: Path) -> dict[str, np.ndarray]:
@@ -191,11 +193,12 @@ def add_hyperparameters(writer, arch: str, config: dict[str, Any], rows: int, ft
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_head_count(heads)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
-    writer.add_rope_freq_base(rope_theta(config))
+    writer.add_rope_freq_base(rope_setting(config, "rope_theta", 10000.0))
     writer.add_vocab_size(rows)
     if arch == "phi2":
         writer.add_layer_norm_eps(float(config["layer_norm_eps"]))
-        writer.add_rope_dimension_count(int(float(config.get("partial_rotary_factor", 1.0)) * head_dim))
+        # Phi rotates only the first partial_rotary_factor of each head's dimensions (Phi-1.5: 32 of 64)
+        writer.add_rope_dimension_count(int(rope_setting(config, "partial_rotary_factor", 1.0) * head_dim))
     else:
         writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
         writer.add_rope_dimension_count(head_dim)
