@@ -36,12 +36,14 @@ def modelfile(gguf_name: str, fim: tuple[str, str, str] | None, eos: str | None)
     return "\n".join(lines) + "\n"
 
 
-def editor_files(name: str, gguf_name: str, fim: tuple[str, str, str] | None, eos: str | None) -> dict[str, str]:
+def editor_files(name: str, gguf_name: str, fim: tuple[str, str, str] | None,
+                 eos: str | None) -> dict[str, str]:
     """{file name: text} of every editor file for this model."""
     files = {"Modelfile": modelfile(gguf_name, fim, eos), "EDITORS.md": instructions(name, gguf_name, fim)}
     if fim:
         p, s, m = fim
-        files["tabby.json"] = json.dumps({"prompt_template": f"{p}{{prefix}}{s}{{suffix}}{m}"}, indent=2) + "\n"
+        tabby = {"prompt_template": f"{p}{{prefix}}{s}{{suffix}}{m}"}
+        files["tabby.json"] = json.dumps(tabby, indent=2) + "\n"
         files["continue-config.yaml"] = (
             "# ~/.continue/config.yaml: add to `models:` (after `ollama create " + name + " -f Modelfile`)\n"
             "models:\n"
@@ -53,7 +55,8 @@ def editor_files(name: str, gguf_name: str, fim: tuple[str, str, str] | None, eo
 
 
 def instructions(name: str, gguf_name: str, fim: tuple[str, str, str] | None) -> str:
-    infill = (f"curl -s http://127.0.0.1:{PORT}/infill -d '{{\"input_prefix\": \"fun add(a: Int, b: Int): Int {{\\n"
+    infill = (f"curl -s http://127.0.0.1:{PORT}/infill "
+              "-d '{\"input_prefix\": \"fun add(a: Int, b: Int): Int {\\n"
               "    return \", \"input_suffix\": \"\\n}\", \"n_predict\": 16}'\n") if fim else ""
     return f"""# {name}: use it in your editor
 
@@ -69,10 +72,10 @@ Ollama (the Modelfile's TEMPLATE has the `{{{{ if .Suffix }}}}` branch Ollama ne
 Continue: continue-config.yaml; Tabby: put {gguf_name} and tabby.json in one model folder;
 llama.vscode: llama-vscode-settings.json (the server above on port {PORT}).
 
-Without a server, the project's own llama.cpp (`make llama`) runs the file from Python:
+Without a server, codelora's own llama.cpp (`make llama`) runs the file, from the codelora checkout:
 
-    python -c "from codelora.llamacpp import LlamaCpp
-    with LlamaCpp('{gguf_name}') as llm: print(llm.infill('fun add(a: Int, b: Int): Int {{\\n    return ', '\\n}}', 16))"
+    python -c "from codelora.llamacpp import LlamaCpp; llm = LlamaCpp('{gguf_name}').__enter__(); \\
+    print(llm.infill('fun add(a: Int, b: Int): Int {{\\n    return ', '\\n}}', 16)); llm.__exit__()"
 """
 
 

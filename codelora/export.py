@@ -1,5 +1,7 @@
-"""export_gguf.py: a merged model (or adapter + base) → GGUF files that llama.cpp, Ollama and the
-editors built on them load, with working fill-in-the-middle, checked by llama.cpp itself.
+"""export_gguf.py: merged model (or adapter + base) → GGUF with working infill, checked in llama.cpp.
+
+The GGUF files load in llama.cpp, Ollama and the editors built on them, fill-in-the-middle included,
+and the export is scored in a real llama.cpp against the model it came from before it is kept.
 
 The file is written in Python with the `gguf` package (its GGUFWriter, tensor-name maps and numpy
 quantizers): no llama.cpp checkout to build. What llama.cpp's own converter (`convert_hf_to_gguf.py`
@@ -129,12 +131,14 @@ def permute_qk(weight: np.ndarray, heads: int) -> np.ndarray:
 # ------------------------------------------------------------------------------ tensors
 
 
-def gguf_tensors(arch: str, config: dict[str, Any], state: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+def gguf_tensors(arch: str, config: dict[str, Any],
+                 state: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array) of every tensor, renamed with the gguf package's map."""
     import gguf
 
     blocks = int(config["num_hidden_layers"])
-    mapping = gguf.get_tensor_name_map(gguf.MODEL_ARCH.PHI2 if arch == "phi2" else gguf.MODEL_ARCH.LLAMA, blocks)
+    model_arch = gguf.MODEL_ARCH.PHI2 if arch == "phi2" else gguf.MODEL_ARCH.LLAMA
+    mapping = gguf.get_tensor_name_map(model_arch, blocks)
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads") or heads)
     for name, data in state.items():
@@ -222,7 +226,8 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any], arch: str) -> str:
         return "phi-2" if arch == "phi2" else "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and byte_level:
         return "smollm"
-    raise UserError(f"pre-tokenizer {kinds} matches none llama.cpp knows by name here (gpt-2, phi-2, smollm); "
+    raise UserError(f"pre-tokenizer {kinds} matches none llama.cpp knows by name here (gpt-2, phi-2, "
+                    "smollm); "
                     "pass --pre-tokenizer NAME if you know its llama.cpp name")
 
 
@@ -295,7 +300,8 @@ def fim_ids(tokenizer) -> dict[str, int]:
 # ------------------------------------------------------------------------------ one file
 
 
-def write_gguf(model_dir: Path, out: Path, ftype: str, pre: str | None = None, name: str | None = None) -> GgufFile:
+def write_gguf(model_dir: Path, out: Path, ftype: str, pre: str | None = None,
+               name: str | None = None) -> GgufFile:
     """Write `out`, a GGUF of type `ftype` (f16, q8_0, q4_0) of the model in `model_dir`."""
     import gguf
 
@@ -359,7 +365,8 @@ def export_files(cfg: ExportConfig, model_dir: Path, folder: Path) -> list[GgufF
     from codelora.modeling import load_tokenizer
 
     stem = model_name(cfg, model_dir)
-    files = [write_gguf(model_dir, folder / f"{stem}-{t}.gguf", t, cfg.pre_tokenizer, stem) for t in cfg.types]
+    files = [write_gguf(model_dir, folder / f"{stem}-{t}.gguf", t, cfg.pre_tokenizer, stem)
+             for t in cfg.types]
     write_editor_files(folder, stem, files[0].path.name, load_tokenizer(str(model_dir)))
     return files
 

@@ -26,7 +26,8 @@ RUNTIME = PROJECT / ".tools" / "llama"
 def runtime_dir() -> Path:
     """The installed node-llama-cpp, or a UserError that says how to install it."""
     if shutil.which("node") is None:
-        raise UserError("node is not installed: the llama.cpp runtime runs on Node.js (Debian: apt-get install nodejs npm)")
+        raise UserError("node is not installed: the llama.cpp runtime runs on Node.js "
+                        "(Debian: apt-get install nodejs npm)")
     if not (RUNTIME / "node_modules" / "node-llama-cpp" / "package.json").is_file():
         raise UserError(f"llama.cpp runtime not installed in {RUNTIME}: run `make llama`")
     return RUNTIME
@@ -42,8 +43,8 @@ class LlamaCpp:
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty runtime cannot block
 
     def __enter__(self) -> LlamaCpp:
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     text=True, encoding="utf-8", bufsize=1)
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, encoding="utf-8", bufsize=1)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -77,8 +78,8 @@ class LlamaCpp:
         """llama.cpp's own tokenization (special tokens written in the text are parsed)."""
         return self.request({"tokenize": text})["tokens"]
 
-    def complete(self, tokens: Sequence[int], max_tokens: int, *, min_tokens: int = 0, stop_ids: Sequence[int] = (),
-                 stop_newline_from: int | None = None) -> dict[str, Any]:
+    def complete(self, tokens: Sequence[int], max_tokens: int, *, min_tokens: int = 0,
+                 stop_ids: Sequence[int] = (), stop_newline_from: int | None = None) -> dict[str, Any]:
         """Greedy continuation of `tokens`: {"tokens": new ids (a stop id last, if one came),
         "text": llama.cpp's decoding, "seconds": wall time}."""
         return self.request({"tokens": list(tokens), "max_tokens": max_tokens, "min_tokens": min_tokens,
@@ -86,4 +87,5 @@ class LlamaCpp:
 
     def infill(self, prefix: str, suffix: str, max_tokens: int) -> str:
         """node-llama-cpp's own infill: the FIM tokens are taken from the GGUF's metadata."""
-        return self.request({"infill": {"prefix": prefix, "suffix": suffix}, "max_tokens": max_tokens})["text"]
+        request = {"infill": {"prefix": prefix, "suffix": suffix}, "max_tokens": max_tokens}
+        return self.request(request)["text"]

@@ -88,8 +88,8 @@ def run_transformers(model, tokenizer, ts: TaskSet) -> Run:
     """codelora's own greedy generation (benchmarking's path), batch size 1."""
     from codelora.generation import GenerationSettings, GenerationStats, generate
 
-    settings = GenerationSettings(max_new_tokens=ts.task.max_new_tokens, min_new_tokens=ts.task.min_new_tokens,
-                                  batch_size=1)
+    settings = GenerationSettings(max_new_tokens=ts.task.max_new_tokens,
+                                  min_new_tokens=ts.task.min_new_tokens, batch_size=1)
     stats, predictions = GenerationStats(), [""] * len(ts.examples)
     rules = [ts.task.stop_rule(e) for e in ts.examples]
     start = time.perf_counter()
@@ -194,7 +194,8 @@ def check_exports(model_dir: Path, files: Sequence[Any], sets: Sequence[TaskSet]
         with LlamaCpp(file.path, threads=threads, context=context) as llm:
             tokenization[file.type] = list(tokenizer_agreement(llm, sets))
             for ts, ref in zip(sets, merged):
-                row = {"type": file.type, "size_mb": file.size / 1e6, **compare(ts, ref, run_llama(llm, tokenizer, ts))}
+                scores = compare(ts, ref, run_llama(llm, tokenizer, ts))
+                row = {"type": file.type, "size_mb": file.size / 1e6, **scores}
                 rows.append(row)
                 bad += failures(row, file.type)
     return Report(rows, bad, tokenization)
@@ -213,7 +214,8 @@ def table(report: Report) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.rows:
         es, em, tps = r["es"], r["em"], r["tokens_per_s"]
-        lines.append(f"| {r['type']} | {r['task']} | {r['n']} | {es['merged']:.1f} | {es['gguf']:.1f} | {_interval(es)} "
+        lines.append(f"| {r['type']} | {r['task']} | {r['n']} | {es['merged']:.1f} | {es['gguf']:.1f} "
+                     f"| {_interval(es)} "
                      f"| {em['merged']:.1f} | {em['gguf']:.1f} | {_interval(em)} | {r['identical']}/{r['n']} "
                      f"| {r['size_mb']:.1f} | {tps['merged']:.1f} | {tps['gguf']:.1f} |")
     lines.append("")
