@@ -22,7 +22,8 @@ from codelora.fim import detect_fim_tokens, fim_prompt
 from codelora.llamacpp import LlamaCpp
 from codelora.utils import UserError
 
-PROMPTS = ["fun add(a: Int, b: Int): Int {\n", "class Greeter(val name: String) {\n    fun greet", "def add(a, b):\n"]
+PROMPTS = ["fun add(a: Int, b: Int): Int {\n", "class Greeter(val name: String) {\n    fun greet",
+           "def add(a, b):\n"]
 PREFIX, SUFFIX = "fun fib(n: Int): Int {\n    if (n < 2) return n\n", "\n}\n"
 NEW_TOKENS = 16
 PAD_ROWS = 29  # embedding rows past the tokenizer, as Phi-1.5 has (50,295 ids, 51,200 rows)
@@ -68,8 +69,9 @@ def llama_dir(tmp_path_factory, fim_tokenizer) -> Path:
     """A tiny llama (SmolLM2's shape in small: grouped-query attention, tied embeddings)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(fim_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    config = LlamaConfig(vocab_size=len(fim_tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=fim_tokenizer.bos_token_id,
                          eos_token_id=fim_tokenizer.eos_token_id)
     model = LlamaForCausalLM(config)
@@ -202,7 +204,8 @@ def test_pre_tokenizer_names():
     bpe = {"model": {"type": "BPE"}, "normalizer": None}
     assert pre_tokenizer_name({**bpe, "pre_tokenizer": byte_level}, "phi2") == "phi-2"
     assert pre_tokenizer_name({**bpe, "pre_tokenizer": byte_level}, "llama") == "gpt-2"
-    smollm = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
+    digits = {"type": "Digits", "individual_digits": True}
+    smollm = {"type": "Sequence", "pretokenizers": [digits, byte_level]}
     assert pre_tokenizer_name({**bpe, "pre_tokenizer": smollm}, "llama") == "smollm"
     with pytest.raises(UserError, match="pre-tokenizer"):
         pre_tokenizer_name({**bpe, "pre_tokenizer": {"type": "Metaspace"}}, "llama")
@@ -220,11 +223,13 @@ def test_export_stage_writes_files_and_passes_the_gate(phi_dir, dataset_dir, tmp
                 "--types", "f16", "q8_0", "--name", "tiny"]) == 0
     assert sorted(p.name for p in out.glob("*.gguf")) == ["tiny-f16.gguf", "tiny-q8_0.gguf"]
     table = (out / "parity.md").read_text()
-    assert table.rstrip().endswith("PASSED") and "| f16 | heldout-fim |" in table and "| q8_0 | heldout |" in table
+    assert table.rstrip().endswith("PASSED")
+    assert "| f16 | heldout-fim |" in table and "| q8_0 | heldout |" in table
     assert "f16: llama.cpp tokenizes 14/14 prompts exactly as transformers does." in table
     assert table in capsys.readouterr().out
     modelfile = (out / "Modelfile").read_text()
-    assert "FROM ./tiny-f16.gguf" in modelfile and "{{- if .Suffix }}<fim_prefix>{{ .Prompt }}<fim_suffix>" in modelfile
+    assert "FROM ./tiny-f16.gguf" in modelfile
+    assert "{{- if .Suffix }}<fim_prefix>{{ .Prompt }}<fim_suffix>" in modelfile
     assert 'PARAMETER stop "<|endoftext|>"' in modelfile
     tabby = json.loads((out / "tabby.json").read_text())
     assert tabby["prompt_template"] == "<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>"
@@ -234,8 +239,8 @@ def test_export_stage_writes_files_and_passes_the_gate(phi_dir, dataset_dir, tmp
 def test_failed_gate_is_one_line_and_writes_nothing(phi_dir, dataset_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(parity.BOUNDS, "f16", {"es": -101.0, "em": -101.0})  # no result can pass
     out = tmp_path / "gguf"
-    assert run(["--model", str(phi_dir), "--output", str(out), "--dataset", str(dataset_dir), "--types", "f16",
-                "--sample", "3", "--tasks", "heldout"]) == 2
+    assert run(["--model", str(phi_dir), "--output", str(out), "--dataset", str(dataset_dir),
+                "--types", "f16", "--sample", "3", "--tasks", "heldout"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "parity gate failed, nothing written: f16 heldout: ES" in errors[0]
     assert not out.exists()
