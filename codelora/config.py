@@ -336,6 +336,49 @@ class BenchmarkConfig:
 
 
 @dataclass
+class ExportConfig:
+    """export_gguf.py: merged model (or adapter + base) → GGUF for llama.cpp, Ollama and editors,
+    checked against the merged model through a real llama.cpp (the parity gate)."""
+
+    model: str | None = opt(None, "merged model directory (merge_lora.py output); or give --adapter")
+    adapter: str | None = opt(None, "LoRA adapter directory: merged into its base (merge_lora.py's checks) "
+                              "before the export, instead of --model")
+    base_model: str | None = opt(None, "with --adapter: override the base named in adapter_config.json")
+    output: str = opt("runs/phi15-kotlin/gguf", "output directory: one .gguf per --types, Modelfile, editor "
+                      "snippets, parity table")
+    types: list[str] = opt(factory=lambda: ["f16", "q8_0", "q4_0"],
+                           help="GGUF tensor types to write, one file each: f16 q8_0 q4_0")
+    pre_tokenizer: str | None = opt(None, "llama.cpp pre-tokenizer name (tokenizer.ggml.pre); default: read "
+                                    "from the tokenizer's own pre-tokenizer (gpt-2/phi-2, smollm)")
+    name: str | None = opt(None, "model name in the GGUF and the file names (default: the model directory's)")
+    parity: bool = opt(True, "score held-out sets on the merged model and each GGUF (llama.cpp) and refuse "
+                       "an export worse beyond the bound of its type (--no-parity: write without checking)")
+    dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset whose held-out split the gate scores")
+    heldout_split: Literal["test", "validation"] = opt("test", "split the parity gate scores")
+    tasks: list[str] = opt(factory=lambda: ["heldout", "heldout-fim"], help="parity tasks (left-to-right, FIM)")
+    sample: int | None = opt(64, "examples per task the gate scores (a seeded sample; null = all)")
+    seed: int = opt(42, "seed for the sample")
+    threads: int = opt(1, "CPU threads for both runtimes in the gate (1: llama.cpp's spinning threads lose "
+                       "badly on a shared machine)", fingerprint=False)
+    overwrite: bool = opt(False, "replace an existing output directory", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        if bool(self.model) == bool(self.adapter):
+            raise UserError("give exactly one of --model (a merged model) and --adapter (merged on the fly)")
+        unknown = sorted(set(self.types) - {"f16", "q8_0", "q4_0"})
+        if unknown or not self.types:
+            raise UserError(f"--types: choose from f16 q8_0 q4_0 (got {' '.join(self.types) or 'nothing'})")
+        self.types = list(dict.fromkeys(self.types))
+        if self.sample is not None and self.sample < 2:
+            raise UserError("--sample must be >= 2 (the gate's interval needs pairs)")
+        if self.threads < 1:
+            raise UserError("--threads must be >= 1")
+        unknown = sorted(set(self.tasks) - {"heldout", "heldout-fim"})
+        if unknown or not self.tasks:
+            raise UserError("--tasks: choose from heldout heldout-fim")
+
+
+@dataclass
 class BleuConfig:
     """bleu.py: smoothed corpus BLEU-4 as CodeXGLUE's method-generation evaluator computes it."""
 
@@ -426,6 +469,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("merge", MergeConfig, "codelora.merging", "merge", "merge_lora.py",
           output="output", artifact=_output("output")),
     Stage("benchmark", BenchmarkConfig, "codelora.benchmarking", "run", "benchmarking.py",
+          output="output", artifact=_output("output")),
+    Stage("export", ExportConfig, "codelora.export", "export", "export_gguf.py",
           output="output", artifact=_output("output")),
     Stage("bleu", BleuConfig, "codelora.metrics", "run", "bleu.py"),
 )}
