@@ -2,12 +2,13 @@
 """Training speed of LoRA on the top third of a llama model's layers (`--lora-layers`) against
 LoRA on all of them, in one run.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/lora_layers.py              # SmolLM2-135M's shape, ~4 min on 2 cores
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/lora_layers.py --layers 6 --hidden 256 --steps 3
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/lora_layers.py     # a small llama: 12 layers x 256
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/lora_layers.py --layers 30 --hidden 576 --mlp 1536 \
+        --heads 9 --kv-heads 3 --vocab 49152                       # SmolLM2-135M's shape (slow on 2 cores)
 
-The model is a randomly initialised LlamaForCausalLM of SmolLM2-135M's shape (30 layers x 576, 9
-query / 3 key-value heads, MLP 1536, vocabulary 49,152, tied embeddings): a step costs what it
-costs with the real weights. Both runs put LoRA r16 on the seven llama projections
+The model is a randomly initialised LlamaForCausalLM (grouped-query attention, tied embeddings;
+by default 12 layers x 256, MLP 768, 4 query / 2 key-value heads, vocabulary 8,192): a step costs
+what it costs with trained weights. Both runs put LoRA r16 on the seven llama projections
 (codelora.modeling.add_lora with the default targets) and train the same random batches with AdamW,
 fp32 on CPU; the only difference is `layers=None` against `layers=<a third of them>`. With LoRA on
 the top layers only, no gradient is needed below the lowest adapted layer, so autograd never
@@ -67,12 +68,12 @@ def tokens_per_second(args: argparse.Namespace, lora_layers: int | None) -> floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=30)
-    parser.add_argument("--hidden", type=int, default=576)
-    parser.add_argument("--mlp", type=int, default=1536)
-    parser.add_argument("--heads", type=int, default=9)
-    parser.add_argument("--kv-heads", type=int, default=3)
-    parser.add_argument("--vocab", type=int, default=49152)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--mlp", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=160, help="tokens per row (a 128 + 32 next-line window)")
     parser.add_argument("--steps", type=int, default=3)

@@ -169,3 +169,16 @@ def test_lora_layers_adapts_and_trains_only_the_top_layers(tiny_llama_dir):
     ids = torch.tensor([[1, 5, 9, 12, 7]])
     peft_model(input_ids=ids, labels=ids).loss.backward()
     assert all(p.grad is not None for n, p in peft_model.named_parameters() if p.requires_grad)
+
+
+def test_benchmark_loads_models_through_the_one_loader(tiny_model_dir, monkeypatch):
+    """generation.load_model (the benchmark's) had its own from_pretrained: GGUF files and short
+    names must reach it through modeling.load_base_model too."""
+    from codelora import generation
+
+    seen = []
+    real = modeling.load_base_model
+    monkeypatch.setattr(modeling, "load_base_model", lambda name, **kw: seen.append(name) or real(name, **kw))
+    model, _ = generation.load_model(str(tiny_model_dir), "float32")
+    assert seen == [str(tiny_model_dir)]
+    assert model.config.use_cache is True and not model.training  # set up for generation, not training
