@@ -183,8 +183,10 @@ def test_bad_input_is_one_clear_line(extra, message, tmp_path, dataset_dir, tiny
     assert err.count("\n") == 1 and message in err
 
 
-def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir, mceval_data):
-    """Method generation end to end: evaluator files for the official script, pass@1 marked off."""
+def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir, mceval_data, monkeypatch):
+    """Method generation end to end: evaluator files for the official script; without
+    --allow-code-execution an execution task is refused before generating, and where its scoring
+    runs without execution anyway (the task alone) pass@1 is marked off."""
     data = tmp_path / "cg.jsonl"
     rows = [{"signature": f"def f{i}(a=<NUM_LIT:1>):", "body": "return a<EOL>", "docstring": "d", "id": f"f{i}"}
             for i in range(3)]
@@ -192,6 +194,18 @@ def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir, mceval_d
     out = tmp_path / "o"
     args = ["--models", str(tiny_model_dir), "--tasks", "codexglue", "mceval-kotlin", "--codexglue-data", str(data),
             "--mceval-data", str(mceval_data), "--sample", "2", "--max-new-tokens", "6", "--output", str(out)]
+    assert run(args) == 2 and not out.exists()
+    # the task's own no-execution scoring (what a caller of the library gets) still reports why
+    real_validate = benchmarking.validate
+
+    def allow_then_drop(cfg):
+        import dataclasses
+
+        tasks, data = real_validate(dataclasses.replace(cfg, allow_code_execution=True))
+        tasks["mceval-kotlin"].options.allow_code_execution = False
+        return tasks, data
+
+    monkeypatch.setattr(benchmarking, "validate", allow_then_drop)
     assert run(args) == 0
     answers = (out / "evaluator" / "codexglue" / "answers.txt").read_text()
     assert answers.splitlines() == ["return a", "return a"]
