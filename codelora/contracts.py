@@ -92,7 +92,7 @@ _SIGNATURES: dict[str, tuple[tuple[str, ...], ...]] = {  # stage -> any of these
     "preprocess": (("dataset_dict.json", DATASET_STATS),),
     "bootstrap": (("bootstrap.json", "bootstrap_config.yaml"),),
     "merge": (("merge_config.yaml", "config.json"),),
-    "train": ((f"{ADAPTER}/adapter_config.json",), (CHECKPOINTS,), (ATTEMPT,)),
+    "train": ((f"{ADAPTER}/adapter_config.json",), (f"{ADAPTER}/{STAGE_MARKER}",), (CHECKPOINTS,), (ATTEMPT,)),
     "benchmark": (("summary.json", "results.md"), ("cache", "config.yaml")),
     "demo-corpus": ((".git/codelora-corpus-repo.json",),),
     "demo-tokenizer": (("codelora-corpus.json",),),

@@ -460,12 +460,13 @@ def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
     return render_breakdown(breakdown_figures(results, dataset, base_model))
 
 
-def write_breakdown(config: dict, results: Path) -> str:
+def write_breakdown(config: dict, results: Path, commit: str | None = None) -> str:
     """gain_breakdown for the config's dataset and baseline, written to breakdown.md, and its
-    numbers (with the commit that made them) to breakdown.json, which `--readme` reads."""
+    numbers with `commit` (the checkout the run started from; default: the current one) to
+    breakdown.json, which `--readme` reads."""
     bench = config.get("benchmark") or {}
     figures = breakdown_figures(results, Path(bench.get("dataset", "")), Path(bench["models"][0]))
-    figures["codelora_commit"] = _commit()
+    figures["codelora_commit"] = commit or _commit()
     text = "What the held-out gain is made of:\n\n" + render_breakdown(figures)
     with atomic_file(results / "breakdown.md") as handle:
         handle.write(text)
@@ -581,6 +582,7 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
 
     config = load_yaml(config_path)
     t0 = time.perf_counter()
+    commit = _commit()  # the code that runs: read now, not after a run during which the tree may change
     base_repos, target_repo = corpus_repo_paths(config)
     for repo in (*base_repos, target_repo):
         CORPORA[repo.name](repo, max_files=max_files)
@@ -591,7 +593,7 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
     table = results / "results.md"
     if table.is_file():
         print(table.read_text(encoding="utf-8"))
-    print(write_breakdown(config, results))
+    print(write_breakdown(config, results, commit))
     print(f"demo: done in {time.perf_counter() - t0:.0f} s; report: {results / 'report.html'}")
     return 0
 
