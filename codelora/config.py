@@ -211,7 +211,7 @@ class TrainConfig:
     private: bool = opt(False, "make the pushed repo private", fingerprint=False)
     allow_tokenizer_mismatch: bool = opt(
         False, "train on a dataset windowed with another tokenizer than the base model's (stats.json says "
-        "which); refused by default: its token counts and EOS are the other tokenizer's")
+        "which); refused by default: its token counts and EOS are the other tokenizer's", fingerprint=False)
 
     def __post_init__(self) -> None:
         if self.lora_r < 1 or self.batch_size < 1 or self.grad_accum < 1:

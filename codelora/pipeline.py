@@ -319,6 +319,16 @@ def check_chain(pcfg: PipelineConfig, values: dict[str, Any], source: str) -> No
                 configs[name] = build_config(STAGES[name].config, values, {}, section=name)
             except UserError:
                 continue  # reported when the stage itself is built
+    writers: dict[Path, str] = {}
+    for name, cfg in configs.items():  # two stages writing one place: the second would replace the first
+        if not STAGES[name].output:
+            continue
+        where = _resolve(str(getattr(cfg, STAGES[name].output)))
+        if where in writers:
+            first = writers[where]
+            raise UserError(f"{source}: {first}.{STAGES[first].output} and {name}.{STAGES[name].output} "
+                            f"name the same place ({where}); give each stage its own")
+        writers[where] = name
     problems = []
     for down, field_name, up, writes in CHAIN:
         if down not in configs or up not in configs or not ({down, up} & set(pcfg.stages)):

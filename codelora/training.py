@@ -657,10 +657,10 @@ def _train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from codelora import hub
     from codelora.modeling import load_tokenizer, resolve_load_in_4bit
 
-    if world_size() == 1:  # under a launcher, the launching process checked it
+    if is_main_process():  # one check (rank 0 under a launcher), before anything is written
         guard_stage_output("train", cfg)
-        check_local_or_hub("--dataset", cfg.dataset)
-        check_local_or_hub("--base-model", cfg.base_model)
+    check_local_or_hub("--dataset", cfg.dataset)
+    check_local_or_hub("--base-model", cfg.base_model)
     if cfg.num_processes > 1 and world_size() == 1:
         return launch(cfg)
     if not is_main_process():

@@ -340,3 +340,17 @@ def test_the_pipeline_checks_every_output_before_the_first_stage(tmp_path, monke
     err = capsys.readouterr().err
     assert "--output-dir .: is the working directory" in err, err
     assert tree(tmp_path) == before
+
+
+def test_parse_never_overwrites_a_file_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """parse_data.py writes a file: an existing one is replaced only when it is an earlier parse
+    output (its .stats.json sidecar beside it), never a file of the user's."""
+    repo = make_git_repo(tmp_path / "repo", {"a.kt": "fun a() = 1\n" * 5})
+    mine = tmp_path / "README.md"
+    mine.write_text("my notes")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["parse", "--repo", str(repo), "--output", "README.md"]) == 2
+    assert "--output README.md: exists and is not a parse_data.py output" in capsys.readouterr().err
+    assert mine.read_text() == "my notes"
+    assert cli.main(["parse", "--repo", str(repo), "--output", "raw.jsonl"]) == 0
+    assert cli.main(["parse", "--repo", str(repo), "--output", "raw.jsonl"]) == 0  # its own: replaced

@@ -410,6 +410,9 @@ def test_the_readme_demo_figures_are_generated_from_the_saved_run():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = demo.readme_figures_block(readme)
     assert block is not None, "the README lost its demo-figures block"
+    if block == f"{demo.README_BEGIN}\n{demo.README_END}":  # no figures cited (yet): no run to match
+        assert not demo.DEMO_RUN.exists(), "bench/demo_run.json is saved but the README does not show it"
+        return
     run = json.loads(demo.DEMO_RUN.read_text(encoding="utf-8"))
     assert block == demo.readme_block(run), "README demo figures differ from bench/demo_run.json: regenerate"
     assert run["codelora_commit"] and not run["codelora_commit"].endswith("-dirty")
@@ -634,3 +637,12 @@ def test_argparse_types_are_unchanged_for_flags():
     with pytest.raises(SystemExit):
         parser.parse_args(["--lora-r", "8.5"])
     assert isinstance(parser, argparse.ArgumentParser)
+
+
+def test_two_pipeline_stages_writing_one_place_are_refused(tmp_path, monkeypatch, capsys):
+    from codelora import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    path = pipeline_config(tmp_path, merge__output="results")
+    assert pipeline.main(["--config", str(path), "--dry-run", "--allow-broken-chain"]) == 2
+    assert "merge.output and benchmark.output name the same place" in one_error_line(capsys)
