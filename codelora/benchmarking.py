@@ -23,8 +23,9 @@ from typing import Any
 from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
 from codelora.metrics import ES_BACKEND
 from codelora.tasks import Example, Task, TaskOptions, get_task
-from codelora.utils import (UserError, atomic_file, check_writable_parent, progress, seed_everything, write_json,
-                            write_jsonl)
+from codelora.contracts import write_output_marker
+from codelora.utils import (Interrupted, UserError, atomic_file, check_local_or_hub, progress, seed_everything,
+                            write_json, write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,12 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def estimate_line(model: str, task: str, count: int, rate: float | None, measured: str) -> str:
+def estimate_line(model: str, task: str, count: int, rate: float | None, measured: str,
+                  sampled: bool = False) -> str:
     if rate is None:
-        return f"{model} / {task}: {count} examples to generate (no rate measured yet: run with --sample first for an estimate)"
+        advice = ("an estimate follows from the first batch" if sampled
+                  else "run with --sample first for an estimate")
+        return f"{model} / {task}: {count} examples to generate (no rate measured yet: {advice})"
     return f"{model} / {task}: {count} examples to generate, about {duration(count / rate)} at {rate:.3g} examples/s ({measured})"
 
 
@@ -181,12 +185,17 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
         if missing:
             todo[name] = (task, settings, cache, missing)
             print(estimate_line(model_name, name, len(missing), earlier_rate(out, model_name, name),
-                                "measured by the last run in this output directory"), flush=True)
+                                "measured by the last run in this output directory", cfg.sample is not None),
+                  flush=True)
         log.info("%s / %s: %d cached, %d to generate", model_name, name, len(done), len(missing))
     stats: dict[str, Any] = {}
     if not todo:
         return stats
-    model, tokenizer = load_model(model_name, cfg.dtype)
+    try:
+        model, tokenizer = load_model(model_name, cfg.dtype)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise UserError(f"--models {model_name}: cannot load it ({type(err).__name__}: "
+                        f"{str(err)[:300]})") from None
     for name, (task, settings, cache, missing) in todo.items():
         seed_everything(cfg.seed)
         start = time.perf_counter()
@@ -345,8 +354,20 @@ BLEU_IMPLEMENTATION = "smoothed corpus BLEU-4 (CodeXGLUE nmt-derived bleu.py, sm
 
 def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
     """Everything cheap that can be wrong, before any model loads."""
+    from codelora.config import guard_stage_output
+
+    # --output at a dataset, a run or the working directory would lose their config.yaml
+    guard_stage_output("benchmark", cfg)
+    for model in cfg.models:
+        check_local_or_hub("--models", model)
     options = TaskOptions.from_config(cfg)
     tasks = {name: get_task(name, options) for name in dict.fromkeys(cfg.tasks)}
+    executing = [name for name, task in tasks.items() if any(m.startswith("pass@") for m in task.metrics)]
+    if executing and not cfg.allow_code_execution:
+        # else every completion is generated (hours at full size) only to be reported n/a
+        raise UserError(f"{', '.join(executing)}: scored by compiling and running the generated Kotlin "
+                        "(pass@k), which needs --allow-code-execution (sandboxed; `make kotlin` installs the "
+                        "compiler); add it, or leave the task out")
     data = {}
     for name, task in tasks.items():
         examples = task.load()
@@ -358,9 +379,32 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
         data[name] = expand_samples(sample_examples(examples, cfg.sample, cfg.seed), task.n_samples)
     for model in cfg.models:
         load_tokenizer(model)  # a model without a tokenizer fails here, not after hours of work
-    out = Path(cfg.output)
-    check_writable_parent(out / "summary.json")
+        check_model_files(model)  # a corrupt second model fails here, not after the first one's generation
     return tasks, data
+
+
+def check_model_files(model: str) -> None:
+    """A local model's config.json and safetensors headers, read without loading any weight: a
+    truncated or corrupt file is reported with the model's name before any model generates."""
+    path = Path(model)
+    if not path.is_dir():
+        return
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"--models {model}: config.json is not valid JSON ({err})") from None
+    from safetensors import safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                for key in handle.keys():
+                    handle.get_slice(key).get_shape()
+        except Exception as err:  # noqa: BLE001 - any failure to read the header means the same
+            raise UserError(f"--models {model}: {weights.name} is corrupt or truncated "
+                            f"({type(err).__name__}: {err}); nothing was generated") from None
 
 
 # Per-example scores behind the corpus metrics that are plain means: (row key, scale to 0..100).
@@ -474,19 +518,34 @@ def compare(per_model: dict[str, dict], task_rows: list[dict], metrics: Sequence
     return deltas, intervals
 
 
+def interrupt_advice(tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> str:
+    """How many predictions an interrupted run keeps, and how to continue it."""
+    cached = total = 0
+    for model in cfg.models:
+        for name, task in tasks.items():
+            path = cache_path(out, model, task, settings_for(task, cfg), cfg.seed)
+            cached += len(PredictionCache(path).load(data[name]))
+            total += len(data[name])
+    return (f"rerun the same command to continue: {cached} of {total} predictions are cached in "
+            f"{out / 'cache'} (only the batch in flight was lost)")
+
+
 def run(cfg) -> int:
     from codelora.config import save_config
     from codelora.report import write_reports
 
     tasks, data = validate(cfg)
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    write_output_marker(out, "benchmark")  # what a rerun continues into (its prediction cache)
     save_config(cfg, out / "config.yaml")
     timing = {}
-    for model in cfg.models:
-        timing[model] = generate_missing(model, tasks, data, cfg, out)
-        timing[model].update(losses_missing(model, tasks, data, cfg, out))
-        embed_missing(model, tasks, data, cfg, out)
+    try:
+        for model in cfg.models:
+            timing[model] = generate_missing(model, tasks, data, cfg, out)
+            timing[model].update(losses_missing(model, tasks, data, cfg, out))
+            embed_missing(model, tasks, data, cfg, out)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupt_advice(tasks, data, cfg, out)) from None
     summary_tasks, rows = score_all(tasks, data, cfg, out)
     from codelora.memorization import benchmark_memorization
 

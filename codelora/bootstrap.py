@@ -25,8 +25,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codelora.config import BootstrapConfig, save_config
-from codelora.utils import UserError, atomic_dir, check_writable_parent, seed_everything, write_json
+from codelora.config import BootstrapConfig, guard_stage_output, save_config
+from codelora.contracts import write_output_marker
+from codelora.utils import UserError, atomic_dir, seed_everything, write_json
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +263,7 @@ def bootstrap(cfg: BootstrapConfig) -> Path:
     import torch
 
     out = Path(cfg.output)
-    check_writable_parent(out)
-    if out.exists() and not cfg.overwrite:
-        raise UserError(f"{out} already exists (pass --overwrite to replace it)")
+    guard_stage_output("bootstrap", cfg)
     files = collect_files(cfg)
     texts = read_texts(files)
     if not texts:
@@ -297,6 +296,7 @@ def bootstrap(cfg: BootstrapConfig) -> Path:
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp / "bootstrap_config.yaml")
         write_json(tmp / "bootstrap.json", info)
+        write_output_marker(tmp, "bootstrap")
     log.info("wrote %s", out)
     return out
 

@@ -77,8 +77,9 @@ def run_guarded(prog: str, debug: bool, fn: Callable[[], Any]) -> int:
             raise
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        advice = getattr(err, "advice", None)  # utils.Interrupted: how to continue
+        print(f"{prog}: interrupted" + (f"; {advice}" if advice else ""), file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the last line of defence for a CLI
         if debug:
@@ -97,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join((*STAGES, *DRIVERS))
         stream = sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr
         print(f"usage: codelora {{{names}}} [options]   (codelora COMMAND --help for each)", file=stream)
+        if argv and stream is sys.stderr:
+            print(f"codelora: error: unknown command '{argv[0]}'; choose from {names}", file=stream)
         return 0 if stream is sys.stdout else 2
     try:
         module = importlib.import_module(STAGES[argv[0]].module if argv[0] in STAGES else DRIVERS[argv[0]])

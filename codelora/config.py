@@ -218,6 +218,9 @@ class TrainConfig:
         None, "accelerate config file for --num-processes, e.g. configs/accelerate/fsdp-phi.yaml (FSDP)")
     push_to_hub: str | None = opt(None, "push the adapter to this Hub model repo (USER/NAME)", fingerprint=False)
     private: bool = opt(False, "make the pushed repo private", fingerprint=False)
+    allow_tokenizer_mismatch: bool = opt(
+        False, "train on a dataset windowed with another tokenizer than the base model's (stats.json says "
+        "which); refused by default: its token counts and EOS are the other tokenizer's", fingerprint=False)
 
     def __post_init__(self) -> None:
         if self.lora_r < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -447,6 +450,8 @@ class Stage:
     artifact: Callable[[Any], Path] | None = None  # the output the pipeline's marker vouches for
     is_dir: bool = True  # the artifact is a directory (else a file)
     resumable: bool = False  # has checkpoints in output_dir/checkpoints and a `resume` flag
+    inputs: tuple[str, ...] = ()  # config fields that name local inputs its output must keep clear of
+    continues: bool = False  # fills its own earlier output without --overwrite (checkpoints, caches)
 
     def run_function(self) -> Callable[[Any], Any]:
         return getattr(importlib.import_module(self.module), self.run)
@@ -459,22 +464,41 @@ def _output(field_name: str) -> Callable[[Any], Path]:
 # In pipeline order; adding a stage is one entry here (plus its config class and its module).
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("bootstrap", BootstrapConfig, "codelora.bootstrap", "bootstrap", "codelora bootstrap",
-          output="output", artifact=_output("output")),
+          output="output", artifact=_output("output"), inputs=("inputs",)),
     Stage("parse", ParseConfig, "codelora.parse", "run_parse", "parse_data.py",
           output="output", artifact=_output("output"), is_dir=False),
     Stage("preprocess", PreprocessConfig, "codelora.preprocess", "run_preprocess", "preprocess_data.py",
-          output="output", artifact=_output("output")),
+          output="output", artifact=_output("output"), inputs=("input", "tokenizer", "contamination_data")),
     Stage("train", TrainConfig, "codelora.training", "train", "train.py",
-          output="output_dir", artifact=lambda cfg: adapter_dir(cfg.output_dir), resumable=True),
+          output="output_dir", artifact=lambda cfg: adapter_dir(cfg.output_dir), resumable=True,
+          inputs=("base_model", "dataset", "accelerate_config"), continues=True),
     Stage("merge", MergeConfig, "codelora.merging", "merge", "merge_lora.py",
-          output="output", artifact=_output("output")),
+          output="output", artifact=_output("output"), inputs=("adapter", "base_model")),
     Stage("benchmark", BenchmarkConfig, "codelora.benchmarking", "run", "benchmarking.py",
-          output="output", artifact=_output("output")),
+          output="output", artifact=_output("output"), continues=True,
+          inputs=("models", "dataset", "codexglue_data", "codexglue_literals", "codexglue_line_data",
+                  "codexglue_line_literals", "mceval_data", "mbkp_data", "humaneval_kt_data", "loss_data", "kotlinc")),
     Stage("export", ExportConfig, "codelora.export", "export", "export_gguf.py",
           output="output", artifact=_output("output")),
     Stage("bleu", BleuConfig, "codelora.metrics", "run", "bleu.py"),
 )}
 PIPELINE_STAGES = tuple(name for name, stage in STAGES.items() if stage.output)
+
+
+def guard_stage_output(name: str, cfg: Any) -> None:
+    """utils.guard_output_dir for stage `name`'s output directory as `cfg` names it, against the
+    inputs `cfg` names (Stage.inputs); every directory-writing stage calls it before any work, and
+    the pipeline calls it for every stage before the first one runs."""
+    from codelora.utils import guard_output_dir
+
+    stage = STAGES[name]
+    inputs = {}
+    for field_name in stage.inputs:
+        value = getattr(cfg, field_name)
+        inputs[f"--{field_name.replace('_', '-')}"] = value if isinstance(value, list) else [value]
+    overwrite = None if stage.continues else bool(getattr(cfg, "overwrite", False))
+    guard_output_dir(getattr(cfg, stage.output), stage=name, prog=stage.prog,
+                     flag=f"--{stage.output.replace('_', '-')}", inputs=inputs, overwrite=overwrite)
 
 
 @dataclass
@@ -489,6 +513,10 @@ class PipelineConfig:
     force: bool = opt(False, "rerun every selected stage even when its output is up to date")
     force_stages: list[str] = opt(factory=list, help="rerun just these stages (and what depends on them)")
     dry_run: bool = opt(False, "print which stages would run or be skipped, run nothing")
+    allow_broken_chain: bool = opt(
+        False, "run even where a stage does not read what the stage before it writes (train.dataset is not "
+        "preprocess.output, benchmark.dataset not train.dataset, ...): e.g. scoring on another dataset on "
+        "purpose")
 
     def __post_init__(self) -> None:
         unknown = [s for s in [*self.stages, *self.force_stages] if s not in PIPELINE_STAGES]
@@ -530,7 +558,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         dash, under = f"--{f.name.replace('_', '-')}", f"--{f.name}"
         names = [dash] if dash == under else [dash, under]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f.metadata.get("help", "")
+        if "(default:" not in help_text:  # a help that explains its default already says it
+            help_text += f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         origin = typing.get_origin(tp)
         if tp is bool:
@@ -551,7 +581,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(*names, **kwargs)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+class ConfigFile(dict):
+    """A loaded YAML config: its mapping, and the file it came from (named in every error)."""
+
+    def __init__(self, data: dict[str, Any], path: Path):
+        super().__init__(data)
+        self.path = path
+
+
+def load_yaml(path: str | Path) -> ConfigFile:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
@@ -561,7 +599,100 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: invalid YAML ({err})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    return data
+    return ConfigFile(data, path)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(c) for c in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def typed_value(value: Any, declared: Any, where: str) -> Any:
+    """`value` as the field's declared type, or a UserError naming `where` (file and key, or the
+    flag). YAML 1.1 reads `3e-3` as a string: a string that spells a number is the number; `8.5`
+    for an integer, `maybe` for a boolean, `ten` for a number are refused."""
+    tp, optional = _unwrap_optional(declared)
+
+    def wrong() -> UserError:
+        shown = "null" if value is None else repr(value) if isinstance(value, str) else value
+        quote = tp is str and isinstance(value, (int, float))
+        hint = " (quote it in YAML to make it a string)" if quote else ""
+        null = " (or null)" if optional else ""
+        return UserError(f"{where}: expected {_describe(tp)}{null}, got {shown}{hint}")
+
+    if value is None:
+        if optional:
+            return None
+        raise wrong()
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise wrong()
+        (inner,) = typing.get_args(tp)
+        return [typed_value(item, inner, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) and {"yes", "no"} <= set(choices):  # YAML reads yes/no as booleans
+            return "yes" if value else "no"
+        if value not in choices or isinstance(value, bool):
+            raise wrong()
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        try:
+            return _str2bool(value) if isinstance(value, str) else _bool_of(value)
+        except (argparse.ArgumentTypeError, ValueError):
+            raise wrong() from None
+    if tp is int:
+        number = _number(value)
+        if number is None or number != int(number):
+            raise wrong()
+        return value if isinstance(value, int) else int(number)
+    if tp is float:
+        number = _number(value)
+        if number is None:
+            raise wrong()
+        # an int stays an int: the pipeline's fingerprint of `epochs: 1` must not change
+        return value if isinstance(value, (int, float)) else number
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    return value
+
+
+def _bool_of(value: Any) -> bool:
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(value)
+
+
+def _number(value: Any) -> float | None:
+    """A finite int or float, or a string that spells one; None for anything else (booleans too)."""
+    import math
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value) if isinstance(value, float) else value
+    elif isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 SECTIONS = ("pipeline", *STAGES)
@@ -574,8 +705,12 @@ def build_config(cls: type, yaml_values: dict[str, Any] | None, cli_values: dict
     file contributes all its keys. Either way an unknown key is an error.
     """
     names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     source = yaml_values or {}
+    path = getattr(yaml_values, "path", None)
+    where = f"{path}: " if path else ""
+    prefix = ""
     if any(key in SECTIONS for key in source):
         # A sectioned file: any other top-level key is a typo (`trian:`) or a flat key that would
         # otherwise be silently ignored by every stage.
@@ -584,23 +719,29 @@ def build_config(cls: type, yaml_values: dict[str, Any] | None, cli_values: dict
             raise UserError(f"unknown top-level key '{stray[0]}' in a sectioned config; "
                             f"sections are {', '.join(SECTIONS)}")
         source = source.get(section, {}) if section else {}
+        if source is None:  # `train:` with nothing under it
+            source = {}
         if not isinstance(source, dict):
-            raise UserError(f"config section '{section}' must be a mapping")
+            raise UserError(f"{where}config section '{section}' must be a mapping")
+        prefix = f"{section}."
     for key, value in source.items():
         key = str(key).replace("-", "_")
         if key not in names:
-            raise UserError(f"unknown config key '{key}' for {section or cls.__name__}")
-        values[key] = value
-    values.update(cli_values)
-    hints = typing.get_type_hints(cls)
-    for key, value in list(values.items()):
-        tp, _ = _unwrap_optional(hints[key])
-        if typing.get_origin(tp) is list and isinstance(value, str):
-            values[key] = [value]
+            raise UserError(f"{where}unknown config key '{key}' for {section or cls.__name__}")
+        values[key] = _typed_field(value, hints[key], f"{where}{prefix}{key}")
+    for key, value in cli_values.items():
+        values[key] = _typed_field(value, hints[key], f"--{key.replace('_', '-')}")
     try:
         return cls(**values)
     except TypeError as err:
         raise UserError(f"invalid configuration: {err}") from None
+
+
+def _typed_field(value: Any, declared: Any, where: str) -> Any:
+    tp, _ = _unwrap_optional(declared)
+    if typing.get_origin(tp) is list and isinstance(value, str):  # `repo: URL` means `repo: [URL]`
+        value = [value]
+    return typed_value(value, declared, where)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -35,6 +35,16 @@ def read_dataset_stats(dataset: Path) -> dict | None:
     return _read_json(Path(dataset) / DATASET_STATS)
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What makes two tokenizers the same for a prepared dataset (stats.json records it; train.py
+    compares the base model's): the vocabulary, added tokens included, and the EOS token."""
+    import hashlib
+
+    vocab = sorted(tokenizer.get_vocab().items())
+    blob = json.dumps({"vocab": vocab, "eos": tokenizer.eos_token}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
 def dataset_mode(dataset: Path) -> str | None:
     """The completion shape (PreprocessConfig.mode) the dataset was cut with: the heldout task's
     stop rule follows it."""
@@ -65,6 +75,53 @@ def run_config_of(adapter: Path) -> Path:
 
 STAGE_MARKER = ".codelora-stage.json"  # in (or beside) a stage's output: what made it
 ATTEMPT = ".codelora-attempt.json"  # in train's output_dir while training runs: what --resume may continue
+
+
+# ------------------------------------------------------------------ every stage's own output directory
+
+# Written by each stage into the directory it writes (bootstrap, preprocess, train, merge, benchmark,
+# the demo's corpora): {"stage": NAME}. `--overwrite` replaces, and train/benchmark continue into, only
+# a directory that holds it (utils.guard_output_dir): never an input, the working directory, or
+# anything another stage or the user put there.
+OUTPUT_MARKER = ".codelora-output.json"
+
+# Outputs written before OUTPUT_MARKER existed, recognised by what the stage always writes at the
+# top of its directory (a dataset directory has config.yaml too, so config.yaml alone proves nothing),
+# and the demo's corpus repositories and tokenizer, whose markers are their own.
+_SIGNATURES: dict[str, tuple[tuple[str, ...], ...]] = {  # stage -> any of these sets of paths
+    "preprocess": (("dataset_dict.json", DATASET_STATS),),
+    "bootstrap": (("bootstrap.json", "bootstrap_config.yaml"),),
+    "merge": (("merge_config.yaml", "config.json"),),
+    "train": ((f"{ADAPTER}/adapter_config.json",), (f"{ADAPTER}/{STAGE_MARKER}",), (CHECKPOINTS,), (ATTEMPT,)),
+    "benchmark": (("summary.json", "results.md"), ("cache", "config.yaml")),
+    "demo-corpus": ((".git/codelora-corpus-repo.json",),),
+    "demo-tokenizer": (("codelora-corpus.json",),),
+}
+
+
+def output_owner(folder: Path) -> str | None:
+    """The stage that wrote directory `folder` (its OUTPUT_MARKER, else the pipeline's marker, else
+    the files an older version of that stage always wrote), or None."""
+    for name in (OUTPUT_MARKER, STAGE_MARKER):
+        marker = _read_json(folder / name)
+        if isinstance(marker, dict) and isinstance(marker.get("stage"), str):
+            return marker["stage"]
+    for stage, signatures in _SIGNATURES.items():
+        if any(all((folder / rel).exists() for rel in signature) for signature in signatures):
+            if stage == "preprocess" and "windowing" not in (read_dataset_stats(folder) or {}):
+                continue
+            return stage
+    return None
+
+
+def write_output_marker(folder: Path, stage: str) -> None:
+    """Mark `folder` as `stage`'s own output (what a later --overwrite or continuation may replace)."""
+    import time
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OUTPUT_MARKER).write_text(json.dumps({
+        "stage": stage, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n",
+        encoding="utf-8")
 
 
 def _read_json(path: Path) -> Any:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from codelora.cli import run_guarded
-from codelora.utils import UserError, atomic_dir, atomic_file
+from codelora.utils import UserError, atomic_dir, atomic_file, guard_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ def _py_files(root: Path, prefix: Path = Path()) -> list[Path]:
 
 
 def _pick(files: list[Path], max_files: int | None) -> list[Path]:
+    if max_files is not None and max_files < 1:
+        raise UserError(f"--max-files must be at least 1, got {max_files}")
     files = sorted(files)
     if max_files is not None and len(files) > max_files:  # evenly spread, not the first ones
         step = len(files) / max_files
@@ -149,6 +151,8 @@ def _build_repo(dest: Path, files: Mapping[str, bytes], identity: dict, message:
         return dest
     if not files:
         raise UserError(f"no source files for the demo corpus {dest}")
+    # replaces only a corpus repository the demo built (its marker in .git/), never another directory
+    guard_output_dir(dest, stage="demo-corpus", prog="the demo", flag="demo corpus", overwrite=True)
     with atomic_dir(dest) as tmp:
         for rel, content in files.items():
             target = tmp / rel
@@ -281,6 +285,8 @@ def ensure_demo_tokenizer(out_dir: str | Path, corpus_dir: str | Path, *, vocab_
     marker = out_dir / _TOKENIZER_MARKER
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == identity:
         return AutoTokenizer.from_pretrained(str(out_dir))
+    guard_output_dir(out_dir, stage="demo-tokenizer", prog="the demo", flag="demo tokenizer", overwrite=True,
+                     inputs={"corpus": [corpus_dir]})
     paths = sorted(p for p in Path(corpus_dir).rglob("*.py") if ".git" not in p.parts)
     texts, total = [], 0
     for p in paths[:: max(1, len(paths) // 400)]:  # spread over the corpus, not its first files
@@ -371,21 +377,46 @@ def _train_completions(dataset: Path) -> set[str]:
     return set(load_from_disk(str(dataset))["train"]["completion"])
 
 
-def _row(label: str, base: list[float], tuned: list[float]) -> list[str]:
+# The breakdown's ES is not the table's: the table's heldout ES (next-line mode) re-spaces both texts
+# by the line tokenizer first (tasks.heldout.ES_TOKEN_SPACED); this one scores them as generated.
+ES_RAW = "ES (raw text)"
+ES_RAW_DEFINITION = (f"{ES_RAW}: fuzz.ratio of the reference and the prediction as generated (the leading "
+                     "line break, indentation and spacing included); the table's heldout ES (token-spaced) "
+                     "re-spaces both by the Kotlin line tokenizer and drops the line break and indentation "
+                     "first")
+# (key in breakdown.json, row label): the rows of the breakdown table, in order
+BREAKDOWN_ROWS = (
+    ("es_raw", ES_RAW),
+    ("es_squashed", "ES of the text with whitespace squashed (content)"),
+    ("layout_exact", "line breaks + indentation exactly right (%)"),
+    ("es_raw_both_laid_out", f"{ES_RAW} where both models get line breaks + indentation right"),
+    ("es_raw_unseen", f"{ES_RAW} where the reference is in neither train nor the base's corpus"),
+)
+
+
+def _figures(base: list[float], tuned: list[float]) -> dict:
     from codelora.benchmarking import paired_bootstrap_ci
 
     if not base:
-        return [label, "0", "n/a", "n/a", "n/a"]
+        return {"n": 0, "base": None, "finetuned": None, "delta": None, "ci95": None}
     b, t = sum(base) / len(base), sum(tuned) / len(tuned)
     ci = paired_bootstrap_ci(base, tuned)
-    delta = f"{t - b:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-    return [label, str(len(base)), f"{b:.2f}", f"{t:.2f}", delta]
+    return {"n": len(base), "base": round(b, 2), "finetuned": round(t, 2), "delta": round(t - b, 2),
+            "ci95": list(ci) if ci else None}
 
 
-def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
-    """A markdown table that splits the held-out ES gain into layout and content, and shows it on
-    the windows whose reference the finetuned model cannot have memorized."""
-    from codelora.cards import markdown_table
+def _row(label: str, fig: dict) -> list[str]:
+    if not fig["n"]:
+        return [label, "0", "n/a", "n/a", "n/a"]
+    ci = fig["ci95"]
+    delta = f"{fig['delta']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+    return [label, str(fig["n"]), f"{fig['base']:.2f}", f"{fig['finetuned']:.2f}", delta]
+
+
+def breakdown_figures(results: Path, dataset: Path, base_model: Path) -> dict:
+    """What the held-out gain is made of, as numbers (breakdown.json): raw-text ES, content (ES
+    with whitespace squashed), layout (line breaks + indentation exactly right), and the raw-text
+    ES on the windows whose reference the finetuned model cannot have memorized."""
     from codelora.cleaning import normalize_whitespace as squash
     from codelora.metrics import edit_similarity
 
@@ -408,30 +439,60 @@ def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
         return [v[0] for v in values], [v[1] for v in values]
 
     n = len(preds)
-    table = markdown_table(["held-out windows", "n", "base", "finetuned", "Δ [95% CI]"], [
-        _row("ES", *pair(es)),
-        _row("ES of the text with whitespace squashed (content)", *pair(content)),
-        _row("line breaks + indentation exactly right (%)", *pair(layout)),
-        _row("ES where both models get line breaks + indentation right", *pair(both_laid_out)),
-        _row("ES where the reference is in neither train nor the base's corpus", *pair(unseen)),
-    ], right=(1, 2, 3, 4))
-    lines = [
+    values = {"es_raw": es, "es_squashed": content, "layout_exact": layout,
+              "es_raw_both_laid_out": both_laid_out, "es_raw_unseen": unseen}
+    return {
+        "windows": n,
+        "models": [base, tuned],
+        "rows": {key: {"label": label, **_figures(*pair(values[key]))} for key, label in BREAKDOWN_ROWS},
+        "definitions": {"es_raw": ES_RAW_DEFINITION,
+                        "es_squashed": "fuzz.ratio after every whitespace run of both texts is made one "
+                                       "space",
+                        "layout_exact": "the leading whitespace of every line (and where lines break) equals "
+                                        "the reference's"},
+        "test_in_train": {"count": sum(in_train), "share": round(100 * sum(in_train) / max(1, n), 1)},
+        "test_in_base_corpus": {"count": sum(in_corpus), "share": round(100 * sum(in_corpus) / max(1, n), 1)},
+    }
+
+
+def render_breakdown(figures: dict) -> str:
+    """breakdown_figures as the markdown the demo prints (breakdown.md)."""
+    from codelora.cards import markdown_table
+
+    n = figures["windows"]
+    table = markdown_table(["held-out windows", "n", "base", "finetuned", "Δ [95% CI]"],
+                           [_row(row["label"], row) for row in figures["rows"].values()], right=(1, 2, 3, 4))
+    train, corpus = figures["test_in_train"], figures["test_in_base_corpus"]
+    return "\n".join([
         table,
         "",
-        f"Test completions also in the finetuning train split (verbatim): {sum(in_train)}/{n} "
-        f"({100 * sum(in_train) / max(1, n):.1f}%); every line of it also in the base's pretraining "
-        f"corpus: {sum(in_corpus)}/{n} ({100 * sum(in_corpus) / max(1, n):.1f}%).",
-    ]
-    return "\n".join(lines) + "\n"
+        ES_RAW_DEFINITION + ".",
+        "",
+        f"Test completions also in the finetuning train split (verbatim): {train['count']}/{n} "
+        f"({train['share']:.1f}%); every line of it also in the base's pretraining "
+        f"corpus: {corpus['count']}/{n} ({corpus['share']:.1f}%).",
+    ]) + "\n"
 
 
-def write_breakdown(config: dict, results: Path) -> str:
-    """gain_breakdown for the config's dataset and baseline, also written to breakdown.md."""
+def gain_breakdown(results: Path, dataset: Path, base_model: Path) -> str:
+    """A markdown table that splits the held-out raw-text ES gain into layout and content, and shows
+    it on the windows whose reference the finetuned model cannot have memorized."""
+    return render_breakdown(breakdown_figures(results, dataset, base_model))
+
+
+def write_breakdown(config: dict, results: Path, commit: str | None = None) -> str:
+    """gain_breakdown for the config's dataset and baseline, written to breakdown.md, and its
+    numbers with `commit` (the checkout the run started from; default: the current one) to
+    breakdown.json, which `--readme` reads."""
     bench = config.get("benchmark") or {}
-    text = "What the held-out gain is made of:\n\n" + gain_breakdown(
-        results, Path(bench.get("dataset", "")), Path(bench["models"][0]))
+    figures = breakdown_figures(results, Path(bench.get("dataset", "")), Path(bench["models"][0]))
+    figures["codelora_commit"] = commit or _commit()
+    text = "What the held-out gain is made of:\n\n" + render_breakdown(figures)
     with atomic_file(results / "breakdown.md") as handle:
         handle.write(text)
+    from codelora.utils import write_json
+
+    write_json(results / "breakdown.json", figures)
     return text
 
 
@@ -479,6 +540,105 @@ def time_table(config: dict, root: Path = Path()) -> str:
         markdown_table(["step", "seconds"], rows, right=(1,))
 
 
+def _commit() -> str | None:
+    """The commit of this checkout (with "-dirty" for uncommitted changes), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "") if head else None
+
+
+# ------------------------------------------------------------------------------ the README's figures
+
+# The README's demo figures live between these lines, generated from a run (never typed in):
+# `python -m codelora.demo --readme` after `make demo` saves the run's figures to DEMO_RUN and
+# rewrites the block; tests/test_demo.py checks that the block is what DEMO_RUN renders to.
+README_BEGIN = ("<!-- demo-figures: generated by `python -m codelora.demo --readme` from "
+                "bench/demo_run.json -->")
+README_END = "<!-- /demo-figures -->"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_RUN = REPO_ROOT / "bench" / "demo_run.json"
+
+
+def run_figures(summary: dict, breakdown: dict) -> dict:
+    """The figures the README cites, from a run's summary.json and breakdown.json."""
+    base, tuned = summary["models"][0], summary["models"][-1]
+    heldout = summary["tasks"]["heldout"]
+
+    def metric(name: str) -> dict:
+        models = heldout["models"]
+        return {"label": (heldout.get("metric_labels") or {}).get(name, name.upper()),
+                "base": models[base].get(name), "finetuned": models[tuned].get(name),
+                "delta": heldout["delta_vs_baseline"].get(tuned, {}).get(name),
+                "ci95": heldout.get("delta_ci95", {}).get(tuned, {}).get(name)}
+
+    return {"codelora_commit": breakdown.get("codelora_commit"), "windows": heldout["n"],
+            "es": metric("es"), "em": metric("em"), "breakdown": {k: breakdown[k] for k in
+                                                                  ("windows", "rows", "test_in_train")}}
+
+
+def _delta(fig: dict) -> str:
+    ci = fig.get("ci95")
+    return f"{fig['delta']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def readme_paragraph(run: dict) -> str:
+    """The README's demo-figures paragraph, every number from `run` (run_figures)."""
+    rows = run["breakdown"]["rows"]
+    es, em, raw = run["es"], run["em"], rows["es_raw"]
+    layout, squashed, unseen = rows["layout_exact"], rows["es_squashed"], rows["es_raw_unseen"]
+    train = run["breakdown"]["test_in_train"]
+    return (
+        f"Figures of the demo run at {run['codelora_commit']} (generated from its summary.json and "
+        f"breakdown.json): over {run['windows']} held-out windows, {es['label']} {es['base']:.2f} → "
+        f"{es['finetuned']:.2f}, {_delta(es)}; {em['label']} {em['base']:.2f} → {em['finetuned']:.2f}, "
+        f"{_delta(em)}. What the gain is made of ({ES_RAW}: the text as generated, not re-spaced): "
+        f"{ES_RAW} {raw['base']:.2f} → {raw['finetuned']:.2f}, {_delta(raw)}; line breaks and indentation "
+        f"exactly right in {layout['base']:.1f}% → {layout['finetuned']:.1f}% of windows; ES of the "
+        f"whitespace-squashed text {_delta(squashed)}; on the {unseen['n']} windows whose reference occurs "
+        f"neither in the train split nor in the base's corpus, {ES_RAW} {_delta(unseen)}; "
+        f"{train['share']:.1f}% of test completions also occur verbatim in train."
+    )
+
+
+def readme_block(run: dict) -> str:
+    return f"{README_BEGIN}\n{readme_paragraph(run)}\n{README_END}"
+
+
+def readme_figures_block(readme_text: str) -> str | None:
+    """The generated block as it stands in the README (None when it has none)."""
+    if README_BEGIN not in readme_text or README_END not in readme_text:
+        return None
+    start = readme_text.index(README_BEGIN)
+    return readme_text[start:readme_text.index(README_END, start) + len(README_END)]
+
+
+def update_readme(results: Path, readme: Path = REPO_ROOT / "README.md", saved: Path = DEMO_RUN) -> str:
+    """Save the figures of the demo run in `results` to `saved` and rewrite the README's block from them."""
+    from codelora.utils import write_json
+
+    for name in ("summary.json", "breakdown.json"):
+        if not (results / name).is_file():
+            raise UserError(f"{results / name} is missing: run the demo first (make demo)")
+    run = run_figures(json.loads((results / "summary.json").read_text(encoding="utf-8")),
+                      json.loads((results / "breakdown.json").read_text(encoding="utf-8")))
+    text = readme.read_text(encoding="utf-8")
+    old = readme_figures_block(text)
+    if old is None:
+        raise UserError(f"{readme} has no demo-figures block ({README_BEGIN} ... {README_END})")
+    write_json(saved, run)
+    with atomic_file(readme) as handle:
+        handle.write(text.replace(old, readme_block(run)))
+    return readme_paragraph(run)
+
+
 def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = None) -> int:
     """Build the corpus repositories, run the pipeline, print the benchmark table."""
     from codelora import pipeline
@@ -486,6 +646,7 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
 
     config = load_yaml(config_path)
     t0 = time.perf_counter()
+    commit = _commit()  # the code that runs: read now, not after a run during which the tree may change
     base_repos, target_repo = corpus_repo_paths(config)
     for repo in (*base_repos, target_repo):
         CORPORA[repo.name](repo, max_files=max_files)
@@ -499,7 +660,7 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
     table = results / "results.md"
     if table.is_file():
         print(table.read_text(encoding="utf-8"))
-    print(write_breakdown(config, results))
+    print(write_breakdown(config, results, commit))
     print(time_table(config))
     print(f"demo: done in {time.perf_counter() - t0:.0f} s; report: {results / 'report.html'}")
     return 0
@@ -512,11 +673,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"pipeline config: a file, or the name of one shipped in {CONFIGS} such as "
                              "demo-python.yaml (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
-    parser.add_argument("--max-files", type=int, default=None, help="use only this many files of each corpus (quick look)")
+    parser.add_argument("--max-files", type=_positive_int, default=None,
+                        help="use only this many files of each corpus (quick look; at least 1)")
+    parser.add_argument("--readme", action="store_true",
+                        help="after a run: save its figures to bench/demo_run.json and rewrite the README's "
+                             "demo-figures block from them (runs nothing else)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     config = shipped_config(args.config)
+    if args.readme:
+        return run_guarded("demo", args.debug, lambda: _readme(config))
     return run_guarded("demo", args.debug, lambda: run_demo(config, force=args.force, max_files=args.max_files))
+
+
+def _readme(config_path: Path) -> int:
+    from codelora.config import load_yaml
+
+    results = Path((load_yaml(config_path).get("benchmark") or {}).get("output", "results"))
+    print(update_readme(results))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def shipped_config(path: Path) -> Path:

@@ -9,7 +9,11 @@ whitespace-token 8-grams (a sorted numpy array of 64-bit hashes: ~8 bytes per tr
 prediction, the longest run of consecutive tokens whose every 8-gram is in the index is the
 candidate span; one Aho–Corasick pass over the train text then checks each candidate verbatim
 (`verified`). A run whose 8-grams come from different places is reported unverified: the figure
-is then an upper bound. Spans shorter than 8 tokens count as 0 (too short to call copying).
+is then an upper bound. Spans shorter than 8 tokens count as 0 (too short to call copying), so
+a prediction of fewer than 8 tokens (most next-line completions) cannot show one: the report
+says how many predictions are measurable, prints n/a where none is, and checks the short ones
+whole instead: a short prediction of more than 3 non-space characters (leakage.counted) found
+verbatim inside a train window, the measure preprocess's leakage figure uses for references.
 """
 
 from __future__ import annotations
@@ -93,14 +97,26 @@ def is_repetitive(prediction: str) -> bool:
     return _REPEATED_RUN.search(prediction) is not None
 
 
+def _short_text(prediction: str) -> str:
+    """The stripped prediction when it is too short for a copied span (< NGRAM tokens) but long
+    enough for its presence in train to mean something (leakage.counted); else ""."""
+    from codelora.leakage import counted
+
+    text = prediction.strip()
+    return text if len(_WORD.findall(text)) < NGRAM and counted(text) else ""
+
+
 def memorization(index: TrainIndex, predictions: list[str]) -> list[dict[str, Any]]:
     """Per prediction: copied_chars, copied_share (of the prediction's characters), verified,
-    repetitive."""
+    repetitive; measurable (>= NGRAM tokens: a copied span can be found) and, for a short one worth
+    checking, short_in_train (found whole, verbatim, in a train window; None when not checked)."""
     spans = [candidate_span(index, p) for p in predictions]
-    verified = verified_spans(index, spans)
+    short = [_short_text(p) for p in predictions]
+    verified = verified_spans(index, spans + short)  # one pass over the train text for both
     return [{"copied_chars": len(s), "copied_share": round(len(s) / len(p), 4) if p else 0.0,
-             "verified": bool(s) and s in verified, "repetitive": is_repetitive(p)}
-            for p, s in zip(predictions, spans)]
+             "verified": bool(s) and s in verified, "repetitive": is_repetitive(p),
+             "measurable": len(_WORD.findall(p)) >= NGRAM, "short_in_train": (t in verified) if t else None}
+            for p, s, t in zip(predictions, spans, short, strict=True)]
 
 
 def summarize(rows: list[dict[str, Any]], predictions: list[str], top: int = 5) -> dict[str, Any]:
@@ -110,8 +126,14 @@ def summarize(rows: list[dict[str, Any]], predictions: list[str], top: int = 5) 
     chars = np.array([r["copied_chars"] for r in rows])
     share = np.array([r["copied_share"] for r in rows])
     worst = sorted(range(len(rows)), key=lambda i: -rows[i]["copied_chars"])[:top]
+    short = [r["short_in_train"] for r in rows if r.get("short_in_train") is not None]
     return {
         "predictions": len(rows),
+        # predictions long enough (>= NGRAM tokens) to show a copied span; the copied figures are 0 for
+        # the rest
+        "measurable": sum(bool(r.get("measurable")) for r in rows),
+        "short_checked": len(short),
+        "short_in_train_rate": round(sum(short) / len(short), 4) if short else None,
         "mean_copied_chars": round(float(chars.mean()), 2),
         "mean_copied_share": round(float(share.mean()), 4),
         "share_mostly_copied": round(float((share >= 0.5).mean()), 4),
@@ -171,12 +193,27 @@ def memorization_markdown(summary: dict) -> str:
              + (", ".join(f"{s} {100 * r['fraction']:.2f}%" for s, r in mem.get("dataset_leakage", {}).items())
                 or "not recorded"), "",
              _contamination_line(mem.get("dataset_contamination") or {}), "",
-             "| model | mean copied chars | mean copied share | predictions >= 50% copied | repetitive |",
-             "|---|---|---|---|---|"]
+             "| model | measurable (>= 8 tokens) | mean copied chars | mean copied share | "
+             "predictions >= 50% copied | short ones verbatim in train | repetitive |",
+             "|---|---|---|---|---|---|---|"]
+    few = []
     for model, s in mem["models"].items():
-        if s.get("predictions"):
-            lines.append(f"| {model} | {s['mean_copied_chars']} | {100 * s['mean_copied_share']:.1f}% | "
-                         f"{100 * s['share_mostly_copied']:.1f}% | {100 * s['repetitive_rate']:.1f}% |")
+        if not s.get("predictions"):
+            continue
+        measurable = s.get("measurable", s["predictions"])
+        copied = ([str(s["mean_copied_chars"]), f"{100 * s['mean_copied_share']:.1f}%",
+                   f"{100 * s['share_mostly_copied']:.1f}%"] if measurable else ["n/a"] * 3)
+        short = (f"{100 * s['short_in_train_rate']:.1f}% of {s['short_checked']}"
+                 if s.get("short_in_train_rate") is not None else "n/a")
+        lines.append(f"| {model} | {measurable}/{s['predictions']} | {' | '.join(copied)} | {short} | "
+                     f"{100 * s['repetitive_rate']:.1f}% |")
+        if 2 * measurable < s["predictions"]:
+            few.append(model)
+    if few:
+        lines += ["", f"Copied spans count from {NGRAM} whitespace tokens up, and most predictions here are "
+                  "shorter (single next lines, say): the copied columns count those as 0 (n/a where none is "
+                  "measurable), so they say little here; the shorter ones of more than 3 non-space characters "
+                  "are checked whole instead (found verbatim inside a train window)."]
     return "\n".join(lines) + "\n"
 
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from codelora.config import MergeConfig, save_config
+from codelora.config import MergeConfig, guard_stage_output, save_config
+from codelora.contracts import write_output_marker
 from codelora.fim import fit_embeddings
-from codelora.utils import UserError, atomic_dir, check_writable_parent
+from codelora.utils import UserError, atomic_dir, check_local_or_hub
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         merged.save_pretrained(tmp)  # safetensors + config.json + generation_config.json
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp / "merge_config.yaml", verification=info)
+        write_output_marker(tmp, "merge")
     log.info("merged model written to %s", output)
     if cfg.push_to_hub:
         _push(cfg, output, adapter_dir, base_name, token)
@@ -231,9 +233,9 @@ def _check_before_work(cfg: MergeConfig, output: Path) -> str | None:
     """Cheap checks first: a bad output path, a push that cannot happen. The Hub token when pushing."""
     from codelora import hub
 
-    if output.exists() and not cfg.overwrite:
-        raise UserError(f"{output} already exists (pass --overwrite to replace it)")
-    check_writable_parent(output)
+    guard_stage_output("merge", cfg)
+    check_local_or_hub("--adapter", cfg.adapter)
+    check_local_or_hub("--base-model", cfg.base_model)
     if not cfg.push_to_hub:
         return None
     if cfg.push_to_hub == cfg.adapter:

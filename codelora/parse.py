@@ -428,6 +428,10 @@ def run_parse(cfg: ParseConfig) -> ParseStats:
     output = Path(cfg.output)
     if output.is_dir():
         raise UserError(f"--output {output} is a directory; give a file path")
+    if output.exists() and not parse_stats_path(output).is_file():
+        # an earlier parse_data.py output has its sidecar; anything else there is the user's
+        raise UserError(f"--output {output}: exists and is not a parse_data.py output (no "
+                        f"{parse_stats_path(output).name} beside it); name a new file")
     check_writable_parent(output)
     if cfg.revision is not None:
         check_user_string(cfg.revision, "--revision")

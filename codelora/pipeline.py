@@ -54,9 +54,10 @@ from codelora.config import (
     build_config,
     config_to_dict,
     fingerprinted,
+    guard_stage_output,
     load_yaml,
 )
-from codelora.contracts import ATTEMPT, STAGE_MARKER, checkpoints_dir
+from codelora.contracts import ADAPTER, ATTEMPT, STAGE_MARKER, checkpoints_dir
 from codelora.utils import UserError, atomic_file
 
 log = logging.getLogger(__name__)
@@ -273,8 +274,85 @@ def _prepare_checkpoints(plan: Plan, fp: str) -> bool:
     return has_ckpts and same
 
 
+def guard_plan(plan: Plan) -> None:
+    """The stage's own output guard (config.guard_stage_output), with the --overwrite the pipeline
+    will give it: nothing the pipeline runs may replace an input, the working directory, or a
+    directory another stage or the user wrote."""
+    if not plan.stage.is_dir:
+        return
+    cfg = plan.cfg
+    if "overwrite" in {f.name for f in dataclasses.fields(cfg)} and plan.artifact.exists():
+        cfg = dataclasses.replace(cfg, overwrite=True)
+    guard_stage_output(plan.stage.name, cfg)
+
+
+# (downstream stage, its field, upstream stage, what the upstream stage writes): each downstream
+# stage is meant to read the upstream one's output; `benchmark.models` must include it.
+CHAIN = (
+    ("preprocess", "input", "parse", lambda cfg: cfg.output),
+    ("train", "base_model", "bootstrap", lambda cfg: cfg.output),
+    ("train", "dataset", "preprocess", lambda cfg: cfg.output),
+    ("merge", "adapter", "train", lambda cfg: str(Path(cfg.output_dir) / ADAPTER)),
+    ("benchmark", "models", "merge", lambda cfg: cfg.output),
+    ("benchmark", "dataset", "train", lambda cfg: cfg.dataset),
+)
+UPSTREAM_NAME = {"parse": "parse.output", "bootstrap": "bootstrap.output", "preprocess": "preprocess.output",
+                 "train": "train.output_dir/adapter", "merge": "merge.output"}
+
+
+def _same_place(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = _resolve(a), _resolve(b)
+    return pa is not None and pa == pb
+
+
+def check_chain(pcfg: PipelineConfig, values: dict[str, Any], source: str) -> None:
+    """Refuse a config whose stages do not feed each other (train.dataset is not preprocess.output,
+    benchmark.dataset is not train.dataset, ...): it would train on one dataset and score on
+    another's held-out split. Checked for each pair of sections the file has where at least one of
+    the two stages runs; --allow-broken-chain runs it anyway, with a warning."""
+    configs = {}
+    for name in STAGES:
+        if name in values:
+            try:
+                configs[name] = build_config(STAGES[name].config, values, {}, section=name)
+            except UserError:
+                continue  # reported when the stage itself is built
+    writers: dict[Path, str] = {}
+    for name, cfg in configs.items():  # two stages writing one place: the second would replace the first
+        if not STAGES[name].output:
+            continue
+        where = _resolve(str(getattr(cfg, STAGES[name].output)))
+        if where in writers:
+            first = writers[where]
+            raise UserError(f"{source}: {first}.{STAGES[first].output} and {name}.{STAGES[name].output} "
+                            f"name the same place ({where}); give each stage its own")
+        writers[where] = name
+    problems = []
+    for down, field_name, up, writes in CHAIN:
+        if down not in configs or up not in configs or not ({down, up} & set(pcfg.stages)):
+            continue
+        expected, got = writes(configs[up]), getattr(configs[down], field_name)
+        upstream = "train.dataset" if (down, up) == ("benchmark", "train") else UPSTREAM_NAME[up]
+        if isinstance(got, list):
+            if not any(_same_place(g, expected) for g in got):
+                problems.append(f"{down}.{field_name} {got} does not include {upstream} {expected}")
+        elif not _same_place(got, expected):
+            problems.append(f"{down}.{field_name} {got} is not {upstream} {expected}")
+    if not problems:
+        return
+    text = "; ".join(problems)
+    if pcfg.allow_broken_chain:
+        log.warning("%s: the stages do not feed each other (--allow-broken-chain): %s", source, text)
+        return
+    raise UserError(f"{source}: the stages do not feed each other: {text}. Make them the same, or pass "
+                    "--allow-broken-chain if that is what you mean")
+
+
 def run_one(plan: Plan, fp: str, inputs: dict[str, str], debug: bool) -> int:
     stage = plan.stage
+    guard_plan(plan)  # before _stage_config, which may write into train's output directory
     marker = marker_path(stage, plan.artifact)
     marker.unlink(missing_ok=True)  # a crash from here on must not leave an old marker trusted
     cfg = _stage_config(plan, fp)
@@ -312,6 +390,9 @@ def run_one(plan: Plan, fp: str, inputs: dict[str, str], debug: bool) -> int:
 def run_pipeline(pcfg: PipelineConfig, values: dict[str, Any], debug: bool = False) -> int:
     """Run the selected stages of the sectioned config `values` (a loaded YAML file) in order."""
     plans = load_plans(pcfg, values)
+    check_chain(pcfg, values, str(getattr(values, "path", "the config")))
+    for plan in plans:  # every output checked before the first stage runs (again just before its own)
+        guard_plan(plan)
     # Outputs of *every* stage the config describes can be inputs, not only the selected ones.
     producers = {p.artifact.resolve(): p.stage for p in plans}
     for name, stage in STAGES.items():

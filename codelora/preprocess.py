@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from codelora.cleaning import clean_text, normalize_whitespace
-from codelora.config import PreprocessConfig, config_to_dict, save_config
-from codelora.contracts import DATASET_STATS, read_dataset_stats, read_parse_stats
+from codelora.config import PreprocessConfig, config_to_dict, guard_stage_output, save_config
+from codelora.contracts import DATASET_STATS, read_parse_stats, tokenizer_fingerprint, write_output_marker
 from codelora.contamination import contaminated_files, load_benchmarks
 from codelora.leakage import completion_leakage, train_files_with_windows
 from codelora.modeling import load_tokenizer
@@ -36,7 +36,7 @@ from codelora.utils import (
     UserError,
     arrow_column,
     atomic_dir,
-    check_writable_parent,
+    check_local_or_hub,
     read_jsonl_numbered,
     sigterm_as_interrupt,
     write_json,
@@ -286,38 +286,13 @@ def percentiles(values) -> dict[str, float]:
 # ------------------------------------------------------------------------------ the stage
 
 
-def is_own_output(path: Path) -> bool:
-    """Whether `path` looks like a directory this stage wrote (a saved DatasetDict + our stats)."""
-    stats = read_dataset_stats(path)
-    return (path / "dataset_dict.json").is_file() and isinstance(stats, dict) and "windowing" in stats
-
-
-def check_output(output: Path, input_path: Path, overwrite: bool) -> None:
-    """Refuse an --output whose replacement would lose anything that is not our own earlier output:
-    an ordinary directory, the working directory or one above it, the directory of the input."""
-    where = output.resolve()
-    cwd = Path.cwd().resolve()
-    if where == cwd or where in cwd.parents:
-        raise UserError(f"--output {output}: is the working directory or one above it; name a new directory")
-    if input_path.resolve().is_relative_to(where):
-        raise UserError(f"--output {output}: holds --input {input_path}; name another directory")
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()):
-        if not is_own_output(output):
-            raise UserError(f"--output {output}: not a dataset written by preprocess_data.py; refusing to "
-                            "replace it (name a new or empty directory)")
-        if not overwrite:
-            raise UserError(f"--output {output} already exists (pass --overwrite to replace it)")
-    check_writable_parent(output)
-
-
 def run_preprocess(cfg: PreprocessConfig) -> dict:
     from datasets import DatasetDict
 
     input_path, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
     token = _check_before_work(cfg, input_path, output)
     tokenizer = load_tokenizer(cfg.tokenizer)
+    fingerprint = tokenizer_fingerprint(tokenizer)
     backend = encoder_backend(tokenizer)
     benchmarks = load_benchmarks(cfg.contamination_data, cfg.contamination_ngram) if cfg.contamination_data else None
 
@@ -329,6 +304,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
         raw = load_raw(str(input_path), Path(work))
         nproc = cfg.num_proc if cfg.num_proc > 1 and len(raw) >= 2 * cfg.num_proc else None
         kept, stats = _clean(raw, cfg, _special_tokens(tokenizer, cfg), nproc)
+        stats["tokenizer_fingerprint"] = fingerprint  # of the tokenizer as loaded, before FIM adds sentinels
         stats["contamination"] = {"checked": False}
         if benchmarks is not None:
             kept, stats["contamination"] = decontaminate(kept, benchmarks, cfg.drop_contaminated)
@@ -354,6 +330,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict:
             windows.save_to_disk(str(tmp), num_shards={s: 1 for s in SPLITS if len(windows[s]) == 0} or None)
             write_json(tmp / DATASET_STATS, stats)
             save_config(cfg, tmp / "config.yaml")
+            write_output_marker(tmp, "preprocess")
 
     print(format_summary(stats, output))
     if cfg.push_to_hub:
@@ -365,7 +342,8 @@ def _check_before_work(cfg: PreprocessConfig, input_path: Path, output: Path) ->
     """Every check that can fail fast, before any heavy work; the Hub token when pushing."""
     if not input_path.is_file():
         raise UserError(f"--input {input_path}: no such file (run parse_data.py first)")
-    check_output(output, input_path, cfg.overwrite)
+    guard_stage_output("preprocess", cfg)
+    check_local_or_hub("--tokenizer", cfg.tokenizer)
     if not cfg.push_to_hub:
         return None
     from codelora.hub import check_push_access
@@ -450,6 +428,8 @@ def _final_stats(parts: dict, windows, leakage: dict, cfg: PreprocessConfig, tok
     return {
         "input": str(input_path),
         "tokenizer": cfg.tokenizer,
+        # train.py refuses a base model whose tokenizer differs (token budgets and EOS are this one's)
+        "tokenizer_fingerprint": parts["tokenizer_fingerprint"],
         "sources": parts["sources"],
         "files": parts["files"],
         "files_per_split": parts["files_per_split"],

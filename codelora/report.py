@@ -25,6 +25,12 @@ LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": 
 N_SHOWN = 5  # examples per side (gains, losses) in the HTML
 
 
+def metric_label(info: dict, metric: str) -> str:
+    """The table's name for a task's metric: the task's own where it names one apart (heldout's
+    "ES (token-spaced)" in the line modes), else LABELS."""
+    return (info.get("metric_labels") or {}).get(metric) or LABELS.get(metric, metric)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"{value:.2f}"
@@ -60,7 +66,7 @@ def markdown_table(summary: dict) -> str:
         split = info.get("split")  # heldout: name a split other than test
         label = f"{task} ({split})" if split not in (None, "test") else task
         for metric in info["metrics"]:
-            cells = [label, str(info["n"]), LABELS.get(metric, metric)]
+            cells = [label, str(info["n"]), metric_label(info, metric)]
             cells += [_fmt(info["models"][m].get(metric)) for m in models]
             cells += [_fmt_delta(info["delta_vs_baseline"].get(m, {}).get(metric),
                                  info.get("delta_ci95", {}).get(m, {}).get(metric)) for m in models[1:]]
@@ -81,6 +87,9 @@ def markdown_table(summary: dict) -> str:
     if notes:
         text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"
     task_notes = [f"{task}: {info['table_note']}" for task, info in summary["tasks"].items() if info.get("table_note")]
+    # how a metric is computed where a task names it apart (heldout's token-spaced ES)
+    task_notes += [f"{task} {text}" for task, info in summary["tasks"].items() if info.get("metric_labels")
+                   for text in (info.get("metric_definitions") or {}).values()]
     if task_notes:  # how a task's numbers were made (n, prompt, decoding, normalisation)
         text += "\n" + "\n".join(task_notes) + "\n"
     for task, text_formats in formats.items():
@@ -107,7 +116,8 @@ def bar_chart_png(summary: dict) -> bytes:
         xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(groups))]
         bars = ax.bar(xs, values, width, label=short_name(model, models))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(range(len(groups)), [f"{t}\n{LABELS.get(m, m)}" for t, m in groups], fontsize=8)
+    ticks = [f"{t}\n{metric_label(summary['tasks'][t], m)}" for t, m in groups]
+    ax.set_xticks(range(len(groups)), ticks, fontsize=8)
     ax.set_ylabel("score (0-100)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
@@ -188,7 +198,9 @@ def html_report(summary: dict, rows: dict[str, list[dict]], table_md: str, png: 
         scored.sort(key=lambda x: x[0], reverse=True)
         gains = [x for x in scored[:N_SHOWN] if x[0] > 0]
         losses = [x for x in reversed(scored[-N_SHOWN:]) if x[0] < 0]
-        parts.append(f"<h3 class='gain'>Best gains ({html.escape(short_name(target, models))} vs base, ES)</h3>")
+        es_name = metric_label(summary["tasks"].get(task, {}), metric)
+        parts.append(f"<h3 class='gain'>Best gains ({html.escape(short_name(target, models))} vs base, "
+                     f"{html.escape(es_name)})</h3>")
         parts += [_example_html(r, models, metric, d) for d, r in gains] or ["<p>none</p>"]
         parts.append("<h3 class='loss'>Worst losses</h3>")
         parts += [_example_html(r, models, metric, d) for d, r in losses] or ["<p>none</p>"]

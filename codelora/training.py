@@ -34,10 +34,11 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from codelora.config import TrainConfig, save_config
-from codelora.contracts import RUN_CONFIG, adapter_dir, checkpoints_dir
+from codelora.config import TrainConfig, guard_stage_output, save_config
+from codelora.contracts import RUN_CONFIG, adapter_dir, checkpoints_dir, write_output_marker
 from codelora.fim import add_fim_tokens, dataset_uses_fim, fit_embeddings, trainable_token_indices
-from codelora.utils import UserError, apply_umask, atomic_dir, check_writable_parent, seed_everything, write_json
+from codelora.utils import (Interrupted, UserError, apply_umask, atomic_dir, check_local_or_hub,
+                            seed_everything, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -645,10 +646,24 @@ def run_metrics(trainer: CompletionTrainer, data: TrainData, quantized: bool, pl
 
 def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train, write OUTPUT_DIR (see the module docstring) and return train_metrics.json's content.
-    `callbacks`: extra transformers TrainerCallbacks (progress hooks, tests)."""
+    `callbacks`: extra transformers TrainerCallbacks (progress hooks, tests). Ctrl-C says which
+    checkpoint is complete and how to continue from it."""
+    try:
+        return _train(cfg, callbacks)
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        raise Interrupted(interrupt_advice(cfg, checkpoints_dir(cfg.output_dir))) from None
+
+
+def _train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from codelora import hub
     from codelora.modeling import load_tokenizer, model_source, resolve_load_in_4bit
 
+    if is_main_process():  # one check (rank 0 under a launcher), before anything is written
+        guard_stage_output("train", cfg)
+    check_local_or_hub("--dataset", cfg.dataset)
+    check_local_or_hub("--base-model", cfg.base_model)
     if cfg.num_processes > 1 and world_size() == 1:
         model_source(cfg.base_model)  # a GGUF base is converted here once, not by every process at once
         return launch(cfg)
@@ -659,7 +674,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
              if world_size() > 1 else "")
     out = Path(cfg.output_dir)
     ckpt_dir = checkpoints_dir(out)
-    check_writable_parent(adapter_dir(out))
     # Credentials first: a rejected token must fail now, not after hours of training.
     token = hub.check_push_access(cfg.push_to_hub) if cfg.push_to_hub else None
     plan = plan_resume(cfg, ckpt_dir)
@@ -668,9 +682,12 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     on_gpu = torch.cuda.is_available()
     tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
     tokenizer.padding_side = "right"  # training pads on the right; generation code pads left itself
+    check_dataset_tokenizer(cfg, tokenizer)  # before FIM adds its sentinels to the tokenizer
     data = prepare_data(cfg, tokenizer, on_gpu)
     quantized = resolve_load_in_4bit(cfg.load_in_4bit)
     model = build_model(cfg, quantized, tokenizer, data.fim_tokens)
+    if is_main_process():
+        write_output_marker(out, "train")  # before the first file: a later run may continue in it
     with tensorboard_dir(out / "logs"):  # read when the TrainingArguments are built
         trainer = CompletionTrainer(
             model=model,
@@ -694,6 +711,47 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             _push(cfg, adapter_dir(out), metrics, quantized, token)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def check_dataset_tokenizer(cfg: TrainConfig, tokenizer) -> None:
+    """Refuse a dataset windowed with another tokenizer than the base model's (its stats.json says
+    which): its token budgets (prompt, completion, max_length) and EOS are that tokenizer's."""
+    from codelora.contracts import read_dataset_stats, tokenizer_fingerprint
+    from codelora.utils import local_path
+
+    stats = read_dataset_stats(Path(cfg.dataset)) if Path(cfg.dataset).is_dir() else None
+    name = (stats or {}).get("tokenizer")
+    if not name:
+        return  # a Hub dataset, or one that records no tokenizer: nothing to compare
+    recorded = stats.get("tokenizer_fingerprint")
+    if recorded:
+        same = recorded == tokenizer_fingerprint(tokenizer)
+    else:  # written before fingerprints were recorded: compare the names
+        same = name == cfg.base_model or (local_path(name) is not None
+                                          and local_path(name) == local_path(cfg.base_model))
+    if same:
+        return
+    how = "" if recorded else " (by name; this dataset records no tokenizer fingerprint)"
+    message = (f"--dataset {cfg.dataset} was windowed with the tokenizer of {name} (its stats.json), which "
+               f"is not {cfg.base_model}'s{how}: token counts and EOS differ")
+    if cfg.allow_tokenizer_mismatch:
+        log.warning("--allow-tokenizer-mismatch: %s", message)
+        return
+    raise UserError(f"{message}. Preprocess again with --tokenizer {cfg.base_model}, or pass "
+                    "--allow-tokenizer-mismatch if they are the same tokenizer")
+
+
+def interrupt_advice(cfg: TrainConfig, ckpt_dir: Path) -> str:
+    """What an interrupted training leaves and how to continue it."""
+    last = latest_checkpoint(ckpt_dir)
+    every = f"one is saved every --save-steps {cfg.save_steps} steps"
+    if last is not None:
+        return (f"{last} (step {checkpoint_step(last)}) is the newest complete checkpoint: rerun the same "
+                "command with --resume to continue from it (codelora pipeline: rerun it as it was)")
+    if incomplete_checkpoints(ckpt_dir):
+        return (f"no complete checkpoint in {ckpt_dir} ({every}; the one being written is incomplete): rerun "
+                "with --resume auto to start over")
+    return f"no checkpoint yet ({every}): rerunning the same command starts over"
 
 
 def save_adapter(trainer: CompletionTrainer, dest: Path, base_model: str) -> None:

@@ -10,7 +10,7 @@ import random
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,14 @@ log = logging.getLogger("codelora")
 
 class UserError(Exception):
     """A mistake in the user's input: reported as one line, no traceback, non-zero exit."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) with what to do next: how to continue, what was kept."""
+
+    def __init__(self, advice: str):
+        super().__init__(advice)
+        self.advice = advice
 
 
 def setup_logging(debug: bool = False) -> None:
@@ -57,6 +65,97 @@ def check_writable_parent(path: Path) -> None:
         raise UserError(f"cannot write {path}: {probe} is not a writable directory")
 
 
+def local_path(value: str | Path | None) -> Path | None:
+    """The local file or directory an input setting names (`file://` URLs included), or None for
+    a Hub id, a URL or a path that does not exist."""
+    if value is None:
+        return None
+    text = str(value)
+    text = text[len("file://"):] if text.startswith("file://") else text
+    if not text or "://" in text or "\n" in text:
+        return None
+    path = Path(text).expanduser()
+    try:
+        return path.resolve() if path.exists() else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def check_local_or_hub(flag: str, value: str | None) -> None:
+    """A setting that takes "a Hub id or a local directory": a value that can only be a local path
+    (starts with ., / or ~, ends with /, has more than one /, or whose first part is a directory
+    here, as `data/` is in `data/nods`) and does not exist is a typo, not a Hub id: say so, instead
+    of a Hub connection error."""
+    if not value or "://" in value:
+        return
+    path = Path(value).expanduser()
+    if path.exists():
+        return
+    parts = Path(value).parts
+    first = Path(parts[0]) if parts else None
+    local = (value.startswith((".", "/", "~")) or value.endswith("/") or len(parts) > 2
+             or (len(parts) == 2 and first is not None and first.is_dir()))
+    if local:
+        near = path.parent if path.parent.is_dir() else None
+        hint = f" ({near}/ holds {_listing(near, 5)})" if near is not None and any(near.iterdir()) else ""
+        raise UserError(f"{flag} {value}: no such directory{hint}")
+
+
+def _listing(folder: Path, limit: int = 3) -> str:
+    names = sorted(p.name for p in folder.iterdir())
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def guard_output_dir(output: str | Path, *, stage: str, prog: str, flag: str = "--output",
+                     inputs: Mapping[str, Iterable[str | Path | None]] = {},
+                     overwrite: bool | None = False) -> None:
+    """Refuse, before any work, an output directory whose replacement (or whose filling) could lose
+    anything but this stage's own earlier output; the one guard of every stage that writes a directory.
+
+    Refused whatever the flags: the working directory or a directory above it; a directory that is
+    an input, holds one, or lies inside one (`inputs`: flag -> the local paths it names; Hub ids and
+    paths that do not exist are skipped); a file; a non-empty directory this stage did not write (no
+    contracts.OUTPUT_MARKER of its own, nor the files its older versions always wrote). A directory
+    this stage did write is replaced only with `overwrite=True`; `overwrite=None` is for the stages
+    that continue into their own output (train's checkpoints, benchmark's prediction cache). The
+    message says what is in the way, never how to force it.
+    """
+    from codelora.contracts import output_owner
+
+    path = Path(output).expanduser()
+    where = path.resolve()
+    cwd = Path.cwd().resolve()
+    shown = f"{flag} {output}"
+    if where == cwd:
+        raise UserError(f"{shown}: is the working directory; name a new directory for the output")
+    if where in cwd.parents:
+        raise UserError(f"{shown}: holds the working directory {cwd}; name a new directory for the output")
+    for in_flag, values in inputs.items():
+        for value in values:
+            source = local_path(value)
+            if source is None:
+                continue
+            if source == where:
+                raise UserError(f"{shown}: is {in_flag} {value} itself; name another directory")
+            if source.is_relative_to(where):
+                raise UserError(f"{shown}: holds {in_flag} {value}; name another directory")
+            if source.is_dir() and where.is_relative_to(source):
+                raise UserError(f"{shown}: is inside {in_flag} {value} (it would be read back as input); "
+                                "name a directory outside it")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{shown} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        owner = output_owner(path)
+        if owner != stage:
+            what = (f"an output of the {owner} stage" if owner
+                    else f"files {prog} did not write ({_listing(path)})")
+            raise UserError(f"{shown}: holds {what}; refusing to replace or add to it: name a new or "
+                            "empty directory")
+        if overwrite is False:
+            raise UserError(f"{shown}: holds an earlier {prog} output (pass --overwrite to replace it)")
+    check_writable_parent(path)
+
+
 def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it; put it straight back
     os.umask(mask)
@@ -93,7 +192,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists (pass --overwrite to replace it)")
+        raise UserError(f"{path} already exists; name a new directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700

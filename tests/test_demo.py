@@ -141,9 +141,9 @@ def test_gain_breakdown_splits_layout_from_content(tmp_path):
     # with whitespace squashed, windows 1 and 2 are exact for the tuned model
     content = rows["ES of the text with whitespace squashed (content)"]
     assert content[0] == "4" and float(content[2]) == 100.0
-    assert rows["ES where both models get line breaks + indentation right"][0] == "1"
+    assert rows["ES (raw text) where both models get line breaks + indentation right"][0] == "1"
     # window 1 is in train, window 3 in the base's corpus: two unseen windows remain
-    assert rows["ES where the reference is in neither train nor the base's corpus"][0] == "2"
+    assert rows["ES (raw text) where the reference is in neither train nor the base's corpus"][0] == "2"
     text = demo.gain_breakdown(results, dataset, base_dir)
     assert "in the finetuning train split (verbatim): 1/4 (25.0%)" in text
     assert "base's pretraining corpus: 1/4 (25.0%)" in text
@@ -186,7 +186,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     assert summary["models"] == config["benchmark"]["models"]
     assert summary["tasks"]["heldout"]["n"] == 6
     assert (results / "report.html").stat().st_size > 1000
-    assert "| ES | 6 |" in (results / "breakdown.md").read_text()
+    assert "| ES (raw text) | 6 |" in (results / "breakdown.md").read_text()
     merged = tmp_path / config["merge"]["output"] / "model.safetensors"
     assert merged.is_file()
     dd = load_from_disk(str(tmp_path / config["preprocess"]["output"]))

@@ -25,7 +25,8 @@ def test_copied_spans_are_found_verified_and_measured():
     # two 10-token pieces from different places: each piece is a run, the join is not in train
     assert 0 < rows[1]["copied_chars"] < len(stitched)
     assert rows[2]["copied_chars"] == 0 and not rows[2]["verified"]
-    assert rows[3] == {"copied_chars": 0, "copied_share": 0.0, "verified": False, "repetitive": False}
+    assert rows[3] == {"copied_chars": 0, "copied_share": 0.0, "verified": False, "repetitive": False,
+                       "measurable": False, "short_in_train": None}
     summary = summarize(rows, preds)
     assert summary["predictions"] == 4 and summary["worst"][0]["index"] == 0
     assert summary["mean_copied_chars"] == round(sum(r["copied_chars"] for r in rows) / 4, 2)
@@ -60,7 +61,8 @@ def test_benchmark_summary_table_and_html(tmp_path):
     assert mem["dataset_leakage"] == {"test": {"counted": 10, "leaked": 1, "fraction": 0.1}}
     summary = {"memorization": mem}
     table = memorization_markdown(summary)
-    assert "| tuned |" in table and "test 10.00%" in table and "| base | 0.0 | 0.0% |" in table
+    # 4-token predictions: no span to measure
+    assert "| tuned |" in table and "test 10.00%" in table and "| base | 0/2 | n/a | n/a | n/a |" in table
     assert mem["dataset_contamination"]["files_hit"] == 2
     assert "2 of 7 files shared a 20-gram run with 207 benchmark tasks, 2 dropped" in table
     assert copy[:50] in memorization_html(summary)

@@ -76,10 +76,10 @@ def test_bfloat16_output_and_overwrite(adapter_dir, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "merged"
-    out.mkdir()
+    assert merging.main(["--adapter", str(adapter_dir), "--output", str(out)]) == 0  # an earlier merge
     (out / "stale.txt").write_text("old")
     assert merging.main(["--adapter", str(adapter_dir), "--output", str(out), "--dtype", "bfloat16",
-                         "--overwrite"]) == 0
+                         "--overwrite"]) == 0  # --overwrite replaces this stage's own output, whole
     assert not (out / "stale.txt").exists()
     assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
 
@@ -105,8 +105,11 @@ def test_existing_output_is_refused_without_overwrite(adapter_dir, tmp_path, cap
     out = tmp_path / "merged"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert merging.main(["--adapter", str(adapter_dir), "--output", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    for extra in ([], ["--overwrite"]):  # not a merge_lora.py output: never replaced, and not steered to
+        assert merging.main(["--adapter", str(adapter_dir), "--output", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "holds files merge_lora.py did not write (keep.txt)" in err and "--overwrite" not in err, err
+        assert (out / "keep.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("broken", ["no-dir", "no-weights", "no-config"])

@@ -185,7 +185,8 @@ def test_bad_input_one_line_error_nothing_written(extra, message, kotlin_repo, t
                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "raw.jsonl"
-    out.write_text("OLD CONTENTS\n")  # an existing output stays untouched on failure
+    out.write_text("OLD CONTENTS\n")  # an existing (earlier) output stays untouched on failure
+    parse_stats_path(out).write_text("{}")
     argv = ["--repo", str(kotlin_repo), "--output", str(out)]
     argv = [a for a in argv if not (extra[0].startswith("--repo") and a in ("--repo", str(kotlin_repo)))]
     code, stdout, err = run(argv + extra, capsys)
@@ -194,8 +195,9 @@ def test_bad_input_one_line_error_nothing_written(extra, message, kotlin_repo, t
     assert lines[-1].startswith("parse_data.py: error: ") and message in lines[-1], err
     assert "Traceback" not in err
     assert out.read_text() == "OLD CONTENTS\n"
-    assert not parse_stats_path(out).exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "raw.jsonl", "repo"]  # no temp left
+    assert parse_stats_path(out).read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temp left
+        "outside", "raw.jsonl", "raw.jsonl.stats.json", "repo"]
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -282,7 +282,7 @@ def test_output_that_is_not_our_dataset_is_never_deleted(raw_jsonl, tiny_tokeniz
     for extra in ([], ["--overwrite"]):
         code = preprocess_main(["--input", str(raw_jsonl), *tok, "--output", str(work), *extra])
         err = capsys.readouterr().err
-        assert code == 2 and "not a dataset written by preprocess_data.py" in err, err
+        assert code == 2 and "holds files preprocess_data.py did not write (notes.txt, raw.jsonl)" in err, err
         code = preprocess_main(["--input", str(own_input), *tok, "--output", str(work), *extra])
         err = capsys.readouterr().err
         assert code == 2 and "holds --input" in err, err

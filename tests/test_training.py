@@ -494,7 +494,8 @@ def test_two_processes_with_the_readme_command(tiny_model_dir, dataset_dir, tmp_
     # Only the main process wrote: one adapter, no stray temp dirs from a second writer.
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter", "checkpoints", "config.yaml", "logs", "loss_curve.png", "train_metrics.json"]
+        ".codelora-output.json", "adapter", "checkpoints", "config.yaml", "logs", "loss_curve.png",
+        "train_metrics.json"]
     assert proc.stderr.count("adapter written to") == 1
     if fsdp:  # the gathered adapter is whole: every LoRA tensor of both layers, at full shape
         from safetensors.torch import load_file

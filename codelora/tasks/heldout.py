@@ -28,6 +28,7 @@ from codelora.utils import UserError
 
 REQUIRED = ("prompt", "completion")
 DEFAULT_MAX_NEW_TOKENS = 128
+ES_TOKEN_SPACED = "ES (token-spaced)"  # the line modes' ES: both sides re-spaced before fuzz.ratio
 SLACK_TOKENS = 8  # room for EOS and for a model tokenizer that splits a little finer
 
 
@@ -94,6 +95,15 @@ class HeldoutTask(Task):
             info["line_scoring"] = ("as CodeXGLUE line-level: reference and prediction re-spaced by one tokenizer "
                                     "per file type (Kotlin/other: codexglue_tokens.kotlin_line_tokens; .py: Python "
                                     "tokenize; .java: javalang), EM = equal token lists, ES = fuzz.ratio")
+            # Named apart from the demo breakdown's "ES (raw text)", which scores the text as generated.
+            info["metric_labels"] = {"es": ES_TOKEN_SPACED, "em": "EM (token-spaced)"}
+            info["metric_definitions"] = {
+                "es": f"{ES_TOKEN_SPACED}: fuzz.ratio of reference and prediction after both are re-spaced "
+                      "by the file type's line tokenizer (one space between tokens; the leading line break and "
+                      "the indentation dropped)"}
+        else:
+            info["metric_definitions"] = {
+                "es": "ES: fuzz.ratio of reference and prediction as generated, trailing whitespace dropped"}
         return info
 
 
