@@ -196,6 +196,9 @@ def check_exports(model_dir: Path, files: Sequence[Any], sets: Sequence[TaskSet]
             for ts, ref in zip(sets, merged):
                 scores = compare(ts, ref, run_llama(llm, tokenizer, ts))
                 row = {"type": file.type, "size_mb": file.size / 1e6, **scores}
+                log.info("parity %s %s: ES %.1f -> %.1f, EM %.1f -> %.1f, %d/%d identical, tok/s %.1f -> %.1f",
+                         file.type, row["task"], row["es"]["merged"], row["es"]["gguf"], row["em"]["merged"],
+                         row["em"]["gguf"], row["identical"], row["n"], *row["tokens_per_s"].values())
                 rows.append(row)
                 bad += failures(row, file.type)
     return Report(rows, bad, tokenization)
