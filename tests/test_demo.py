@@ -172,6 +172,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
                                 stride=48)
     config["train"].update(max_steps=4, batch_size=4, eval_steps=2, save_steps=2, max_length=96)
     config["benchmark"].update(sample=6, batch_size=6)
+    config["export"].update(sample=3, types=["f16"])
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
@@ -189,6 +190,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     assert "| ES (raw text) | 6 |" in (results / "breakdown.md").read_text()
     merged = tmp_path / config["merge"]["output"] / "model.safetensors"
     assert merged.is_file()
+    # the last stage: the merged model as GGUF, checked in llama.cpp by the parity gate
+    exported = tmp_path / config["export"]["output"]
+    assert len(list(exported.glob("*.gguf"))) == 1 and (exported / "Modelfile").is_file()
+    assert (exported / "parity.md").read_text().rstrip().endswith("PASSED")
     dd = load_from_disk(str(tmp_path / config["preprocess"]["output"]))
     assert set(dd) == {"train", "validation", "test"} and len(dd["train"]) == 64
     # the model learned from the Kotlin corpora: pretrained on the stdlib jars, finetuned on reflect/metadata
@@ -198,7 +203,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     # a second run finds every stage up to date and redoes nothing
     stamp = merged.stat().st_mtime_ns
     assert demo.main(["--config", str(path), "--max-files", "40"]) == 0
-    assert capsys.readouterr().err.count(": up to date (") == 6  # the pipeline logs to stderr
+    assert capsys.readouterr().err.count(": up to date (") == len(config["pipeline"]["stages"])  # logs: stderr
     assert merged.stat().st_mtime_ns == stamp
 
 
