@@ -565,7 +565,7 @@ def run(cfg) -> int:
         "memorization": memorization,
         "sample": cfg.sample,
         "delta_ci95": f"paired bootstrap over examples, {BOOTSTRAP_RESAMPLES} resamples, percentile 95% "
-                      "interval of the mean difference (ES, EM, pass@1, WER, token IoU, cosine; not the corpus-level BLEU and chrF)",
+                      "interval of the mean difference (ES, EM, pass@1, WER, token IoU, cosine, loss, compiles; not the corpus-level BLEU and chrF)",
     }
     table = write_reports(summary, rows, out)
     print(table)

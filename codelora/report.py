@@ -82,7 +82,7 @@ def markdown_table(summary: dict) -> str:
                if any("prompt_format" in info["models"][m] for m in models)}
     text = cards.markdown_table(header, rows, right=range(3, len(header))) + "\n"
     if len(models) > 1:
-        text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1, WER, token IoU, cosine); an interval that "
+        text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1, WER, token IoU, cosine, loss, compiles); an interval that "
                  "excludes 0 is a difference that resampling the examples does not explain away.\n")
     if notes:
         text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"
