@@ -31,8 +31,10 @@ def test_bad_gguf_files_are_one_error_line(tmp_path, capsys, monkeypatch, smollm
     truncated = tmp_path / "truncated.gguf"  # a download cut off: the header is intact, the tensors are not
     with open(smollm2_gguf, "rb") as handle:
         truncated.write_bytes(handle.read(4 << 20))
+    dataset = tmp_path / "dataset"  # exists: the dataset check passes, the base is what fails
+    dataset.mkdir()
     for bad in (garbage, truncated):
-        code = training.main(["--base-model", str(bad), "--output-dir", str(tmp_path / "run")])
+        code = training.main(["--base-model", str(bad), "--dataset", str(dataset), "--output-dir", str(tmp_path / "run")])
         assert f"{bad}: not a valid GGUF file, corrupt or truncated" in one_error_line(capsys, code)
     with pytest.raises(UserError, match="no such GGUF file"):
         modeling.model_source(str(tmp_path / "missing.gguf"))

@@ -414,7 +414,7 @@ def test_execution_task_reads_a_hub_dataset(hub_env, tmp_path, tiny_model_dir):
 
     out = tmp_path / "bench"
     args = ["--models", str(tiny_model_dir), "--tasks", "humaneval-kt", "--humaneval-kt-data",
-            "tester/kotlin-humaneval", "--max-new-tokens", "4", "--output", str(out)]
+            "tester/kotlin-humaneval", "--max-new-tokens", "4", "--output", str(out), "--allow-code-execution"]
     assert benchmarking.main(args) == 0
     rows = [json.loads(line) for line in (out / "examples" / "humaneval-kt.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["HumanEval_kotlin/0", "HumanEval_kotlin/1"]

@@ -361,7 +361,7 @@ def test_reference_config_is_the_kotlin_qlora_run():
     cfg = {k: p.cfg for k, p in _plans("kotlin-phi-1_5.yaml").items()}
     assert cfg["parse"].repo == ["https://github.com/JetBrains/kotlin"] and cfg["parse"].extensions == [".kt"]
     assert cfg["train"].base_model == "microsoft/phi-1_5" and cfg["train"].load_in_4bit is True
-    assert set(cfg["benchmark"].tasks) == {"heldout", "codexglue", "mceval-kotlin"}
+    assert set(cfg["benchmark"].tasks) == {"heldout", "codexglue", "mceval-kotlin", "humaneval-kt"}
 
 
 @pytest.mark.parametrize("name, base_repo, target_repo", [
@@ -371,7 +371,11 @@ def test_reference_config_is_the_kotlin_qlora_run():
 def test_demo_config_is_offline_and_keeps_bootstrap_and_finetune_files_apart(name, base_repo, target_repo):
     plans = _plans(name)
     cfg = {k: p.cfg for k, p in plans.items()}
-    assert list(plans) == ["bootstrap", "parse", "preprocess", "train", "merge", "benchmark"]
+    stages = ["bootstrap", "parse", "preprocess", "train", "merge", "benchmark"]
+    # the Kotlin demo ends with the GGUF export of its merged model (and the llama.cpp parity gate)
+    assert list(plans) == stages + (["export"] if name == "demo.yaml" else [])
+    if name == "demo.yaml":
+        assert cfg["export"].model == str(plans["merge"].artifact)
     assert cfg["train"].base_model == str(plans["bootstrap"].artifact)
     # The base pretrains on one repository and the finetune reads another (Kotlin's stdlib and
     # reflect/metadata, or Python's stdlib and torch: disjoint by construction, test_demo checks
