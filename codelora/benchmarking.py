@@ -230,18 +230,21 @@ def _pair_key(prediction: str, reference: str) -> str:
     return _sha(prediction + "\0" + reference)
 
 
-def load_cosines(path: Path) -> dict[str, float]:
-    """{pair key: cosine} from a cosine cache (JSON Lines, appended; a torn last line is dropped)."""
-    if not path.is_file():
-        return {}
+def load_scores(path: Path, key: str, value: str) -> dict[str, float]:
+    """{row[key]: row[value]} from a score cache (JSON Lines, appended; a torn last line is dropped)."""
     known = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        known[row["key"]] = float(row["cosine"])
+        known[row[key]] = float(row[value])
     return known
+
+
+def load_cosines(path: Path) -> dict[str, float]:
+    """{pair key: cosine} from a cosine cache."""
+    return load_scores(path, "key", "cosine")
 
 
 def embed_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> None:
@@ -286,15 +289,8 @@ def loss_cache_path(out: Path, model: str, task: Task) -> Path:
 
 
 def load_losses(path: Path) -> dict[str, float]:
-    """{example id: loss} from a loss cache (JSON Lines, appended; a torn last line is dropped)."""
-    known = {}
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        known[row["id"]] = float(row["loss"])
-    return known
+    """{example id: loss} from a loss cache."""
+    return load_scores(path, "id", "loss")
 
 
 def losses_missing(model_name: str, tasks: dict[str, Task], data: dict[str, list[Example]], cfg, out: Path) -> dict:
