@@ -354,8 +354,6 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
 
     # --output at a dataset, a run or the working directory would lose their config.yaml
     guard_stage_output("benchmark", cfg)
-    for model in cfg.models:
-        check_local_or_hub("--models", model)
     options = TaskOptions.from_config(cfg)
     tasks = {name: get_task(name, options) for name in dict.fromkeys(cfg.tasks)}
     executing = [name for name, task in tasks.items() if any(m.startswith("pass@") for m in task.metrics)]
@@ -374,6 +372,7 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
             raise UserError(f"{name}: example ids are not unique")
         data[name] = expand_samples(sample_examples(examples, cfg.sample, cfg.seed), task.n_samples)
     for model in cfg.models:
+        check_local_or_hub("--models", model)  # a path typo is "no such directory", not a Hub error
         load_tokenizer(model)  # a model without a tokenizer fails here, not after hours of work
         check_model_files(model)  # a corrupt second model fails here, not after the first one's generation
     return tasks, data
