@@ -306,7 +306,7 @@ def test_execution_refused_when_isolation_fails(monkeypatch, tmp_path, mceval_da
         forget_isolation_probe()
 
 
-def test_benchmark_cli_refuses_before_generating(monkeypatch, tmp_path, capsys, mceval_data, tiny_model_dir):
+def test_benchmark_cli_refuses_before_generating(monkeypatch, tmp_path, capsys, mceval_data):
     from codelora import benchmarking
 
     fake_bin = tmp_path / "bin"
@@ -318,9 +318,8 @@ def test_benchmark_cli_refuses_before_generating(monkeypatch, tmp_path, capsys, 
     forget_isolation_probe()
     try:
         out = tmp_path / "results"
-        # the refusal must come before any model loads or generates
-        monkeypatch.setattr(benchmarking, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
-        code = benchmarking.main(["--models", str(tiny_model_dir), "--tasks", "mceval-kotlin",
+        # a model that does not exist: the refusal must come before any model is looked at
+        code = benchmarking.main(["--models", str(tmp_path / "no-such-model"), "--tasks", "mceval-kotlin",
                                   "--mceval-data", str(mceval_data), "--allow-code-execution", "--output", str(out)])
     finally:
         forget_isolation_probe()
