@@ -48,7 +48,7 @@ kotlin:
 # A real llama.cpp (npm `node-llama-cpp`, pinned, prebuilt CPU binaries only, into .tools/llama):
 # tools/install-llama.sh. The GGUF export's parity gate and its tests run the exported file in it.
 llama:
-	bash tools/install-llama.sh
+	start=$$(date +%s) && bash tools/install-llama.sh && echo $$(( $$(date +%s) - start )) > .tools/.make-llama-seconds
 
 lint: venv
 	$(PY) -m ruff check codelora tests bench

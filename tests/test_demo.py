@@ -9,6 +9,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from datasets import Dataset, DatasetDict, load_from_disk
@@ -242,3 +243,53 @@ def test_demo_configs_ship_inside_the_package(tmp_path, monkeypatch):
     (tmp_path / "demo-python.yaml").write_text("parse: {}\n")  # a file of that name here wins
     assert demo.shipped_config(Path("demo-python.yaml")) == Path("demo-python.yaml")
     assert demo.shipped_config(Path("sub/demo.yaml")) == Path("sub/demo.yaml")  # a path is never replaced
+
+
+def test_the_readme_real_model_figures_are_generated_from_the_saved_run():
+    """The real-model demo's README block is what bench/demo_smollm2_run.json renders to (or empty,
+    with no saved run): no figure in it is typed by hand."""
+    readme = (Path(demo.__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for name, saved in demo.TABLE_RUNS.items():
+        begin, end = demo.table_markers(name)
+        assert begin in readme and end in readme, f"the README lost the {name} figures block"
+        block = readme[readme.index(begin) + len(begin):readme.index(end)].strip("\n")
+        if not block:
+            assert not saved.exists(), f"{saved.name} is saved but the README does not show it"
+            continue
+        run = json.loads(saved.read_text(encoding="utf-8"))
+        assert block == demo.readme_table(run), f"README figures differ from {saved.name}: regenerate"
+        assert run["codelora_commit"] and not run["codelora_commit"].endswith("-dirty")
+
+
+def test_real_model_readme_table_comes_from_the_summary_and_the_run_time(tmp_path):
+    summary = {
+        "models": ["base", "tuned"],
+        "tasks": {
+            "heldout": {"n": 255, "split": "test", "metrics": ["es", "em"], "metric_labels": {"es": "ES (token-spaced)"},
+                        "models": {"base": {"es": 48.2, "em": 20.0}, "tuned": {"es": 51.4, "em": None}},
+                        "delta_vs_baseline": {"tuned": {"es": 3.2}}, "delta_ci95": {"tuned": {"es": [0.5, 6.1]}}},
+            "general-loss": {"n": 48, "metrics": ["loss", "pass@1"],
+                             "models": {"base": {"loss": 2.37, "pass@1": None}, "tuned": {"loss": 2.26}},
+                             "delta_vs_baseline": {"tuned": {"loss": -0.11}}, "delta_ci95": {}},
+        },
+    }
+    timing = {"commit": "abc123", "seconds": 812.4, "rows": [["stage train", "300"], ["  heldout: base", "61"]]}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text(json.dumps(summary))
+    (results / demo.DEMO_TIME_FILE).write_text(json.dumps(timing))
+    readme = tmp_path / "README.md"
+    begin, end = demo.table_markers("demo-smollm2.yaml")
+    readme.write_text(f"intro\n\n{begin}\nold\n{end}\n\nrest\n")
+    text = demo.update_readme_table("demo-smollm2.yaml", results, readme, tmp_path / "run.json")
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert "| heldout (test) | 255 | ES (token-spaced) | 48.20 | 51.40 | +3.20 [+0.50, +6.10] |" in rows
+    assert "| heldout (test) | 255 | em | 20.00 | n/a | n/a |" in rows
+    assert "| general-loss | 48 | loss | 2.37 | 2.26 | -0.11 |" in rows
+    assert not any("pass@1" in line for line in rows)  # no value for either model: no row
+    assert "| stage train | 300 |" in rows and "the demo itself 812 s" in text and "abc123" in text
+    assert readme.read_text() == f"intro\n\n{begin}\n{text}\n{end}\n\nrest\n"
+    assert json.loads((tmp_path / "run.json").read_text())["seconds"] == 812.4
+    (results / demo.DEMO_TIME_FILE).unlink()
+    with pytest.raises(demo.UserError, match="demo_time.json is missing"):
+        demo.update_readme_table("demo-smollm2.yaml", results, readme, tmp_path / "run.json")
