@@ -185,7 +185,7 @@ def generate_missing(model_name: str, tasks: dict[str, Task], data: dict[str, li
         if missing:
             todo[name] = (task, settings, cache, missing)
             print(estimate_line(model_name, name, len(missing), earlier_rate(out, model_name, name),
-                                "measured by the last run in this output directory", cfg.sample is not None),
+                                "measured by the last run in this output directory", cfg.sample_for(name) is not None),
                   flush=True)
         log.info("%s / %s: %d cached, %d to generate", model_name, name, len(done), len(missing))
     stats: dict[str, Any] = {}
@@ -370,7 +370,7 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
         ids = [e.id for e in examples]
         if len(set(ids)) != len(ids):
             raise UserError(f"{name}: example ids are not unique")
-        data[name] = expand_samples(sample_examples(examples, cfg.sample, cfg.seed), task.n_samples)
+        data[name] = expand_samples(sample_examples(examples, cfg.sample_for(name), cfg.seed), task.n_samples)
     for model in cfg.models:
         check_local_or_hub("--models", model)  # a path typo is "no such directory", not a Hub error
         load_tokenizer(model)  # a model without a tokenizer fails here, not after hours of work
@@ -559,6 +559,7 @@ def run(cfg) -> int:
         "timing": timing,
         "memorization": memorization,
         "sample": cfg.sample,
+        "task_sample": {name: cfg.sample_for(name) for name in cfg.tasks if cfg.sample_for(name) != cfg.sample},
         "delta_ci95": f"paired bootstrap over examples, {BOOTSTRAP_RESAMPLES} resamples, percentile 95% "
                       "interval of the mean difference (ES, EM, pass@1, WER, token IoU, cosine, loss, compiles; not the corpus-level BLEU and chrF)",
     }

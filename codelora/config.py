@@ -301,6 +301,8 @@ class BenchmarkConfig:
     loss_files: int = opt(64, "general-loss: files scored (a seeded sample when the file has more)")
     output: str = opt("results/phi15-kotlin", "output directory")
     sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
+    task_sample: list[str] = opt(factory=list, help="TASK=N: a seeded sample of N for that task instead of "
+                                 "--sample (repeatable), e.g. heldout-fim=128 mceval-kotlin=24")
     seed: int = opt(42, "seed for sampling and generation")
     batch_size: int = opt(32, "generation batch size (prompts are length-sorted and left-padded)")
     max_new_tokens: int | None = opt(None, "override each task's max_new_tokens")
@@ -330,12 +332,25 @@ class BenchmarkConfig:
             raise UserError("--batch-size and --num-beams must be >= 1")
         if self.sample is not None and self.sample < 1:
             raise UserError("--sample must be >= 1")
+        self.sample_for(None)  # --task-sample entries are checked before anything loads
         if self.n_samples < 1:
             raise UserError("--n-samples must be >= 1")
         if self.n_samples > 1:
             if self.num_beams > 1:
                 raise UserError("--n-samples > 1 samples; it cannot be combined with --num-beams")
             self.do_sample = True
+
+    def sample_for(self, task: str | None) -> int | None:
+        """The sample size for `task`: its --task-sample entry, else --sample."""
+        sizes = {}
+        for entry in self.task_sample:
+            name, _, size = entry.partition("=")
+            if not name or not size.isdigit() or int(size) < 1:
+                raise UserError(f"--task-sample: expected TASK=N with N >= 1, got {entry!r}")
+            if name not in self.tasks:
+                raise UserError(f"--task-sample {entry}: {name} is not in --tasks ({' '.join(self.tasks)})")
+            sizes[name] = int(size)
+        return sizes.get(task, self.sample) if task else None
 
 
 @dataclass

@@ -209,6 +209,17 @@ def test_codexglue_and_mceval_through_the_cli(tmp_path, tiny_model_dir, mceval_d
     assert len(preds) == 1 and len(preds[0].read_text().splitlines()) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"]["codexglue"]["n"] == 2
+    # --task-sample: one task's own sample size beside --sample; a bad entry is one line, nothing made
+    out2 = tmp_path / "o2"
+    args2 = [*args[:6], "--max-new-tokens", "6", "--output", str(out2), "--tasks", "codexglue"]
+    assert run([*args2, "--task-sample", "codexglue=1"]) == 0
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert summary["tasks"]["codexglue"]["n"] == 1 and summary["task_sample"] == {"codexglue": 1}
+    capsys.readouterr()
+    for bad, message in (("codexglue=0", "expected TASK=N"), ("heldout=3", "heldout is not in --tasks")):
+        assert run([*args2[:-2], "--output", str(tmp_path / "o3"), "--tasks", "codexglue", "--task-sample", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and not (tmp_path / "o3").exists()
 
 
 def test_paired_bootstrap_ci():
