@@ -22,7 +22,7 @@ from typing import Any
 
 from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
 from codelora.metrics import ES_BACKEND
-from codelora.tasks import Example, Task, TaskOptions, get_task
+from codelora.tasks import Example, Task, get_task
 from codelora.contracts import write_output_marker
 from codelora.utils import (Interrupted, UserError, atomic_file, check_local_or_hub, progress, seed_everything,
                             write_json, write_jsonl)
@@ -354,8 +354,7 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
 
     # --output at a dataset, a run or the working directory would lose their config.yaml
     guard_stage_output("benchmark", cfg)
-    options = TaskOptions.from_config(cfg)
-    tasks = {name: get_task(name, options) for name in dict.fromkeys(cfg.tasks)}
+    tasks = {name: get_task(name, cfg) for name in dict.fromkeys(cfg.tasks)}  # cfg is a TaskOptions
     executing = [name for name, task in tasks.items() if any(m.startswith("pass@") for m in task.metrics)]
     if executing and not cfg.allow_code_execution:
         # else every completion is generated (hours at full size) only to be reported n/a
