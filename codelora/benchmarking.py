@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
-from codelora.metric_table import implementations, metric
+from codelora.metric_table import METRICS, implementations, metric
 from codelora.tasks import Example, Task, get_task
 from codelora.contracts import write_output_marker
 from codelora.utils import (Interrupted, UserError, atomic_file, check_local_or_hub, progress, seed_everything,
@@ -530,8 +530,8 @@ def run(cfg) -> int:
         "models": cfg.models,
         "baseline": cfg.models[0],
         "tasks": summary_tasks,
-        "es_backend": ES_BACKEND,
-        "bleu": BLEU_IMPLEMENTATION,
+        "es_backend": METRICS["es"].implementation,
+        "bleu": METRICS["bleu"].implementation,
         "metric_implementations": metric_implementations(tasks),
         "generation": {"num_beams": cfg.num_beams, "do_sample": cfg.do_sample, "seed": cfg.seed,
                        "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True},
