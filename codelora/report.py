@@ -52,7 +52,7 @@ def short_name(model: str, models: Sequence[str] = ()) -> str:
     return model
 
 
-def markdown_table(summary: dict) -> str:
+def results_table(summary: dict) -> str:
     """One row per task and metric; a column per model and a Δ column per non-baseline model."""
     models = summary["models"]
     base = models[0]
@@ -212,7 +212,7 @@ def write_reports(summary: dict, rows: dict[str, list[dict]], out: Path) -> str:
     """summary.json, results.md, scores.png, report.html under `out`; returns the table."""
     from codelora.memorization import memorization_markdown
 
-    table = markdown_table(summary)
+    table = results_table(summary)
     memorized = memorization_markdown(summary)  # its own table, so not in the HTML score table
     write_json(out / "summary.json", summary)
     with atomic_file(out / "results.md") as handle:

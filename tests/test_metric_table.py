@@ -5,7 +5,7 @@ from __future__ import annotations
 from codelora import metric_table
 from codelora.benchmarking import compare, metric_implementations
 from codelora.metric_table import METRICS, Metric, implementations, metric
-from codelora.report import markdown_table
+from codelora.report import results_table
 
 
 class _Task:
@@ -26,7 +26,7 @@ def test_a_new_metric_is_one_entry(monkeypatch):
     entry = Metric("lev", "Levenshtein", note="chars", mean_of="lev_row", scale=10.0,
                    implementation="python-Levenshtein distance")
     monkeypatch.setitem(METRICS, "lev", entry)
-    table = markdown_table(_summary(["es", "lev"]))
+    table = results_table(_summary(["es", "lev"]))
     assert "| Levenshtein (chars) |" in table
     assert "Levenshtein" in table.split("[95% CI]: paired bootstrap over the examples (")[1].split(")")[0]
     assert metric_implementations({"t": _Task(("es", "lev"))})["lev"] == "python-Levenshtein distance"
