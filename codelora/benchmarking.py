@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from codelora.generation import GenerationSettings, GenerationStats, generate, load_model, load_tokenizer
-from codelora.metrics import ES_BACKEND
-from codelora.tasks import Example, Task, TaskOptions, get_task
+from codelora.metric_table import METRICS, implementations, metric
+from codelora.tasks import Example, Task, get_task
 from codelora.contracts import write_output_marker
 from codelora.utils import (Interrupted, UserError, atomic_file, check_local_or_hub, progress, seed_everything,
                             write_json, write_jsonl)
@@ -329,23 +329,7 @@ def add_losses(examples: Sequence[Example], per_example: list[dict], corpus: dic
 
 def metric_implementations(tasks: dict[str, Task]) -> dict[str, str]:
     """Which implementation (package and version) computed each metric the tasks report."""
-    from codelora.similarity import IMPLEMENTATIONS
-
-    known = {"es": ES_BACKEND, "em": "codelora.metrics.exact_match: equal whitespace-token lists (CodeXGLUE line "
-                                    "evaluator)",
-             "bleu": BLEU_IMPLEMENTATION, **IMPLEMENTATIONS,
-             "loss": "codelora.tasks.general_loss.text_losses: mean next-token cross-entropy (nats) per file, "
-                     "transformers forward pass",
-             "compiles": "share of programs kotlinc compiles (sandboxed), prompt + completion + tests"}
-    used = {m for task in tasks.values() for m in task.metrics}
-    out = {m: known[m] for m in sorted(used) if m in known}
-    if any(m.startswith("pass@") for m in used):
-        out["pass@k"] = ("codelora.metrics.pass_at_k: Chen et al. 2021's unbiased estimator over sandboxed "
-                         "kotlinc + java -ea verdicts")
-    return out
-
-
-BLEU_IMPLEMENTATION = "smoothed corpus BLEU-4 (CodeXGLUE nmt-derived bleu.py, smooth=True), whitespace tokens"
+    return implementations(m for task in tasks.values() for m in task.metrics)
 
 
 def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
@@ -354,8 +338,7 @@ def validate(cfg) -> tuple[dict[str, Task], dict[str, list[Example]]]:
 
     # --output at a dataset, a run or the working directory would lose their config.yaml
     guard_stage_output("benchmark", cfg)
-    options = TaskOptions.from_config(cfg)
-    tasks = {name: get_task(name, options) for name in dict.fromkeys(cfg.tasks)}
+    tasks = {name: get_task(name, cfg) for name in dict.fromkeys(cfg.tasks)}  # cfg is a TaskOptions
     executing = [name for name, task in tasks.items() if any(m.startswith("pass@") for m in task.metrics)]
     if executing and not cfg.allow_code_execution:
         # else every completion is generated (hours at full size) only to be reported n/a
@@ -402,11 +385,6 @@ def check_model_files(model: str) -> None:
                             f"({type(err).__name__}: {err}); nothing was generated") from None
 
 
-# Per-example scores behind the corpus metrics that are plain means: (row key, scale to 0..100).
-# Corpus BLEU is not a mean of per-example values, so it gets no interval here.
-MEAN_METRICS = {"es": ("es", 1.0), "em": ("em", 100.0), "pass@1": ("pass", 100.0), "wer": ("wer", 100.0),
-                "token_iou": ("token_iou", 100.0), "cosine": ("cosine", 100.0), "loss": ("loss", 1.0),
-                "compiles": ("compiles", 100.0)}
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -503,7 +481,8 @@ def compare(per_model: dict[str, dict], task_rows: list[dict], metrics: Sequence
         }
         intervals[model] = {}
         for m in deltas[model]:
-            key, scale = MEAN_METRICS.get(m, (None, 0.0))
+            # an interval for the metrics that are means of per-example scores (metric_table), not corpus BLEU
+            key, scale = metric(m).mean_of, metric(m).scale
             if key is None or not all(key in r["scores"][model] and key in r["scores"][base] for r in task_rows):
                 continue
             ci = paired_bootstrap_ci([scale * r["scores"][base][key] for r in task_rows],
@@ -551,8 +530,8 @@ def run(cfg) -> int:
         "models": cfg.models,
         "baseline": cfg.models[0],
         "tasks": summary_tasks,
-        "es_backend": ES_BACKEND,
-        "bleu": BLEU_IMPLEMENTATION,
+        "es_backend": METRICS["es"].implementation,
+        "bleu": METRICS["bleu"].implementation,
         "metric_implementations": metric_implementations(tasks),
         "generation": {"num_beams": cfg.num_beams, "do_sample": cfg.do_sample, "seed": cfg.seed,
                        "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True},

@@ -14,25 +14,15 @@ import importlib
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from codelora.contracts import adapter_dir
-from codelora.utils import UserError, atomic_file
-
-
-def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, fingerprint: bool = True,
-        **meta: Any) -> Any:
-    """A dataclass field with a help text (list defaults via `factory`). `fingerprint=False`: the
-    setting says where to publish or how fast to run, not what to build, so the pipeline does not
-    rebuild an output when only it changed."""
-    meta = {"help": help, "fingerprint": fingerprint, **meta}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+from codelora.tasks import TaskOptions, task_names
+from codelora.utils import UserError, atomic_file, opt
 
 
 def fingerprinted(f: dataclasses.Field) -> bool:
@@ -264,62 +254,20 @@ class MergeConfig:
 
 
 @dataclass
-class BenchmarkConfig:
-    """benchmarking.py: base vs finetuned on each task; the first model is the baseline."""
+class BenchmarkConfig(TaskOptions):
+    """benchmarking.py: base vs finetuned on each task; the first model is the baseline. The settings
+    tasks read are TaskOptions' (codelora.tasks), inherited; the benchmark's own are below."""
 
     models: list[str] = opt(factory=lambda: ["microsoft/phi-1_5"],
                             help="Hub ids, local dirs, .gguf files or smollm2-135m; first = baseline")
     hf_repository: str | None = opt(None, "reference workflow: compare microsoft/phi-1_5 with this repo",
                                     fingerprint=False)
-    tasks: list[str] = opt(factory=lambda: ["heldout"], help="tasks to run: heldout heldout-fim codexglue codexglue-line mceval-kotlin mceval-kotlin-fim mbkp humaneval-kt "
-                             "general-loss")
-    dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task")
-    heldout_split: Literal["test", "validation"] = opt(
-        "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
-    codexglue_data: str | None = opt(None, "CodeXGLUE method-generation JSONL or Hub id")
-    codexglue_prompt: Literal["natural", "tokens"] = opt(
-        "natural", "codexglue prompt: natural = decoded Python with an indented docstring; tokens = the "
-        "dataset's own signature<EOL>\"\"\"docstring\"\"\"<EOL> token format (what published runs used)")
-    codexglue_literals: str | None = opt(
-        None, "CodeXGLUE literals.json used to normalise predictions' literals (default: the literals the data shows)")
-    codexglue_line_data: str | None = opt(None, "CodeXGLUE line-completion JSONL ({input, gt})")
-    codexglue_line_literals: str | None = opt(
-        None, "literals.json of the line-level dataset, to normalise predictions' literals (default: those the data shows)")
-    codexglue_line_language: Literal["auto", "python", "java"] = opt(
-        "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
-    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (tasks mceval-kotlin, mceval-kotlin-fim); "
-                                  "default: the copy codelora ships (data/benchmarks/mceval_kotlin.jsonl)")
-    mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
-                                "canonical_solution (may be null)")
-    humaneval_kt_data: str | None = opt(None, "HumanEval-Kotlin (task humaneval-kt): MultiPL-E's JSONL (name, prompt, "
-                                        "tests, stop_tokens), or MXEval records such as the Hub dataset "
-                                        "JetBrains/Kotlin_HumanEval; evaluation only, never training data; default: "
-                                        "the copy codelora ships (data/benchmarks/humaneval_kt.jsonl)")
-    loss_data: str | None = opt(None, "general-loss: a parse_data.py JSON Lines file of code the finetune never "
-                                "trained on (e.g. the language's standard library); each model's loss on it")
-    loss_tokens: int = opt(256, "general-loss: tokens scored from the start of each file")
-    loss_files: int = opt(64, "general-loss: files scored (a seeded sample when the file has more)")
+    tasks: list[str] = opt(factory=lambda: ["heldout"], help=f"tasks to run: {' '.join(task_names())}")
     output: str = opt("results/phi15-kotlin", "output directory")
-    sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
     task_sample: list[str] = opt(factory=list, help="TASK=N: a seeded sample of N for that task instead of "
                                  "--sample (repeatable), e.g. heldout-fim=128 mceval-kotlin=24")
-    seed: int = opt(42, "seed for sampling and generation")
     batch_size: int = opt(32, "generation batch size (prompts are length-sorted and left-padded)")
     max_new_tokens: int | None = opt(None, "override each task's max_new_tokens")
-    num_beams: int = opt(1, "beam search width (1 = greedy)")
-    do_sample: bool = opt(False, "sample instead of greedy/beam")
-    temperature: float = opt(0.2, "sampling temperature (with --do-sample)")
-    top_p: float = opt(0.95, "nucleus sampling p (with --do-sample)")
-    allow_code_execution: bool = opt(False, "run generated code (sandboxed) for pass@1")
-    exec_timeout: float = opt(30.0, "seconds each generated Kotlin program may run (its compilation, batched, is "
-                              "bounded separately)")
-    kotlinc: str | None = opt(None, "Kotlin compiler to use (default: the project's .tools/kotlinc from "
-                              "`make kotlin`, else kotlinc on PATH)")
-    n_samples: int = opt(1, "samples per problem for the execution tasks: pass@k for every k <= N (Chen et al. "
-                         "2021's unbiased estimator); N > 1 samples with --temperature/--top-p (seeded)")
-    unsafe_no_sandbox: bool = opt(
-        False, "with --allow-code-execution: run generated programs WITHOUT isolation (no bubblewrap; "
-        "limits only), e.g. where the kernel refuses namespaces; only for code you trust")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt(
         "auto", "model dtype (auto: fp32 on CPU; on a GPU bf16 where it is supported, else fp16)")
 
@@ -328,6 +276,10 @@ class BenchmarkConfig:
             self.models = ["microsoft/phi-1_5", self.hf_repository]
         if not self.models:
             raise UserError("--models: give at least one model")
+        known = task_names()
+        for name in self.tasks:
+            if name not in known:
+                raise UserError(f"--tasks: unknown task '{name}' (known: {', '.join(known)})")
         if self.batch_size < 1 or self.num_beams < 1:
             raise UserError("--batch-size and --num-beams must be >= 1")
         if self.sample is not None and self.sample < 1:
@@ -491,8 +443,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           output="output", artifact=_output("output"), inputs=("adapter", "base_model")),
     Stage("benchmark", BenchmarkConfig, "codelora.benchmarking", "run", "benchmarking.py",
           output="output", artifact=_output("output"), continues=True,
-          inputs=("models", "dataset", "codexglue_data", "codexglue_literals", "codexglue_line_data",
-                  "codexglue_line_literals", "mceval_data", "mbkp_data", "humaneval_kt_data", "loss_data", "kotlinc")),
+          inputs=("models", *TaskOptions.local_inputs())),
     Stage("export", ExportConfig, "codelora.export", "export", "export_gguf.py",
           output="output", artifact=_output("output")),
     Stage("bleu", BleuConfig, "codelora.metrics", "run", "bleu.py"),

@@ -218,15 +218,23 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
     merged.config.use_cache = True  # training turned it off; generation wants it
     info = {"base_model": base_name, "adapter": cfg.adapter, "dtype": cfg.dtype, "adapter_effect": adapter_effect,
             "logit_error_fp32": fp32_error, "logit_error_dtype": dtype_error}
+    save_merged(merged, tokenizer, cfg, output, info)
+    if cfg.push_to_hub:
+        _push(cfg, output, adapter_dir, base_name, token)
+    return info
+
+
+def save_merged(merged, tokenizer, cfg: MergeConfig, output: Path, info: dict[str, Any]) -> None:
+    """Write the merged model as one directory, atomically: what merge_lora.py outputs. The place
+    where an output format plugs in: today a transformers directory (safetensors, config.json,
+    generation_config.json, the tokenizer), which from_pretrained, the benchmark and export_gguf.py
+    (GGUF for llama.cpp) read; the config and the verification beside it, then the pipeline marker."""
     with atomic_dir(output, overwrite=cfg.overwrite) as tmp:
         merged.save_pretrained(tmp)  # safetensors + config.json + generation_config.json
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp / "merge_config.yaml", verification=info)
         write_output_marker(tmp, "merge")
     log.info("merged model written to %s", output)
-    if cfg.push_to_hub:
-        _push(cfg, output, adapter_dir, base_name, token)
-    return info
 
 
 def _check_before_work(cfg: MergeConfig, output: Path) -> str | None:

@@ -14,21 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from codelora import cards
+from codelora import cards, metric_table
 from codelora.utils import atomic_file, write_json
 
 log = logging.getLogger(__name__)
 
-LABELS = {"es": "ES", "em": "EM", "bleu": "BLEU", "pass@1": "pass@1", "es_raw": "ES (raw)", "bleu_raw": "BLEU (raw)",
-          "chrf": "chrF", "wer": "WER (lower is better)", "token_iou": "token IoU", "em_raw": "EM (raw)",
-          "cosine": "cosine (own embeddings)"}
 N_SHOWN = 5  # examples per side (gains, losses) in the HTML
 
 
 def metric_label(info: dict, metric: str) -> str:
     """The table's name for a task's metric: the task's own where it names one apart (heldout's
-    "ES (token-spaced)" in the line modes), else LABELS."""
-    return (info.get("metric_labels") or {}).get(metric) or LABELS.get(metric, metric)
+    "ES (token-spaced)" in the line modes), else the metric table's."""
+    return (info.get("metric_labels") or {}).get(metric) or metric_table.metric(metric).heading
 
 
 def _fmt(value: Any) -> str:
@@ -55,7 +52,7 @@ def short_name(model: str, models: Sequence[str] = ()) -> str:
     return model
 
 
-def markdown_table(summary: dict) -> str:
+def results_table(summary: dict) -> str:
     """One row per task and metric; a column per model and a Δ column per non-baseline model."""
     models = summary["models"]
     base = models[0]
@@ -82,8 +79,8 @@ def markdown_table(summary: dict) -> str:
                if any("prompt_format" in info["models"][m] for m in models)}
     text = cards.markdown_table(header, rows, right=range(3, len(header))) + "\n"
     if len(models) > 1:
-        text += ("\n[95% CI]: paired bootstrap over the examples (ES, EM, pass@1, WER, token IoU, cosine, loss, compiles); an interval that "
-                 "excludes 0 is a difference that resampling the examples does not explain away.\n")
+        text += (f"\n[95% CI]: paired bootstrap over the examples ({', '.join(metric_table.interval_labels())}); an "
+                 "interval that excludes 0 is a difference that resampling the examples does not explain away.\n")
     if notes:
         text += "\n" + "\n".join(f"pass@1: {n}" for n in sorted(notes)) + "\n"
     task_notes = [f"{task}: {info['table_note']}" for task, info in summary["tasks"].items() if info.get("table_note")]
@@ -215,7 +212,7 @@ def write_reports(summary: dict, rows: dict[str, list[dict]], out: Path) -> str:
     """summary.json, results.md, scores.png, report.html under `out`; returns the table."""
     from codelora.memorization import memorization_markdown
 
-    table = markdown_table(summary)
+    table = results_table(summary)
     memorized = memorization_markdown(summary)  # its own table, so not in the HTML score table
     write_json(out / "summary.json", summary)
     with atomic_file(out / "results.md") as handle:

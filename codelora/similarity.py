@@ -13,7 +13,8 @@ Beside CodeXGLUE's ES/EM/BLEU (codelora.metrics), infilling is scored as the see
   its own weights, so the score says how close the model itself finds its answer to the
   reference; it is not a fixed yardstick shared by base and finetuned (chrF, ES are).
 
-`IMPLEMENTATIONS` records which package and version computed each number (summary.json).
+Which package and version computed each number (summary.json) is recorded in
+codelora.metric_table, beside each metric's label and interval.
 
 Empty strings have no words or tokens; the rules chosen: two empty strings agree perfectly
 (chrF 100, WER 0, IoU 1, cosine 1); an empty side against a non-empty one scores chrF 0,
@@ -22,30 +23,12 @@ WER 1 (every reference word missed, or, for an empty reference, every word inser
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import statistics
 from collections.abc import Sequence
 
 _CODE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|[^\sA-Za-z0-9_]")
 LAST_LAYER = -1  # hidden_states[-1]: the final layer's output (after the final norm in Phi)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-IMPLEMENTATIONS = {
-    "chrf": f"sacrebleu {_version('sacrebleu')} CHRF(char_order=6, word_order=0, beta=2)",
-    "wer": f"jiwer {_version('jiwer')} wer over whitespace words",
-    "token_iou": "codelora.similarity.token_iou (regex code tokens)",
-    "cosine": (f"torch {_version('torch')} cosine_similarity of the evaluated model's own embeddings: "
-               f"hidden_states[{LAST_LAYER}] (last layer) mean-pooled over the text's tokens, each text embedded "
-               "alone; reported x100 (codelora.similarity)"),
-}
 
 
 def chrf(prediction: str, reference: str) -> float:

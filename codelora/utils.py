@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,18 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("codelora")
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, fingerprint: bool = True,
+        **meta: Any) -> Any:
+    """A documented dataclass field, one CLI flag (codelora.config): a help text (list defaults via
+    `factory`). `fingerprint=False`: the setting says where to publish or how fast to run, not what
+    to build, so the pipeline does not rebuild an output when only it changed. `local_input=True`:
+    the setting names a local input the stage's output must keep clear of (config.Stage.inputs)."""
+    meta = {"help": help, "fingerprint": fingerprint, **meta}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 class UserError(Exception):

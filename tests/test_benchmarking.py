@@ -244,14 +244,14 @@ def test_paired_bootstrap_ci():
 
 
 def test_report_names_models_apart():
-    from codelora.report import markdown_table, short_name
+    from codelora.report import results_table, short_name
 
     models = ["/x/.demo/base", "/x/runs/r16/merged", "/x/runs/r64/merged", "microsoft/phi-1_5"]
     assert [short_name(m, models) for m in models] == ["base", "r16/merged", "r64/merged", "phi-1_5"]
     assert short_name("/x/runs/r16/merged") == "merged"  # alone, the last component suffices
     task = {"n": 1, "metrics": ["es"], "models": {m: {"es": 1.0} for m in models},
             "delta_vs_baseline": {m: {"es": 0.0} for m in models[1:]}}
-    header = markdown_table({"models": models, "tasks": {"heldout": task}}).splitlines()[0]
+    header = results_table({"models": models, "tasks": {"heldout": task}}).splitlines()[0]
     assert "| base (base) | r16/merged | r64/merged | phi-1_5 |" in header
     assert "Δ r16/merged − base" in header and "Δ r64/merged − base" in header
 

@@ -15,7 +15,7 @@ import pytest
 
 from codelora.generation import GenerationSettings, generate_batch, load_model
 from codelora.metrics import corpus_bleu
-from codelora.report import markdown_table
+from codelora.report import results_table
 from codelora.tasks import TaskOptions, get_task
 from codelora.tasks.codexglue import build_token_prompt, stop_at_body_dedent, stop_at_function_end
 from codelora.tasks.codexglue_tokens import Literals, python_body_tokens
@@ -123,7 +123,7 @@ def test_literal_file_and_table_note(data, tmp_path):
     assert info["literals"].startswith("literals.json") and info["decoding"] == "beam search, 5 beams"
     summary = {"models": ["m"], "tasks": {"codexglue": {"n": 1, "metrics": list(task.metrics), "models": {"m": {}},
                                                        "delta_vs_baseline": {}, **info}}}
-    table = markdown_table(summary)
+    table = results_table(summary)
     assert "| ES (raw) |" in table and "| BLEU (raw) |" in table
     assert "n = 1 of 2 records (a seeded --sample" in table and "prompt: natural" in table
     assert "decoding: beam search, 5 beams" in table

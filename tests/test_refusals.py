@@ -346,7 +346,7 @@ def test_a_corrupt_second_model_is_named_before_the_first_one_generates(
 
 def test_heldout_es_is_named_apart_from_the_breakdowns_es_everywhere():
     """The table's next-line ES re-spaces both sides; the breakdown's does not. Each says which it is."""
-    from codelora.report import markdown_table
+    from codelora.report import results_table
     from codelora.tasks import TaskOptions, get_task
 
     task = get_task("heldout", TaskOptions())
@@ -366,7 +366,7 @@ def test_heldout_es_is_named_apart_from_the_breakdowns_es_everywhere():
             }
         },
     }
-    table = markdown_table(summary)
+    table = results_table(summary)
     assert "| heldout | 2 | ES (token-spaced) | 19.49 | 26.43 |" in table
     assert (
         "heldout ES (token-spaced): fuzz.ratio of reference and prediction after both are re-spaced" in table

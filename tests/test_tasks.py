@@ -197,11 +197,37 @@ def test_heldout_stop_rule_follows_the_recorded_windowing_mode(tmp_path, mode, t
     assert (None if cut is None else text[:cut]) == kept
 
 
-def test_task_options_defaults_are_the_benchmark_configs():
-    """Tasks get their settings as TaskOptions; its defaults may not drift from BenchmarkConfig's."""
+def test_tasks_read_the_benchmark_config_itself():
+    """BenchmarkConfig extends TaskOptions: a task gets the config, no copy that could drift."""
     from codelora.config import BenchmarkConfig
 
-    assert TaskOptions.from_config(BenchmarkConfig()) == TaskOptions()
-    changed = BenchmarkConfig(mceval_data="m.jsonl", exec_timeout=5.0, allow_code_execution=True)
-    assert TaskOptions.from_config(changed) == TaskOptions(mceval_data="m.jsonl", exec_timeout=5.0,
-                                                          allow_code_execution=True)
+    cfg = BenchmarkConfig(mceval_data="m.jsonl", exec_timeout=5.0, allow_code_execution=True)
+    task = get_task("mceval-kotlin", cfg)
+    assert task.options.exec_timeout == 5.0 and task.options.mceval_data == "m.jsonl"
+
+
+def test_benchmark_output_is_kept_clear_of_every_task_input():
+    """Every TaskOptions field that names a file is an input the benchmark's --output may not be."""
+    from codelora.config import STAGES
+
+    assert STAGES["benchmark"].inputs == (
+        "models", "dataset", "codexglue_data", "codexglue_literals", "codexglue_line_data",
+        "codexglue_line_literals", "mceval_data", "mbkp_data", "humaneval_kt_data", "loss_data", "kotlinc")
+
+
+@pytest.mark.parametrize("source", ["flag", "yaml"])
+def test_unknown_task_is_one_line_naming_the_registry(source, tmp_path, capsys):
+    """--tasks is checked against the registry (flag or YAML) before anything is read or loaded."""
+    from codelora.cli import main
+
+    args = ["benchmark", "--models", str(tmp_path / "no-model"), "--output", str(tmp_path / "out")]
+    if source == "flag":
+        args += ["--tasks", "heldout", "foo"]
+    else:
+        (tmp_path / "c.yaml").write_text("benchmark:\n  tasks: [heldout, foo]\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tasks: unknown task 'foo'" in err
+    assert err.rstrip().endswith(f"(known: {', '.join(task_names())})")
+    assert not (tmp_path / "out").exists()

@@ -4,9 +4,11 @@ A task turns its data into `Example`s (an id, the prompt the model completes, th
 completion is scored against), says how generation stops for it and how many tokens it may take,
 and scores predictions: per example (for the JSONL and the HTML report) and for the corpus (for
 the table). What a task may read of the benchmark's settings is `TaskOptions`, given to its
-constructor; what else it can do is a method of `Task` with a default (work before scoring,
-files for an official evaluator, state worth caching between runs). Adding a task = one module
-with a `Task` subclass + one line in `_MODULES`.
+constructor (the benchmark gives its BenchmarkConfig, which extends it); what else it can do is
+a method of `Task` with a default (work before scoring, files for an official evaluator, state
+worth caching between runs). Adding a task = one module with a `Task` subclass and a
+`make_task(name, options)` + one line in `_MODULES` (+ one `TaskOptions` field if it reads a flag
+of its own, such as its data file); `--tasks` accepts what `_MODULES` names.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from codelora.generation import StopRule
 from codelora.metrics import corpus_bleu, edit_similarity, exact_match
-from codelora.utils import UserError
+from codelora.utils import UserError, opt
 
 @dataclass
 class Example:
@@ -30,40 +32,65 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class TaskOptions:
-    """The benchmark settings tasks read, by the names of BenchmarkConfig's fields (documented there
-    and in `benchmarking.py --help`); the defaults are BenchmarkConfig's (a test keeps them equal)."""
+    """The benchmark settings tasks read: the task-facing part of BenchmarkConfig (codelora.config),
+    which extends this class, so every field is a `benchmarking.py` flag and YAML key too. The
+    benchmark hands its config itself to each task's constructor. A task with its own data flag
+    adds one field here (`local_input=True` when it names a local file or directory)."""
 
-    dataset: str = "data/kotlin_prepared_dataset"
-    heldout_split: str = "test"
-    sample: int | None = None
-    seed: int = 42
-    codexglue_data: str | None = None
-    codexglue_prompt: str = "natural"
-    codexglue_literals: str | None = None
-    codexglue_line_data: str | None = None
-    codexglue_line_language: str = "auto"
-    codexglue_line_literals: str | None = None
-    mceval_data: str | None = None
-    mbkp_data: str | None = None
-    humaneval_kt_data: str | None = None
-    loss_data: str | None = None
-    loss_tokens: int = 256
-    loss_files: int = 64
-    allow_code_execution: bool = False
-    exec_timeout: float = 30.0
-    kotlinc: str | None = None
-    unsafe_no_sandbox: bool = False
-    n_samples: int = 1
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 0.2
-    top_p: float = 0.95
+    dataset: str = opt("data/kotlin_prepared_dataset", "prepared dataset for the heldout task", local_input=True)
+    heldout_split: Literal["test", "validation"] = opt(
+        "test", "split the heldout task scores: validation to tune hyperparameters, test to report once")
+    codexglue_data: str | None = opt(None, "CodeXGLUE method-generation JSONL or Hub id", local_input=True)
+    codexglue_prompt: Literal["natural", "tokens"] = opt(
+        "natural", "codexglue prompt: natural = decoded Python with an indented docstring; tokens = the "
+        "dataset's own signature<EOL>\"\"\"docstring\"\"\"<EOL> token format (what published runs used)")
+    codexglue_literals: str | None = opt(
+        None, "CodeXGLUE literals.json used to normalise predictions' literals (default: the literals the data shows)",
+        local_input=True)
+    codexglue_line_data: str | None = opt(None, "CodeXGLUE line-completion JSONL ({input, gt})", local_input=True)
+    codexglue_line_literals: str | None = opt(
+        None, "literals.json of the line-level dataset, to normalise predictions' literals (default: those the data "
+        "shows)", local_input=True)
+    codexglue_line_language: Literal["auto", "python", "java"] = opt(
+        "auto", "codexglue-line language: stop rule and tokenizer (auto: python if inputs hold <EOL>, else java)")
+    mceval_data: str | None = opt(None, "McEval Kotlin JSONL (tasks mceval-kotlin, mceval-kotlin-fim); "
+                                  "default: the copy codelora ships (data/benchmarks/mceval_kotlin.jsonl)",
+                                  local_input=True)
+    mbkp_data: str | None = opt(None, "MBXP/mxeval Kotlin JSONL (task mbkp): task_id, prompt, test, entry_point, "
+                                "canonical_solution (may be null)", local_input=True)
+    humaneval_kt_data: str | None = opt(None, "HumanEval-Kotlin (task humaneval-kt): MultiPL-E's JSONL (name, prompt, "
+                                        "tests, stop_tokens), or MXEval records such as the Hub dataset "
+                                        "JetBrains/Kotlin_HumanEval; evaluation only, never training data; default: "
+                                        "the copy codelora ships (data/benchmarks/humaneval_kt.jsonl)",
+                                        local_input=True)
+    loss_data: str | None = opt(None, "general-loss: a parse_data.py JSON Lines file of code the finetune never "
+                                "trained on (e.g. the language's standard library); each model's loss on it",
+                                local_input=True)
+    loss_tokens: int = opt(256, "general-loss: tokens scored from the start of each file")
+    loss_files: int = opt(64, "general-loss: files scored (a seeded sample when the file has more)")
+    sample: int | None = opt(None, "evaluate a seeded random sample of N examples per task")
+    seed: int = opt(42, "seed for sampling and generation")
+    num_beams: int = opt(1, "beam search width (1 = greedy)")
+    do_sample: bool = opt(False, "sample instead of greedy/beam")
+    temperature: float = opt(0.2, "sampling temperature (with --do-sample)")
+    top_p: float = opt(0.95, "nucleus sampling p (with --do-sample)")
+    allow_code_execution: bool = opt(False, "run generated code (sandboxed) for pass@1")
+    exec_timeout: float = opt(30.0, "seconds each generated Kotlin program may run (its compilation, batched, is "
+                              "bounded separately)")
+    kotlinc: str | None = opt(None, "Kotlin compiler to use (default: the project's .tools/kotlinc from "
+                              "`make kotlin`, else kotlinc on PATH)", local_input=True)
+    n_samples: int = opt(1, "samples per problem for the execution tasks: pass@k for every k <= N (Chen et al. "
+                         "2021's unbiased estimator); N > 1 samples with --temperature/--top-p (seeded)")
+    unsafe_no_sandbox: bool = opt(
+        False, "with --allow-code-execution: run generated programs WITHOUT isolation (no bubblewrap; "
+        "limits only), e.g. where the kernel refuses namespaces; only for code you trust")
 
     @classmethod
-    def from_config(cls, cfg: Any) -> TaskOptions:
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+    def local_inputs(cls) -> tuple[str, ...]:
+        """The fields that name local inputs (the benchmark's output must not be one of them)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("local_input"))
 
 
 class Task(ABC):
@@ -157,6 +184,7 @@ _MODULES = {
 
 
 def task_names() -> list[str]:
+    """The registry's task names, in its order (`--tasks` is checked against them)."""
     return list(_MODULES)
 
 

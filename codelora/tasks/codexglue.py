@@ -42,12 +42,11 @@ from pathlib import Path
 from codelora.generation import StopRule
 from codelora.metrics import codexglue_method_post_process, decode_literals
 from codelora.tasks import Example, Task, TaskOptions, text_scores
-from codelora.tasks.codexglue_tokens import Literals, python_body_tokens
+from codelora.tasks.codexglue_tokens import Literals, python_body_tokens, text_offset
 from codelora.utils import UserError, read_jsonl
 
 FIELDS = ("signature", "body", "docstring")
 INDENT = "    "
-TEST_SET_SIZE = 20_000  # the published test split
 PROMPT_FORMATS = {
     "natural": 'decoded Python, docstring indented under the signature',
     "tokens": 'the dataset\'s token format, signature<EOL>"""docstring"""<EOL>',
@@ -86,10 +85,6 @@ def build_token_prompt(signature: str, docstring: str) -> str:
 # ---------------------------------------------------------------------------------- stop rules
 
 
-def _offset(lines: list[str], pos: tuple[int, int]) -> int:
-    return sum(len(line) for line in lines[: pos[0] - 1]) + pos[1]
-
-
 def stop_at_function_end(text: str) -> int | None:
     """Natural format: the length of the body in `text` once the function is known to be over
     (None while it may go on). Python's tokenizer decides: the body ends at the first DEDENT
@@ -112,7 +107,7 @@ def stop_at_function_end(text: str) -> int | None:
                 if depth <= 0:
                     return last_statement_end
             elif tok.type == tokenize.NEWLINE and tok.string:  # a complete logical line
-                last_statement_end = _offset(lines, tok.start)
+                last_statement_end = text_offset(lines, tok.start)
                 if depth == 0:  # column-0 body: that statement is all there is
                     return last_statement_end
             elif tok.type not in (tokenize.NL, tokenize.COMMENT):
@@ -173,7 +168,8 @@ class CodeXGlueMethodTask(Task):
     total = 0
 
     @property
-    def prompt_format(self) -> str:
+    def prompt_style(self) -> str:
+        """--codexglue-prompt: natural or tokens (the same for every model, unlike `prompt_format`)."""
         return self.options.codexglue_prompt
 
     def load(self) -> list[Example]:
@@ -182,7 +178,7 @@ class CodeXGlueMethodTask(Task):
         self.total = len(records)
         literal_file = self.options.codexglue_literals
         self.literals = Literals.for_dataset(literal_file, records, ("signature", "body"))
-        build = build_token_prompt if self.prompt_format == "tokens" else build_prompt
+        build = build_token_prompt if self.prompt_style == "tokens" else build_prompt
         return [
             Example(
                 str(rec.get("id", n)),
@@ -194,7 +190,7 @@ class CodeXGlueMethodTask(Task):
         ]
 
     def stop_rule(self, example: Example) -> StopRule:
-        return stop_at_body_dedent if self.prompt_format == "tokens" else stop_at_function_end
+        return stop_at_body_dedent if self.prompt_style == "tokens" else stop_at_function_end
 
     def prediction_line(self, prediction: str) -> str:
         """The prediction as generated, as the evaluator reads it."""
@@ -202,7 +198,7 @@ class CodeXGlueMethodTask(Task):
 
     def normalised_line(self, prediction: str) -> str:
         """The prediction re-tokenised like the references (literals, comments, layout)."""
-        code = decode_body(prediction, level=1) if self.prompt_format == "tokens" else prediction
+        code = decode_body(prediction, level=1) if self.prompt_style == "tokens" else prediction
         return codexglue_method_post_process(python_body_tokens(code, self.literals).strip())
 
     def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> tuple[list[dict], dict]:
@@ -233,12 +229,12 @@ class CodeXGlueMethodTask(Task):
                          f"emptied unless listed, {self.literals.source}; comments dropped)")
         return {
             "evaluator": "CodeXGLUE Code-Code/Method-Generation/evaluator/evaluator.py (ES, BLEU)",
-            "prompt_format": f"{self.prompt_format} ({PROMPT_FORMATS[self.prompt_format]})",
+            "prompt_format": f"{self.prompt_style} ({PROMPT_FORMATS[self.prompt_style]})",
             "decoding": decoding_label(self.options),
             "normalisation": {"es, bleu": normalisation, "es_raw, bleu_raw": "predictions as generated"},
             "literals": self.literals.describe(),
             "test_records": self.total,
-            "table_note": (f"n = {n} of {self.total} records ({scope}); prompt: {self.prompt_format}; "
+            "table_note": (f"n = {n} of {self.total} records ({scope}); prompt: {self.prompt_style}; "
                            f"decoding: {decoding_label(self.options)}; ES/BLEU on predictions normalised like the "
                            "references (literals, comments), ES/BLEU (raw) on predictions as generated"),
         }

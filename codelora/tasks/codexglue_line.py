@@ -41,8 +41,6 @@ from codelora.tasks.codexglue import decoding_label
 from codelora.tasks.codexglue_tokens import Literals, java_line_tokens, java_statement_end, python_line_tokens
 from codelora.utils import UserError, read_jsonl
 
-LANGUAGES = ("python", "java")
-
 
 def build_prompt(token_stream: str) -> str:
     text = token_stream.replace("<s>", "").replace("</s>", "")

@@ -129,7 +129,8 @@ class PyToken:
     end: tuple[int, int]
 
 
-def _offset(lines: list[str], pos: tuple[int, int]) -> int:
+def text_offset(lines: list[str], pos: tuple[int, int]) -> int:
+    """The index in "".join(lines) of tokenize's (row, col) position (rows count from 1)."""
     row, col = pos
     return sum(len(line) for line in lines[: row - 1]) + col
 
@@ -151,14 +152,14 @@ def python_tokens(code: str) -> tuple[list[PyToken], str]:
                 fstring.append(PyToken(tok.type, tok.string, tok.start, tok.end))
                 if depth == 0:
                     first, last = fstring[0], fstring[-1]
-                    text = code[_offset(lines, first.start) : _offset(lines, last.end)]
+                    text = code[text_offset(lines, first.start) : text_offset(lines, last.end)]
                     tokens.append(PyToken(tokenize.STRING, text, first.start, last.end))
                     fstring = []
                 continue
             tokens.append(PyToken(tok.type, tok.string, tok.start, tok.end))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         last_end = fstring[0].start if fstring else (tokens[-1].end if tokens else (1, 0))
-        return tokens, code[_offset(lines, last_end) :]
+        return tokens, code[text_offset(lines, last_end) :]
     return tokens, ""
 
 
