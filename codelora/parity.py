@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 # Largest drop (merged minus GGUF, points on 0..100) of mean ES / EM a type may show on a task.
 # f16 stores the merged fp32 weights rounded to 11-bit mantissas; llama.cpp also sums in another
 # order, so a near-tie between two tokens can flip and a prediction change from there on: a handful
-# of examples in a few hundred, not a trend. The quantized bounds add what quantization is known to
-# cost small models (q8_0 about a point, q4_0 several); they are not yet measured on codelora's own
-# models (README, "Use it in your editor"), and should be narrowed once they are.
+# of examples in a few hundred, not a trend. The quantized bounds add what quantization costs a small
+# model plus the noise of a 64-example sample (measured on a SmolLM2-135M finetune: README, "Use it
+# in your editor").
 BOUNDS: dict[str, dict[str, float]] = {
     "f16": {"es": 1.5, "em": 3.0},
     "q8_0": {"es": 2.5, "em": 5.0},
