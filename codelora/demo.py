@@ -669,6 +669,7 @@ def table_figures(summary: dict, timing: dict) -> dict:
             if models[base].get(name) is None and models[tuned].get(name) is None:
                 continue
             rows.append({"task": task, "split": info.get("split"), "n": info["n"], "metric": name,
+                         "sampled": bool((summary.get("task_sample") or {}).get(task) or summary.get("sample")),
                          "label": labels.get(name, name), "base": models[base].get(name),
                          "finetuned": models[tuned].get(name),
                          "delta": info.get("delta_vs_baseline", {}).get(tuned, {}).get(name),
@@ -684,7 +685,12 @@ def readme_table(run: dict) -> str:
     def value(v) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
-    rows = [[r["task"] + (f" ({r['split']})" if r.get("split") else ""), str(r["n"]), r["label"], value(r["base"]),
+    def task(r: dict) -> str:
+        notes = [r["split"]] if r.get("split") else []
+        return r["task"] + (f" ({', '.join(notes + ['seeded sample'] if r.get('sampled') else notes)})"
+                            if notes or r.get("sampled") else "")
+
+    rows = [[task(r), str(r["n"]), r["label"], value(r["base"]),
              value(r["finetuned"]), "n/a" if r["delta"] is None else _delta(r)] for r in run["rows"]]
     total = run.get("seconds")
     return "\n".join([

@@ -273,6 +273,7 @@ def test_real_model_readme_table_comes_from_the_summary_and_the_run_time(tmp_pat
                              "delta_vs_baseline": {"tuned": {"loss": -0.11}}, "delta_ci95": {}},
         },
     }
+    summary["task_sample"] = {"general-loss": 48}
     timing = {"commit": "abc123", "seconds": 812.4, "rows": [["stage train", "300"], ["  heldout: base", "61"]]}
     results = tmp_path / "results"
     results.mkdir()
@@ -285,7 +286,7 @@ def test_real_model_readme_table_comes_from_the_summary_and_the_run_time(tmp_pat
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert "| heldout (test) | 255 | ES (token-spaced) | 48.20 | 51.40 | +3.20 [+0.50, +6.10] |" in rows
     assert "| heldout (test) | 255 | em | 20.00 | n/a | n/a |" in rows
-    assert "| general-loss | 48 | loss | 2.37 | 2.26 | -0.11 |" in rows
+    assert "| general-loss (seeded sample) | 48 | loss | 2.37 | 2.26 | -0.11 |" in rows
     assert not any("pass@1" in line for line in rows)  # no value for either model: no row
     assert "| stage train | 300 |" in rows and "the demo itself 812 s" in text and "abc123" in text
     assert readme.read_text() == f"intro\n\n{begin}\n{text}\n{end}\n\nrest\n"
