@@ -89,6 +89,25 @@ def tiny_tokenizer_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return out
 
 
+def make_prepared_dataset(out: Path, n_train: int = 30) -> Path:
+    """A DatasetDict like preprocess_data.py writes: prompt/completion windows cut from files."""
+    import datasets
+
+    rows = []
+    files = (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 6
+    for i, text in enumerate(files):
+        cut = 8 + (i * 13) % (len(text) - 24)
+        rows.append({"prompt": text[:cut], "completion": text[cut:cut + 8 + (i * 5) % 40],
+                     "path": f"src/f{i % 8}.kt", "repo": "demo"})
+    dsd = datasets.DatasetDict(
+        train=datasets.Dataset.from_list(rows[:n_train]),
+        validation=datasets.Dataset.from_list(rows[n_train:n_train + 8]),
+        test=datasets.Dataset.from_list(rows[n_train + 8:]),
+    )
+    dsd.save_to_disk(str(out))
+    return out
+
+
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}

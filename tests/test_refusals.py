@@ -59,7 +59,7 @@ def one_error_line(capsys) -> str:
 
 
 def small_dataset(path: Path, tokenizer_name: str | None = None, fingerprint: str | None = None) -> Path:
-    from test_training import make_prepared_dataset
+    from conftest import make_prepared_dataset
 
     make_prepared_dataset(path)
     if tokenizer_name:
