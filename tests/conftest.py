@@ -108,6 +108,21 @@ def make_prepared_dataset(out: Path, n_train: int = 30) -> Path:
     return out
 
 
+@pytest.fixture
+def no_hf_token(tmp_path, monkeypatch) -> None:
+    """The Hub reachable as far as huggingface_hub knows, and no credentials anywhere (no HF_TOKEN,
+    no stored token): a push must be refused before any work starts."""
+    import huggingface_hub.constants as constants
+
+    home = tmp_path / "hf-home"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+
+
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}

@@ -158,17 +158,12 @@ def test_unknown_target_module_fails_loudly(tiny_model_dir, dataset_dir, tmp_pat
     assert not (out / "adapter").exists()
 
 
-def test_push_without_credentials_fails_before_training(tiny_model_dir, dataset_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    import huggingface_hub.constants as constants
+def test_push_without_credentials_fails_before_training(tiny_model_dir, dataset_dir, tmp_path, monkeypatch, capsys,
+                                                         no_hf_token):
+    from codelora import batching
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
     loaded = []
-    monkeypatch.setattr(training, "load_prepared_dataset", lambda name: loaded.append(name))
+    monkeypatch.setattr(batching, "load_prepared_dataset", lambda name: loaded.append(name))
     out = tmp_path / "run"
     code = training.main(base_args(tiny_model_dir, dataset_dir, out, "--push-to-hub", "someone/tiny-lora"))
     err = capsys.readouterr().err
