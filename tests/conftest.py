@@ -48,6 +48,10 @@ def humaneval_kt_data() -> Path:
     return shipped_data("humaneval_kt_data")
 
 
+# The shape of the tiny Phi the fixtures below build, as `codelora bootstrap` flags.
+TINY_MODEL_ARGS = ["--hidden-size", "32", "--layers", "2", "--heads", "4", "--seq-length", "32"]
+
+
 def corpus_texts() -> list[str]:
     return (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 20
 
@@ -106,6 +110,18 @@ def make_prepared_dataset(out: Path, n_train: int = 30) -> Path:
     )
     dsd.save_to_disk(str(out))
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and with other test runs sharing the cores,
+    spinning OpenMP threads made one pretraining step many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
