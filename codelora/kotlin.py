@@ -435,10 +435,3 @@ def run_kotlin(program: Program, timeout: float = 30.0, memory_mb: int = 512, ko
     runner = KotlinRunner(require_kotlin(kotlinc), timeout, memory_mb, unsafe_no_sandbox=unsafe_no_sandbox,
                           deadline=time.monotonic() + timeout)
     return runner.execute([program])[0]
-
-
-def compile_one_at_a_time(programs: Sequence[Program], kotlinc: str, timeout: float = 30.0,
-                          memory_mb: int = 512) -> list[ExecutionResult]:
-    """The baseline bench/kotlin_exec.py measures batching against: one kotlinc call per program."""
-    runner = KotlinRunner(kotlinc, timeout, memory_mb, workers=1)
-    return [runner.execute([p])[0] for p in programs]

@@ -245,7 +245,7 @@ def test_an_empty_or_new_directory_is_used(tmp_path):
 
 
 def test_the_demo_never_replaces_a_directory_it_did_not_build(tmp_path, monkeypatch, capsys):
-    """The demo's corpus repositories and tokenizer are rebuilt in place when their identity
+    """The demo's corpus repositories are rebuilt in place when their identity
     changes: only where the demo's own marker is, never a user's directory of the same name."""
     mine = tmp_path / "stdlib-repo"
     mine.mkdir()
@@ -253,8 +253,6 @@ def test_the_demo_never_replaces_a_directory_it_did_not_build(tmp_path, monkeypa
     before = tree(tmp_path)
     with pytest.raises(Exception, match="demo corpus .*stdlib-repo: holds files the demo did not write"):
         demo.build_stdlib_repo(mine, max_files=3)
-    with pytest.raises(Exception, match="demo tokenizer .*: holds files the demo did not write"):
-        demo.ensure_demo_tokenizer(mine, tmp_path / "elsewhere", vocab_size=300)
     # through the command, with a demo config naming that directory
     config = {"bootstrap": {"inputs": [str(mine)]}, "parse": {"repo": [str(tmp_path / "pytorch-repo")]}}
     path = tmp_path / "demo.yaml"
