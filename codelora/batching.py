@@ -211,9 +211,8 @@ def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
     return TrainData(train_ds, eval_ds, sampler, fill, fim_tokens)
 
 
-# Eval examples per evaluation when --max-eval-samples is not given. One eval of 200 examples
-# took ~30 minutes for a Phi-1.5-sized model on a 2-core CPU (fp32, batch 8 x 384); on a GPU it
-# takes seconds, so the CPU default is smaller and the eval loss noisier.
+# Eval examples per evaluation when --max-eval-samples is not given: smaller on a CPU, where an
+# eval is slow (bench/RESULTS.md, choices), so the eval loss is noisier there.
 DEFAULT_EVAL_SAMPLES = {"cuda": 200, "cpu": 40}
 
 
