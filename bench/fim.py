@@ -27,7 +27,8 @@ from pathlib import Path
 
 from codelora.config import PreprocessConfig
 from codelora.fim import add_fim_tokens, choose_middle, fim_prompt
-from codelora.generation import GenerationSettings, generate, stop_at_line_end
+from codelora.generation import GenerationSettings, generate
+from codelora.stops import stop_at_line_end
 from codelora.bootstrap import make_tiny_phi, train_tokenizer
 from codelora.preprocess import run_preprocess
 from codelora.utils import setup_logging, write_jsonl

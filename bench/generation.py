@@ -57,7 +57,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from codelora import demo, generation  # noqa: E402
+from codelora import demo, generation, stops  # noqa: E402
 from codelora.config import BootstrapConfig  # noqa: E402
 from codelora.generation import GenerationSettings, GenerationStats, plan_batches  # noqa: E402
 from codelora.tasks.heldout import completion_budget  # noqa: E402
@@ -276,11 +276,11 @@ def run_demo(args) -> dict:
     prompts, counts = heldout_windows(tok, args.examples, args.seed)
     budget = completion_budget(counts)  # the heldout task's max_new_tokens for this dataset
     settings = GenerationSettings(max_new_tokens=budget, min_new_tokens=1, batch_size=16)
-    result = compare(model, tok, prompts, settings, generation.stop_after_next_line, args.repeats)
+    result = compare(model, tok, prompts, settings, stops.stop_after_next_line, args.repeats)
     if args.seed_examples:
         sub = prompts[:args.seed_examples]
         _, t_seed = timed(seed_procedure, model, tok, sub)
-        _, t_ours = timed(ours, model, tok, sub, settings, generation.stop_after_next_line)
+        _, t_ours = timed(ours, model, tok, sub, settings, stops.stop_after_next_line)
         result["seed_procedure"] = {"examples": len(sub), "seconds": round(t_seed, 2),
                                     "ours_seconds": round(t_ours, 2), "speedup": round(t_seed / t_ours, 2)}
     result["model"] = {"parameters": sum(p.numel() for p in model.parameters()), "vocab": len(tok),
@@ -303,7 +303,7 @@ def run_phi15(args) -> dict:
                                   batch_size=args.phi_batch_size)
     # in input order the batches differ from the planned ones only when there are several
     unsorted = len(prompts) > args.phi_batch_size
-    result = compare(model, tok, prompts, settings, generation.stop_at_line_end, args.phi_repeats, unsorted)
+    result = compare(model, tok, prompts, settings, stops.stop_at_line_end, args.phi_repeats, unsorted)
     # memory of one prompt forward: all positions' logits (before) vs the last one's (now)
     ids = torch.randint(0, len(tok), (args.mem_batch, args.mem_tokens), generator=torch.Generator().manual_seed(0))
     full = peak_forward_bytes(model, ids)

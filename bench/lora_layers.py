@@ -26,14 +26,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_all import result_line  # noqa: E402
+from run_all import result_line  # noqa: E402  (bench/ is sys.path[0] when a script in it runs)
 
 from codelora.modeling import add_lora  # noqa: E402
 

@@ -116,7 +116,7 @@ def reference_run(model_dir: Path, data: Path, steps: int, batch: int, warmup: i
     from transformers import AutoModelForCausalLM
 
     from codelora.modeling import load_tokenizer, lora_config, quantization_config
-    from codelora.training import CompletionCollator, tokenize_split
+    from codelora.batching import CompletionCollator, tokenize_split
 
     tok = load_tokenizer(str(model_dir))
     ds = tokenize_split(datasets.load_from_disk(str(data))["train"], tok, SEQ, "reference")

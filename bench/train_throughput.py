@@ -44,13 +44,13 @@ import torch  # noqa: E402
 from codelora.config import PHI_TARGET_MODULES  # noqa: E402
 from codelora.bootstrap import make_tiny_phi, train_tokenizer  # noqa: E402
 from codelora.modeling import add_lora  # noqa: E402
-from codelora.training import (  # noqa: E402
+from codelora.batching import (  # noqa: E402
     CompletionCollator,
     LengthGroupedSampler,
     non_padding_fraction,
     tokenize_split,
-    train,
 )
+from codelora.training import train  # noqa: E402
 
 TARGETS = list(PHI_TARGET_MODULES)
 REFERENCE_PAD = 512  # the reference setup pads every row to 512 tokens

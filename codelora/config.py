@@ -121,9 +121,7 @@ class PreprocessConfig:
         factory=lambda: ["span", "line", "block"],
         help="FIM middle shapes to draw from: span (random characters), line (one whole line), block (2-8 lines)",
     )
-    # 1: the tokenizer already encodes each batch on every core, so on 2 cores 2 processes measured
-    # 1.02x (per-repeat 0.78-1.27x) on real Kotlin, the run 0.70x, and make bench on
-    # 2026-11-24 0.82x on Kotlin (0.33-1.30x) and 0.87x on the stdlib corpus (0.84-0.90x)
+    # 1: the tokenizer already uses every core, and 2 processes measured slower (bench/RESULTS.md, --num-proc)
     num_proc: int = opt(1, "processes for the cleaning and windowing maps; the tokenizer already uses every "
                            "core inside one process, so more pay off only on many cores, where one process's Python "
                            "work (cleaning, windowing) becomes the bottleneck (on 2 cores, 2 processes measured "

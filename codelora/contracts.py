@@ -87,7 +87,7 @@ OUTPUT_MARKER = ".codelora-output.json"
 
 # Outputs written before OUTPUT_MARKER existed, recognised by what the stage always writes at the
 # top of its directory (a dataset directory has config.yaml too, so config.yaml alone proves nothing),
-# and the demo's corpus repositories and tokenizer, whose markers are their own.
+# and the demo's corpus repositories, whose markers are their own.
 _SIGNATURES: dict[str, tuple[tuple[str, ...], ...]] = {  # stage -> any of these sets of paths
     "preprocess": (("dataset_dict.json", DATASET_STATS),),
     "bootstrap": (("bootstrap.json", "bootstrap_config.yaml"),),
@@ -95,7 +95,6 @@ _SIGNATURES: dict[str, tuple[tuple[str, ...], ...]] = {  # stage -> any of these
     "train": ((f"{ADAPTER}/adapter_config.json",), (f"{ADAPTER}/{STAGE_MARKER}",), (CHECKPOINTS,), (ATTEMPT,)),
     "benchmark": (("summary.json", "results.md"), ("cache", "config.yaml")),
     "demo-corpus": ((".git/codelora-corpus-repo.json",),),
-    "demo-tokenizer": (("codelora-corpus.json",),),
 }
 
 

@@ -24,7 +24,7 @@ gain on completions that occur neither in the finetuning train split nor in the 
     python -m codelora.demo --force                # redo every stage
     python -m codelora.demo --config configs/demo-python.yaml   # the Python demo
 
-`build_stdlib_repo` and `ensure_demo_tokenizer` are also used by bench/preprocess.py.
+`build_stdlib_repo` is also used by bench/preprocess.py.
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ KOTLIN_LIB = _kotlin_lib()
 KOTLIN_PRETRAIN_JARS = ("kotlin-stdlib", "kotlin-stdlib-js", "kotlin-test", "kotlin-test-js")
 KOTLIN_TARGET_JARS = ("kotlin-reflect", "kotlin-metadata-jvm")
 _MARKER = "codelora-corpus-repo.json"  # inside .git/, so it is not part of the corpus
-_TOKENIZER_MARKER = "codelora-corpus.json"  # what the saved demo tokenizer was trained on
 
 
 def stdlib_dir() -> Path:
@@ -267,51 +266,6 @@ def build_kotlin_general_jsonl(dest: str | Path, *, max_files: int | None = None
                        for path, content in files.items()])
     log.info("wrote the general-loss corpus %s (%d files)", dest, len(files))
     return dest
-
-
-def ensure_demo_tokenizer(out_dir: str | Path, corpus_dir: str | Path, *, vocab_size: int = 4096,
-                          max_chars: int = 4_000_000):
-    """Load the tokenizer saved in `out_dir`, or train one on `corpus_dir`'s .py files and save it.
-
-    Training reads at most `max_chars` characters (spread over the corpus): BPE merges settle
-    long before that, and it keeps the demo fast.
-    """
-    from transformers import AutoTokenizer
-
-    from codelora.bootstrap import train_tokenizer
-
-    out_dir = Path(out_dir)
-    identity = {"corpus": _corpus_id(Path(corpus_dir)), "vocab_size": vocab_size, "max_chars": max_chars}
-    marker = out_dir / _TOKENIZER_MARKER
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == identity:
-        return AutoTokenizer.from_pretrained(str(out_dir))
-    guard_output_dir(out_dir, stage="demo-tokenizer", prog="the demo", flag="demo tokenizer", overwrite=True,
-                     inputs={"corpus": [corpus_dir]})
-    paths = sorted(p for p in Path(corpus_dir).rglob("*.py") if ".git" not in p.parts)
-    texts, total = [], 0
-    for p in paths[:: max(1, len(paths) // 400)]:  # spread over the corpus, not its first files
-        text = p.read_text(encoding="utf-8", errors="replace")
-        texts.append(text)
-        total += len(text)
-        if total >= max_chars:
-            break
-    log.info("training a %d-token BPE tokenizer on %d files (%.1f MB)", vocab_size, len(texts), total / 1e6)
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
-    with atomic_dir(out_dir) as tmp:
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / _TOKENIZER_MARKER).write_text(json.dumps(identity), encoding="utf-8")
-    return tokenizer
-
-
-def _corpus_id(corpus_dir: Path) -> str:
-    """The corpus commit (a tokenizer trained on an older corpus is retrained), else its path."""
-    import git
-
-    try:
-        with git.Repo(corpus_dir) as repo:
-            return repo.head.commit.hexsha
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
-        return str(corpus_dir.resolve())
 
 
 # Shipped inside the package (package data), so the demo runs from any directory and any install.

@@ -11,30 +11,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from codelora.stops import StopRule, stop_at_eos
+
 log = logging.getLogger(__name__)
-
-# A stop rule looks at the text generated so far (prompt excluded) and returns the length of the
-# prediction to keep when the completion is finished, or None to go on.
-#
-# Optionally a rule says which characters can make it fire: `rule.triggers`, a string (set with
-# `triggers(...)`). Its answer may turn from None to a cut only on a step whose new token contains
-# one of them, so the generation loop finds the rows that might stop from token ids (one lookup per
-# step) and decodes only those. A rule without `triggers` is asked at every step (always correct);
-# "" means only EOS ends the completion.
-StopRule = Callable[[str], int | None]
-
-
-def triggers(chars: str) -> Callable[[StopRule], StopRule]:
-    """Decorator: declare the characters that can make a stop rule fire (see StopRule)."""
-
-    def mark(rule: StopRule) -> StopRule:
-        rule.triggers = chars  # type: ignore[attr-defined]
-        return rule
-
-    return mark
 
 
 @dataclass
@@ -46,133 +28,6 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 0.2
     top_p: float = 0.95
-
-
-# --------------------------------------------------------------------------------- stop rules
-
-
-@triggers("")
-def stop_at_eos(text: str) -> int | None:
-    """Only EOS ends the completion (handled by generate itself)."""
-    return None
-
-
-@triggers("\n")
-def stop_at_line_end(text: str) -> int | None:
-    """Line completion: the prediction is the rest of the current line."""
-    cut = text.find("\n")
-    return None if cut < 0 else cut
-
-
-@triggers("\n")
-def stop_after_next_line(text: str) -> int | None:
-    """Next-line completion: the prediction is "\n" + one line (the newline it starts with is
-    the one that ends the prompt's last line), so it ends at the following newline."""
-    cut = text.find("\n", 1)
-    return None if cut < 0 else cut
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))
-
-
-def stop_at_dedent(text: str) -> int | None:
-    """Indentation-delimited body (Python): finished at the first non-blank line indented less
-    than the body's first line (the prompt ends with a newline, so the text starts a line).
-    A body whose first line sits at column 0 cannot be told from what follows: one line only."""
-    lines = text.split("\n")
-    body_indent: int | None = None
-    offset = 0
-    for i, line in enumerate(lines):
-        complete = i < len(lines) - 1  # the last piece may still grow
-        if line.strip():  # indentation is fixed once a line has content
-            if body_indent is None:
-                body_indent = _indent(line)
-                if body_indent == 0 and complete:
-                    return offset + len(line)
-            elif _indent(line) < body_indent:
-                return max(offset - 1, 0)  # drop the newline before the dedented line
-        offset += len(line) + 1
-    return None
-
-
-def brace_depth(code: str) -> int:
-    """Net unclosed braces in `code` (strings and comments ignored); used for a prompt that
-    already opened the function body (MBKP-style prompts end in `{`)."""
-    return _scan_braces(code, 0, stop=False)[1]
-
-
-def brace_rule(initial_depth: int = 0) -> StopRule:
-    """Stop rule for a body whose prompt left `initial_depth` braces open."""
-    if initial_depth <= 0:
-        return stop_at_brace_close
-
-    @triggers("}")  # only a closing brace can close the last open one
-    def rule(text: str) -> int | None:
-        return _scan_braces(text, initial_depth, stop=True)[0]
-
-    return rule
-
-
-@triggers("}\n")  # a brace closes the body; a newline ends an `= expression` body
-def stop_at_brace_close(text: str) -> int | None:
-    """Brace-delimited body (Kotlin, Java, C-like): finished when the braces opened in the
-    generation are all closed again. Braces inside string/char literals and comments do not
-    count. A body written as `= expression` ends at the end of its line."""
-    stripped = text.lstrip()
-    if stripped.startswith("="):
-        start = len(text) - len(stripped)
-        cut = text.find("\n", start)
-        return None if cut < 0 else cut
-    return _scan_braces(text, 0, stop=True)[0]
-
-
-def _scan_braces(text: str, depth: int, stop: bool) -> tuple[int | None, int]:
-    """(cut after the brace that closes everything, or None; final depth)."""
-    opened = depth > 0
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if text.startswith("//", i):
-            end = text.find("\n", i)
-            if end < 0:
-                return None, depth
-            i = end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end < 0:
-                return None, depth
-            i = end + 2
-            continue
-        elif text.startswith('"""', i):
-            end = text.find('"""', i + 3)
-            if end < 0:
-                return None, depth
-            i = end + 3
-            continue
-        elif ch in "\"'":
-            j = i + 1
-            while j < n and text[j] != ch and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            i = j + 1
-            continue
-        elif ch == "{":
-            depth += 1
-            opened = True
-        elif ch == "}":
-            depth -= 1
-            if stop and opened and depth <= 0:
-                return i + 1, depth
-        i += 1
-    return None, depth
-
-
-STOP_RULES: dict[str, StopRule] = {
-    "eos": stop_at_eos,
-    "line": stop_at_line_end,
-    "dedent": stop_at_dedent,
-    "brace": stop_at_brace_close,
-}
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -381,12 +236,7 @@ def generate_batch(
         _count_new(stats, new, stop_ids, criterion.stopped_at)
     # Cut at the first stop id: an end token that is not a special token would survive decoding.
     rows = [next((row[:i] for i, t in enumerate(row) if t in stop_ids), row) for row in new.tolist()]
-    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
-    predictions = []
-    for text, row_rule in zip(texts, rules):
-        cut = row_rule(text)
-        predictions.append(text if cut is None else text[:cut])
-    return predictions
+    return _cut(tokenizer.batch_decode(rows, skip_special_tokens=True), rules)
 
 
 def _count_new(stats: GenerationStats, new, eos: Sequence[int], stopped_at: dict[int, int]) -> None:
@@ -414,23 +264,8 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
     sum of its completions' lengths. Greedy choices are the same as `generate(do_sample=False)`
     (tests/test_generation.py checks this); beams and sampling go through `generate`.
 
-    Why hand-written rather than `generate` + a StoppingCriteria: bench/generation.py times both
-    paths (fp32 CPU, one thread, 2 shared cores, identical predictions on every prompt) against a
-    user's `generate` with a decode-every-row StoppingCriteria; medians of 3 interleaved repeats,
-    per-repeat range in brackets, all 2026-11-24:
-    - demo size (1.8M parameters, 256 held-out 192-token next-line prompts, batches of 16, 23 new
-      tokens per row), `make bench` at load 7-14: this path 1.09x (0.75-1.73x), `generate` with
-      this module's token-id stop checks (`compacting=False`) 0.81x (0.78-1.39x); an earlier run
-      at load 18-20: 2.23x against 1.13x. A step is mostly Python overhead at this size, and
-      generate spent 42% of its decoding positions (4,294 of 10,240) on rows already stopped;
-    - Phi-1.5 size (1.42B random weights, prompts of 8-24 tokens, <=16 new tokens, ~6-7 per row):
-      16 prompts in batches of 8 at load 9-10: this path 1.25x (1.04-1.74x), `compacting=False`
-      0.90x (0.86-1.12x); `make bench`'s 8 prompts in one batch: 40.2 s against 43.9 s (1.20x
-      and 1.27x of `generate` as medians of per-repeat ratios; this path faster in 2 of 3
-      repeats). One decoding step's cost still grows with its rows there (batch 8 2.2 s, 4 1.8 s,
-      1 0.9 s per step), and generate computed 146 positions for stopped rows against 110 real.
-    So no dispatch by size: both take this path (bench/RESULTS.md has the latest `make bench`).
-    Not measured on a GPU (none was lent), where a step's cost grows less with its rows.
+    Hand-written rather than `generate` + a StoppingCriteria because it measured faster at both
+    sizes bench/generation.py runs (bench/RESULTS.md, "Which greedy path stays").
     """
     import torch
 
@@ -447,24 +282,11 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
                     logits_to_keep=1)
         cache = out.past_key_values
         for step in range(max_new_tokens):
-            logits = out.logits[:, -1, :]
-            if step < min_new_tokens:  # as generate's MinNewTokensLengthLogitsProcessor does
-                logits = logits.clone()
-                logits[:, list(eos)] = -float("inf")
-            next_tokens = logits.argmax(-1)
-            tokens = next_tokens.tolist()
-            for orig, tok in zip(alive, tokens):
-                if tok not in eos:
-                    generated[orig].append(tok)
+            next_tokens = _greedy_tokens(out.logits[:, -1, :], eos, ban_eos=step < min_new_tokens)
             if stats is not None:
                 stats.new_tokens += len(alive)
-            finished = {row for row, tok in enumerate(tokens) if tok in eos}
-            live = [row for row in range(len(alive)) if row not in finished]
-            rows = [alive[row] for row in live]
-            for pos in _might_stop(tokenizer, rules, rows, next_tokens[live], logits.shape[-1]) if rows else []:
-                orig = rows[pos]
-                if rules[orig](tokenizer.decode(generated[orig], skip_special_tokens=True)) is not None:
-                    finished.add(live[pos])
+            vocab = out.logits.shape[-1]
+            finished = _finished_rows(tokenizer, rules, eos, alive, generated, next_tokens, vocab)
             if len(finished) == len(alive):
                 break
             if finished:
@@ -480,9 +302,40 @@ def _greedy_compacting(model, tokenizer, enc, max_new_tokens: int, rules: Sequen
                 input_ids=next_tokens[:, None], attention_mask=attention, position_ids=positions,
                 past_key_values=cache, use_cache=True,
             )
+    return _cut([tokenizer.decode(tokens, skip_special_tokens=True) for tokens in generated], rules)
+
+
+def _greedy_tokens(logits, eos: set[int], ban_eos: bool):
+    """Each row's most likely token; EOS banned while `ban_eos`, as generate's
+    MinNewTokensLengthLogitsProcessor does before min_new_tokens."""
+    if ban_eos:
+        logits = logits.clone()
+        logits[:, list(eos)] = -float("inf")
+    return logits.argmax(-1)
+
+
+def _finished_rows(tokenizer, rules: Sequence[StopRule], eos: set[int], alive: list[int],
+                   generated: list[list[int]], next_tokens, vocab: int) -> set[int]:
+    """Add this step's tokens (EOS excepted) to `generated` and return the batch rows that are done:
+    those that emitted EOS, and those whose stop rule fires now (decoded only where it might)."""
+    tokens = next_tokens.tolist()
+    for orig, tok in zip(alive, tokens):
+        if tok not in eos:
+            generated[orig].append(tok)
+    finished = {row for row, tok in enumerate(tokens) if tok in eos}
+    live = [row for row in range(len(alive)) if row not in finished]
+    rows = [alive[row] for row in live]
+    for pos in _might_stop(tokenizer, rules, rows, next_tokens[live], vocab) if rows else []:
+        orig = rows[pos]
+        if rules[orig](tokenizer.decode(generated[orig], skip_special_tokens=True)) is not None:
+            finished.add(live[pos])
+    return finished
+
+
+def _cut(texts: Iterable[str], rules: Sequence[StopRule]) -> list[str]:
+    """Each completion cut where its stop rule says (whole where the rule never fired)."""
     predictions = []
-    for tokens, rule in zip(generated, rules):
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
+    for text, rule in zip(texts, rules):
         cut = rule(text)
         predictions.append(text if cut is None else text[:cut])
     return predictions

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from codelora.generation import brace_depth, brace_rule
 from codelora.sandbox import run_sandboxed
+from codelora.stops import brace_depth
 from codelora.utils import UserError, progress
 
 log = logging.getLogger(__name__)
@@ -289,61 +289,6 @@ def _tail(text: str, lines: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-# ------------------------------------------------------------------------------- stop rule
-
-_HELPER = re.compile(
-    r"(?:(?:private|internal|public|inline|tailrec|suspend|infix|operator)\s+)*fun\s+(?:<[^>]*>\s*)?"
-    r"(?:[\w.<>]+\.)?(\w+)\s*\("
-)
-
-
-def helper_aware_rule(initial_depth: int):
-    """Stop rule for a method body whose prompt left `initial_depth` braces open: the body ends
-    where its braces close, unless what follows is a top-level helper function (`fun name(`,
-    not `main`; McEval's reference solutions define some after the method): then the helper is
-    kept and the rule looks again after it. Undecided while the next line is too short to tell."""
-    body_end = brace_rule(initial_depth)
-
-    def rule(text: str) -> int | None:
-        end = body_end(text)
-        while end is not None:
-            rest = text[end:]
-            start = len(rest) - len(rest.lstrip())
-            line_end = rest.find("\n", start)
-            head = rest[start:] if line_end < 0 else rest[start:line_end]
-            helper = _HELPER.match(head)
-            if helper is None:
-                decided = line_end >= 0 or "(" in head or len(head) > 80
-                could_grow = re.fullmatch(r"[\w\s<>.,]*", head) is not None
-                return end if decided or not could_grow or not _maybe_helper(head) else None
-            if helper.group(1) == "main":
-                return end
-            if "{" not in head:  # `fun f(x: Int) = expression`: one line
-                if line_end < 0:
-                    return None
-                end = end + line_end
-                continue
-            inner = brace_rule(0)(rest[start:])
-            end = None if inner is None else end + start + inner
-        return None
-
-    return rule
-
-
-def _maybe_helper(head: str) -> bool:
-    """Whether `head` (a line being generated) can still grow into `fun name(`."""
-    words = head.split()
-    modifiers = {"private", "internal", "public", "inline", "tailrec", "suspend", "infix", "operator"}
-    for i, word in enumerate(words):
-        last = i == len(words) - 1 and not head[-1:].isspace()
-        if word == "fun":
-            return True
-        if word in modifiers:
-            continue
-        return last and any(m.startswith(word) for m in [*modifiers, "fun"])
-    return True
-
-
 # ---------------------------------------------------------------------------------- execution
 
 # RLIMIT_DATA per JVM beyond its -Xmx: thread stacks, metaspace, code cache and GC tables
@@ -490,10 +435,3 @@ def run_kotlin(program: Program, timeout: float = 30.0, memory_mb: int = 512, ko
     runner = KotlinRunner(require_kotlin(kotlinc), timeout, memory_mb, unsafe_no_sandbox=unsafe_no_sandbox,
                           deadline=time.monotonic() + timeout)
     return runner.execute([program])[0]
-
-
-def compile_one_at_a_time(programs: Sequence[Program], kotlinc: str, timeout: float = 30.0,
-                          memory_mb: int = 512) -> list[ExecutionResult]:
-    """The baseline bench/kotlin_exec.py measures batching against: one kotlinc call per program."""
-    runner = KotlinRunner(kotlinc, timeout, memory_mb, workers=1)
-    return [runner.execute([p])[0] for p in programs]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codelora.generation import StopRule, stop_after_next_line, stop_at_line_end
+from codelora.stops import StopRule, stop_after_next_line, stop_at_line_end
 from codelora.tasks import Example, Task
 
 log = logging.getLogger(__name__)

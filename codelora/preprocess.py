@@ -400,8 +400,7 @@ def _windows(files, cfg: PreprocessConfig, backend, stats: dict):
                          completion_tokens=cfg.completion_tokens, stride=cfg.stride)
     wkey = {k: v for k, v in window_kwargs.items() if k != "tokenizer"} | {"tok": cfg.tokenizer}
     features = window_features()
-    # 1000 files per encode_batch, as the plain-encode baseline: the tokenizer parallelises
-    # within a batch, and 64-file batches encoded ~1.4x slower on real Kotlin (bench/preprocess.py)
+    # 1000 files per encode_batch: the tokenizer parallelises within a batch (bench/RESULTS.md, choices)
     windows = DatasetDict({
         s: ds.map(_window_batch, batched=True, with_indices=True, batch_size=1000,
                   num_proc=cfg.num_proc if len(ds) >= 2 * cfg.num_proc and cfg.num_proc > 1 else None,

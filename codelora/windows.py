@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 MODES = ("lines", "line", "next-line", "chunk")
 
@@ -111,7 +111,7 @@ def token_start_array(text: str, ids: Sequence[int], lengths) -> Any:
 
     if not ids:
         return np.zeros(0, dtype=np.int64)
-    token_lengths = lengths[np.fromiter(ids, dtype=np.intp, count=len(ids))]  # ~1.5x np.asarray on a list
+    token_lengths = lengths[np.fromiter(ids, dtype=np.intp, count=len(ids))]  # faster than np.asarray
     ends = np.cumsum(token_lengths)
     starts = ends - token_lengths
     if text.isascii():  # one byte per character
@@ -134,7 +134,7 @@ def _char_codes(text: str):
 
 def _newlines_at_tokens(newlines, starts, size: int):
     """The positions in `newlines` at which some token starts (`starts`), all below `size`: a
-    mark per position (2.7x a search of each newline among the starts on real Kotlin)."""
+    mark per position (faster than searching each newline among the starts: bench/RESULTS.md)."""
     import numpy as np
 
     at_token = np.zeros(size, dtype=bool)
@@ -162,75 +162,122 @@ def batch_window_arrays(texts: Sequence[str], starts: Sequence[Any], *, mode: st
 
     Every candidate window of every file is computed at once, with searchsorted over the token
     starts and line boundaries of the files laid end to end (one character apart, so no search
-    crosses into the next file), instead of a Python loop with bisect per window: windowing was
-    ~10% of preprocessing on real Kotlin (issue 17). The loop it replaces is kept as the plain
+    crosses into the next file), instead of a Python loop with bisect per window (bench/RESULTS.md,
+    preprocessing, has what windowing costs). The loop it replaces is kept as the plain
     definition in tests/test_windows.py, which checks the two agree on every mode."""
     import numpy as np
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    lay = _lay_out(texts, starts)
+    file, cand = _candidates(lay.n, lay.size, stride)
+    f_base, f_end, f_n, f_char, f_tok = (lay.base[file], lay.file_end[file], lay.n[file], lay.char_base[file],
+                                         lay.tok_base[file])
+    split, ok = _splits(lay, mode, lay.char_of[f_char + cand])
+    ok &= (split > f_base) & (split < f_end)
+    split_tok = np.searchsorted(lay.s, split) - f_tok
+    # where the completion's token budget runs out
+    budget_end = lay.char_of[f_char + np.minimum(split_tok + completion_tokens, f_n)]
+    end, cut = _ends(lay, mode, split, budget_end)
+    picked = _picked(texts, file, split, end, f_base, ok & (end > split))
+    file, f_base, f_char, f_tok = file[picked], f_base[picked], f_char[picked], f_tok[picked]
+    split, split_tok, end = split[picked], split_tok[picked], end[picked]
+    prompt_tok = np.maximum(0, split_tok - prompt_tokens)
+    return {"prompt_start": lay.char_of[f_char + prompt_tok] - f_base, "split": split - f_base,
+            "end": end - f_base, "prompt_tokens": split_tok - prompt_tok,
+            "completion_tokens": np.searchsorted(lay.s, end) - f_tok - split_tok, "cut_mid_line": cut[picked],
+            "file": file}
+
+
+class _Layout(NamedTuple):
+    """A batch of files laid end to end, one character apart (numpy arrays, batch positions)."""
+
+    s: Any  # every token start
+    n: Any  # tokens per file
+    size: Any  # characters per file
+    base: Any  # where each file starts
+    file_end: Any  # where each file ends
+    tok_base: Any  # index of each file's first token in `s`
+    newlines: Any  # every newline
+    bounds: Any  # line boundaries: newlines where a token starts (see the module docstring), file ends
+    char_base: Any  # char_of[char_base[f] + tok]: where token `tok` of file f starts (its file's
+    char_of: Any  # start for the first, the end of the file past the last)
+
+
+def _lay_out(texts: Sequence[str], starts: Sequence[Any]) -> _Layout:
+    import numpy as np
+
     per_file = [np.asarray(st, dtype=np.int64) for st in starts]
     n = np.fromiter(map(len, per_file), dtype=np.int64, count=len(per_file))
     size = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    base = np.cumsum(size + 1) - (size + 1)  # where each file starts, the files laid end to end
+    base = np.cumsum(size + 1) - (size + 1)
     s = np.concatenate([st + b for st, b in zip(per_file, base.tolist())] or [np.zeros(0, np.int64)])
-    tok_base = np.cumsum(n) - n  # index of each file's first token in `s`
+    tok_base = np.cumsum(n) - n
     newlines = _newline_positions(texts, base)
     file_end = base + size
-    # Line boundaries: newlines where a token starts (see the module docstring), then each file's end.
     span = int(file_end[-1]) + 1 if len(texts) else 0  # every position of the batch is below this
     bounds = np.sort(np.concatenate([_newlines_at_tokens(newlines, s, span), file_end]))
-    # char_of[char_base[f] + tok]: where token `tok` of file f starts (its file's start for the
-    # first, the end of the file past the last)
     char_base = np.cumsum(n + 1) - (n + 1)
     char_of = np.insert(s, tok_base + n, file_end)
     char_of[char_base[n > 0]] = base[n > 0]
+    return _Layout(s, n, size, base, file_end, tok_base, newlines, bounds, char_base, char_of)
 
-    # Completion starts every `stride` tokens; a file shorter than one stride still gets one window.
+
+def _candidates(n, size, stride: int) -> tuple[Any, Any]:
+    """(file, token) of each candidate completion start: every `stride` tokens; a file shorter
+    than one stride still gets one window."""
+    import numpy as np
+
     usable = (n >= 2) & (size > 0)
     count = np.where(usable, np.where(n > stride, (n - 1) // stride, 1), 0)
-    file = np.repeat(np.arange(len(texts)), count)
+    file = np.repeat(np.arange(len(size)), count)
     step = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    cand = np.where(n[file] > stride, (step + 1) * stride, n[file] // 2)
-    f_base, f_end, f_n, f_char, f_tok = base[file], file_end[file], n[file], char_base[file], tok_base[file]
+    return file, np.where(n[file] > stride, (step + 1) * stride, n[file] // 2)
+
+
+def _splits(lay: _Layout, mode: str, at_candidate) -> tuple[Any, Any]:
+    """(split, usable) per candidate: where the completion starts for `mode`."""
+    import numpy as np
+
     if mode in ("lines", "next-line"):  # the first line boundary at or after the candidate
-        split = bounds[np.searchsorted(bounds, char_of[f_char + cand])]
-        ok = np.ones(cand.size, dtype=bool)
-    else:
-        split = char_of[f_char + cand]
-        # "line": nothing left of this line to complete when it starts at its newline
-        at = np.minimum(np.searchsorted(newlines, split), max(newlines.size - 1, 0))
-        ok = np.ones(cand.size, dtype=bool) if mode == "chunk" or not newlines.size else newlines[at] != split
-    ok &= (split > f_base) & (split < f_end)
-    split_tok = np.searchsorted(s, split) - f_tok
-    budget_end = char_of[f_char + np.minimum(split_tok + completion_tokens, f_n)]  # where the budget runs out
+        return lay.bounds[np.searchsorted(lay.bounds, at_candidate)], np.ones(at_candidate.size, dtype=bool)
+    split, newlines = at_candidate, lay.newlines
+    # "line": nothing left of this line to complete when it starts at its newline
+    at = np.minimum(np.searchsorted(newlines, split), max(newlines.size - 1, 0))
+    ok = np.ones(split.size, dtype=bool) if mode == "chunk" or not newlines.size else newlines[at] != split
+    return split, ok
+
+
+def _ends(lay: _Layout, mode: str, split, budget_end) -> tuple[Any, Any]:
+    """(end, cut mid-line) per candidate: where the completion stops for `mode`."""
+    import numpy as np
+
     if mode == "chunk":
-        end, cut = budget_end, np.zeros(cand.size, dtype=bool)
-    elif mode == "lines":
-        last = bounds[np.searchsorted(bounds, budget_end, side="right") - 1]  # the last one within budget
+        return budget_end, np.zeros(split.size, dtype=bool)
+    if mode == "lines":
+        last = lay.bounds[np.searchsorted(lay.bounds, budget_end, side="right") - 1]  # last one in budget
         cut = last <= split
-        end = np.where(cut, budget_end, last)
-    else:  # "line" / "next-line": up to (not including) the newline ending that line, or the file's end
-        line_ends = np.sort(np.concatenate([newlines, file_end]))
-        after = np.searchsorted(line_ends, split + 1 if mode == "next-line" else split)
-        end = line_ends[np.minimum(after, line_ends.size - 1)]  # (past the end only where split is not ok)
-        cut = end > budget_end
-        end = np.where(cut, budget_end, end)
-    picked = np.flatnonzero(ok & (end > split))
+        return np.where(cut, budget_end, last), cut
+    # "line" / "next-line": up to (not including) the newline ending that line, or the file's end
+    line_ends = np.sort(np.concatenate([lay.newlines, lay.file_end]))
+    after = np.searchsorted(line_ends, split + 1 if mode == "next-line" else split)
+    end = line_ends[np.minimum(after, line_ends.size - 1)]  # (past the end only where split is not ok)
+    cut = end > budget_end
+    return np.where(cut, budget_end, end), cut
+
+
+def _picked(texts: Sequence[str], file, split, end, f_base, ok) -> Any:
+    """The candidates kept: usable, not whitespace only, the first of each split."""
+    import numpy as np
+
+    picked = np.flatnonzero(ok)
     # nothing to learn from a whitespace-only completion (a str method per candidate: cheaper
     # than a prefix count over every character of the files)
     local_split, local_end = (split - f_base)[picked].tolist(), (end - f_base)[picked].tolist()
     blank = [texts[f][a:b].isspace() for f, a, b in zip(file[picked].tolist(), local_split, local_end)]
     picked = picked[~np.array(blank, dtype=bool)] if blank else picked
     # the first window of each split (splits never decrease, so repeats are adjacent)
-    picked = picked[np.diff(split[picked], prepend=-1) != 0]
-    file, f_base, f_char, f_tok = file[picked], f_base[picked], f_char[picked], f_tok[picked]
-    split, split_tok, end = split[picked], split_tok[picked], end[picked]
-    prompt_tok = np.maximum(0, split_tok - prompt_tokens)
-    return {"prompt_start": char_of[f_char + prompt_tok] - f_base, "split": split - f_base,
-            "end": end - f_base, "prompt_tokens": split_tok - prompt_tok,
-            "completion_tokens": np.searchsorted(s, end) - f_tok - split_tok, "cut_mid_line": cut[picked],
-            "file": file}
+    return picked[np.diff(split[picked], prepend=-1) != 0]
 
 
 def make_windows(text: str, starts, *, mode: str = "lines", prompt_tokens: int = 256,

@@ -48,6 +48,10 @@ def humaneval_kt_data() -> Path:
     return shipped_data("humaneval_kt_data")
 
 
+# The shape of the tiny Phi the fixtures below build, as `codelora bootstrap` flags.
+TINY_MODEL_ARGS = ["--hidden-size", "32", "--layers", "2", "--heads", "4", "--seq-length", "32"]
+
+
 def corpus_texts() -> list[str]:
     return (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 20
 
@@ -87,6 +91,52 @@ def tiny_tokenizer_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     out = tmp_path_factory.mktemp("tiny-tok")
     tiny_tokenizer.save_pretrained(out)
     return out
+
+
+def make_prepared_dataset(out: Path, n_train: int = 30) -> Path:
+    """A DatasetDict like preprocess_data.py writes: prompt/completion windows cut from files."""
+    import datasets
+
+    rows = []
+    files = (KOTLIN_SNIPPETS + PYTHON_SNIPPETS) * 6
+    for i, text in enumerate(files):
+        cut = 8 + (i * 13) % (len(text) - 24)
+        rows.append({"prompt": text[:cut], "completion": text[cut:cut + 8 + (i * 5) % 40],
+                     "path": f"src/f{i % 8}.kt", "repo": "demo"})
+    dsd = datasets.DatasetDict(
+        train=datasets.Dataset.from_list(rows[:n_train]),
+        validation=datasets.Dataset.from_list(rows[n_train:n_train + 8]),
+        test=datasets.Dataset.from_list(rows[n_train + 8:]),
+    )
+    dsd.save_to_disk(str(out))
+    return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and with other test runs sharing the cores,
+    spinning OpenMP threads made one pretraining step many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_hf_token(tmp_path, monkeypatch) -> None:
+    """The Hub reachable as far as huggingface_hub knows, and no credentials anywhere (no HF_TOKEN,
+    no stored token): a push must be refused before any work starts."""
+    import huggingface_hub.constants as constants
+
+    home = tmp_path / "hf-home"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
 
 
 def git(repo: Path, *args: str) -> str:

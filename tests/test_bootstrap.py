@@ -6,41 +6,15 @@ import json
 
 import pytest
 import torch
-from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS
+from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS, TINY_MODEL_ARGS
 
 from codelora import bootstrap
 from codelora.config import BootstrapConfig
 
-TINY = [
-    "--vocab-size",
-    "320",
-    "--hidden-size",
-    "32",
-    "--layers",
-    "2",
-    "--heads",
-    "4",
-    "--seq-length",
-    "32",
-    "--max-positions",
-    "64",
-    "--batch-size",
-    "8",
-    "--learning-rate",
-    "3e-3",
-    "--warmup-steps",
-    "5",
-]
+TINY = ["--vocab-size", "320", *TINY_MODEL_ARGS, "--max-positions", "64", "--batch-size", "8",
+        "--learning-rate", "3e-3", "--warmup-steps", "5"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and with other test runs sharing the two
-    cores, two spinning OpenMP threads made one pretraining step ~20x slower (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -150,18 +150,6 @@ def test_gain_breakdown_splits_layout_from_content(tmp_path):
     assert "base's pretraining corpus: 1/4 (25.0%)" in text
 
 
-def test_demo_tokenizer_trained_once(tmp_path):
-    repo = demo.build_stdlib_repo(tmp_path / "repo", max_files=20)
-    tok = demo.ensure_demo_tokenizer(tmp_path / "tok", repo, vocab_size=300)
-    assert tok.eos_token == "<|endoftext|>" and tok.pad_token is None
-    text = "def f(x):\n    return x  # é\n"
-    assert tok.decode(tok(text)["input_ids"]) == text
-    stamp = (tmp_path / "tok" / "tokenizer.json").stat().st_mtime_ns
-    again = demo.ensure_demo_tokenizer(tmp_path / "tok", repo, vocab_size=300)
-    assert (tmp_path / "tok" / "tokenizer.json").stat().st_mtime_ns == stamp
-    assert again(text)["input_ids"] == tok(text)["input_ids"]
-
-
 def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     """`make demo`'s code path on a scaled-down copy of configs/demo.yaml: the two Kotlin corpus
     repos from the sources jars, bootstrap, parse, preprocess, train, merge, benchmark; then the

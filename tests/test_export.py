@@ -37,6 +37,14 @@ def sharpen(model, seed: int) -> None:
                 param.normal_(0.0, 0.3)
 
 
+def saved_sharpened(model, seed: int, tokenizer, out: Path) -> Path:
+    """`model`, sharpened with `seed`, saved with `tokenizer` into `out`."""
+    sharpen(model, seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def fim_tokenizer():
     from codelora.bootstrap import train_tokenizer
@@ -56,12 +64,7 @@ def phi_dir(tmp_path_factory, fim_tokenizer) -> Path:
 
     config = tiny_phi_config(fim_tokenizer, hidden_size=64, layers=2, heads=4, max_positions=512)
     config.vocab_size = len(fim_tokenizer) + PAD_ROWS
-    model = PhiForCausalLM(config)
-    sharpen(model, 1)
-    out = tmp_path_factory.mktemp("phi-fim")
-    model.save_pretrained(out)
-    fim_tokenizer.save_pretrained(out)
-    return out
+    return saved_sharpened(PhiForCausalLM(config), 1, fim_tokenizer, tmp_path_factory.mktemp("phi-fim"))
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +77,7 @@ def llama_dir(tmp_path_factory, fim_tokenizer) -> Path:
                          max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=fim_tokenizer.bos_token_id,
                          eos_token_id=fim_tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config)
-    sharpen(model, 2)
-    out = tmp_path_factory.mktemp("llama-fim")
-    model.save_pretrained(out)
-    fim_tokenizer.save_pretrained(out)
-    return out
+    return saved_sharpened(LlamaForCausalLM(config), 2, fim_tokenizer, tmp_path_factory.mktemp("llama-fim"))
 
 
 @pytest.fixture(scope="module")

@@ -224,11 +224,11 @@ def test_preprocess_fim_is_seeded_and_off_by_default(raw_jsonl, tiny_tokenizer_d
 def test_heldout_fim_prompts_per_model_and_scores(tmp_path, tiny_model_dir, fim_model_dir):
     import json
 
+    from conftest import make_prepared_dataset
     from transformers import AutoTokenizer
 
     from codelora.benchmarking import main as bench_main
     from codelora.tasks import TaskOptions, get_task
-    from tests.test_training import make_prepared_dataset
 
     data = make_prepared_dataset(tmp_path / "prepared")
     out = tmp_path / "results"
@@ -314,7 +314,8 @@ def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(raw_jsonl, t
 def test_greedy_beam_and_sampling_write_the_middle_a_model_learned(tmp_path):
     """Every decoding mode the benchmark offers (greedy fast path, --num-beams, --do-sample) infills
     FIM prompts in a padded batch: a tiny model taught two PSM examples writes their middles."""
-    from codelora.generation import GenerationSettings, generate, load_model, stop_at_eos, stop_at_line_end
+    from codelora.generation import GenerationSettings, generate, load_model
+    from codelora.stops import stop_at_eos, stop_at_line_end
 
     tok = fresh_tokenizer()
     tokens = fim.add_fim_tokens(tok)

@@ -1,20 +1,13 @@
-"""Generation: stop rules, left padding == unbatched, prompt and special tokens excluded."""
+"""Generation: left padding == unbatched, prompt and special tokens excluded, stop rules obeyed
+(the rules themselves: test_stops.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from codelora import generation
-from codelora.generation import (
-    GenerationSettings,
-    generate,
-    generate_batch,
-    load_model,
-    stop_at_brace_close,
-    stop_at_dedent,
-    stop_at_eos,
-    stop_at_line_end,
-)
+from codelora.generation import GenerationSettings, generate, generate_batch, load_model
+from codelora.stops import stop_at_brace_close, stop_at_eos, stop_at_line_end
 from codelora.utils import UserError
 
 PROMPTS = [
@@ -28,32 +21,6 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     return load_model(str(tiny_model_dir), dtype="float32")
-
-
-# ------------------------------------------------------------------------------- stop rules
-
-
-def test_line_rule():
-    assert stop_at_line_end("x = 1") is None
-    assert stop_at_line_end("x = 1\ny") == 5
-    assert generation.STOP_RULES["line"] is stop_at_line_end  # tasks name it "line"
-
-
-def test_dedent_rule():
-    body = "    if x:\n        return 1\n\n    return 2\n"
-    assert stop_at_dedent(body) is None  # still inside the body
-    text = body + "def other():\n"
-    assert text[: stop_at_dedent(text)] == "    if x:\n        return 1\n\n    return 2"
-    assert stop_at_dedent(body + "  ") is None  # a dedent is only known once the line has content
-    assert stop_at_dedent("return 1\nclass X:") == len("return 1")  # column-0 body: one line
-
-
-def test_brace_rule_ignores_strings_and_comments():
-    text = ' {\n    val s = "}{" // }\n    /* } */ if (a) { b() }\n    return \'}\'\n}\nfun next() {'
-    cut = stop_at_brace_close(text)
-    assert text[:cut].endswith("return '}'\n}")
-    assert stop_at_brace_close(" {\n  if (a) {\n") is None
-    assert stop_at_brace_close(" = a + b\nfun x()") == len(" = a + b")
 
 
 # ------------------------------------------------------------------------------- generation
@@ -128,13 +95,6 @@ def test_min_new_tokens_bans_eos_first(tiny, monkeypatch, num_beams):
     assert len(tok(pred, add_special_tokens=False)["input_ids"]) == 1  # one token, then EOS
     calls["n"] = 0
     assert generate_batch(model, tok, ["fun"], GenerationSettings(max_new_tokens=10), stop_at_eos)[0] == ""
-
-
-def test_next_line_rule():
-    from codelora.generation import stop_after_next_line
-
-    assert stop_after_next_line("\n    return x\n    y") == len("\n    return x")
-    assert stop_after_next_line("\n    return x") is None
 
 
 def test_generate_sorts_and_returns_every_index(tiny):
@@ -261,31 +221,6 @@ def test_rows_are_decoded_only_when_their_token_might_stop_them(tiny, monkeypatc
     assert preds == expected
     # 2 rows checked once (step 6) + 2 final decodes; the old loop decoded 2 rows x 6 steps + 2
     assert calls["decoded"] <= 4
-
-
-@pytest.mark.parametrize("rule", [stop_at_line_end, generation.stop_after_next_line, stop_at_brace_close,
-                                  generation.brace_rule(2)], ids=["line", "next-line", "brace", "brace-depth-2"])
-def test_a_rule_fires_only_on_a_token_with_one_of_its_triggers(rule, tiny):
-    """The triggers contract (see StopRule) on random token sequences rich in braces, quotes,
-    comments and newlines: whenever a rule's answer turns from None to a cut, the new token holds
-    a trigger character, so checking only those steps finds every stop."""
-    import random
-
-    _, tok = tiny
-    pieces = [tok.decode([i]) for i in range(len(tok))]
-    code_like = [p for p in pieces if any(c in p for c in '{}"\'/*\n=')] or pieces
-    rng = random.Random(0)
-    for _ in range(300):
-        text, fired = "", False
-        for _ in range(30):
-            piece = rng.choice(code_like if rng.random() < 0.6 else pieces)
-            before = rule(text) is not None
-            text += piece
-            if rule(text) is not None and not before:
-                assert any(c in piece for c in rule.triggers), (text, piece)
-                fired = True
-                break
-        assert fired or rule(text) is None
 
 
 def test_plan_batches_puts_equal_lengths_together():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS
 
-from codelora import generation, merging, modeling, training
+from codelora import generation, merging, modeling, stops, training
 from codelora.utils import UserError
 
 
@@ -71,14 +71,14 @@ def test_a_chat_eos_becomes_the_document_end_and_generation_stops_on_both(tiny_t
     model, tokenizer = generation.load_model(str(tiny_model_dir), "float32")
     settings = generation.GenerationSettings(max_new_tokens=8, batch_size=1)
     prompt = "fun main() {\n"
-    free = generation.generate_batch(model, tokenizer, [prompt], settings, generation.stop_at_eos)[0]
+    free = generation.generate_batch(model, tokenizer, [prompt], settings, stops.stop_at_eos)[0]
     with torch.no_grad():
         first = int(model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1].argmax())
     assert first != tokenizer.eos_token_id and free.startswith(tokenizer.decode([first])) and len(free) > 1
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, first]
     assert generation.stop_token_ids(model, tokenizer) == [tokenizer.eos_token_id, first]
     for compacting in (True, False):  # the hand-written greedy loop and transformers' generate
-        assert generation.generate_batch(model, tokenizer, [prompt], settings, generation.stop_at_eos,
+        assert generation.generate_batch(model, tokenizer, [prompt], settings, stops.stop_at_eos,
                                          compacting=compacting) == [""]
 
 

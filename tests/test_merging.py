@@ -182,13 +182,7 @@ def test_adapter_config_naming_another_base(adapter_dir, tmp_path, tiny_tokenize
     assert str(other_base) in capsys.readouterr().err
 
 
-def test_push_alias_and_credentials_checked_before_loading(adapter_dir, tmp_path, monkeypatch, capsys):
-    import huggingface_hub.constants as constants
-
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
+def test_push_alias_and_credentials_checked_before_loading(adapter_dir, tmp_path, monkeypatch, capsys, no_hf_token):
     calls = []
     monkeypatch.setattr(merging, "resolve_adapter", lambda a: calls.append(a))
     out = tmp_path / "merged"

@@ -16,30 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS, make_git_repo
+from conftest import KOTLIN_SNIPPETS, PYTHON_SNIPPETS, TINY_MODEL_ARGS, make_git_repo
 
 from codelora import cli, demo
 
-TINY_BOOT = [
-    "--vocab-size",
-    "300",
-    "--hidden-size",
-    "32",
-    "--layers",
-    "2",
-    "--heads",
-    "4",
-    "--seq-length",
-    "32",
-    "--max-positions",
-    "128",
-    "--batch-size",
-    "4",
-    "--steps",
-    "2",
-    "--warmup-steps",
-    "1",
-]
+TINY_BOOT = ["--vocab-size", "300", *TINY_MODEL_ARGS, "--max-positions", "128", "--batch-size", "4",
+             "--steps", "2", "--warmup-steps", "1"]
 SMALL_WINDOWS = [
     "--prompt-tokens",
     "32",
@@ -56,12 +38,14 @@ SMALL_WINDOWS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def benchmark_argv(w: Path) -> list[str]:
+    """The benchmark of the project's base and merged models, without its output flag."""
+    models = [str(w / "base"), str(w / "runs" / "r" / "merged")]
+    return ["benchmark", "--models", *models, "--tasks", "heldout", "--dataset", str(w / "data" / "prepared"),
+            "--sample", "2", "--max-new-tokens", "2", "--batch-size", "2"]
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -140,24 +124,7 @@ def project(tmp_path_factory) -> Path:
             "--output",
             str(w / "runs" / "r" / "merged"),
         ],
-        [
-            "benchmark",
-            "--models",
-            str(w / "base"),
-            str(w / "runs" / "r" / "merged"),
-            "--tasks",
-            "heldout",
-            "--dataset",
-            str(w / "data" / "prepared"),
-            "--sample",
-            "2",
-            "--max-new-tokens",
-            "2",
-            "--batch-size",
-            "2",
-            "--output",
-            str(w / "results"),
-        ],
+        [*benchmark_argv(w), "--output", str(w / "results")],
     ]
     for argv in run:
         assert cli.main(argv) == 0, argv
@@ -203,22 +170,7 @@ def stage_argv(stage: str, w: Path) -> list[str]:
             "--max-length",
             "64",
         ],
-        "benchmark": [
-            "benchmark",
-            "--models",
-            str(w / "base"),
-            str(w / "runs" / "r" / "merged"),
-            "--tasks",
-            "heldout",
-            "--dataset",
-            str(w / "data" / "prepared"),
-            "--sample",
-            "2",
-            "--max-new-tokens",
-            "2",
-            "--batch-size",
-            "2",
-        ],
+        "benchmark": benchmark_argv(w),
     }[stage]
 
 
@@ -293,7 +245,7 @@ def test_an_empty_or_new_directory_is_used(tmp_path):
 
 
 def test_the_demo_never_replaces_a_directory_it_did_not_build(tmp_path, monkeypatch, capsys):
-    """The demo's corpus repositories and tokenizer are rebuilt in place when their identity
+    """The demo's corpus repositories are rebuilt in place when their identity
     changes: only where the demo's own marker is, never a user's directory of the same name."""
     mine = tmp_path / "stdlib-repo"
     mine.mkdir()
@@ -301,8 +253,6 @@ def test_the_demo_never_replaces_a_directory_it_did_not_build(tmp_path, monkeypa
     before = tree(tmp_path)
     with pytest.raises(Exception, match="demo corpus .*stdlib-repo: holds files the demo did not write"):
         demo.build_stdlib_repo(mine, max_files=3)
-    with pytest.raises(Exception, match="demo tokenizer .*: holds files the demo did not write"):
-        demo.ensure_demo_tokenizer(mine, tmp_path / "elsewhere", vocab_size=300)
     # through the command, with a demo config naming that directory
     config = {"bootstrap": {"inputs": [str(mine)]}, "parse": {"repo": [str(tmp_path / "pytorch-repo")]}}
     path = tmp_path / "demo.yaml"

@@ -18,7 +18,6 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from codelora import benchmarking, cli, config, demo, training
@@ -27,12 +26,7 @@ from codelora.utils import UserError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def no_model_loads(monkeypatch):
@@ -58,8 +52,14 @@ def one_error_line(capsys) -> str:
     return err
 
 
+def heldout_benchmark(model: Path, data: Path, out: Path, *extra: str) -> int:
+    """benchmarking.py's exit code for `heldout` on `data`, two new tokens per example."""
+    return benchmarking.main(["--models", str(model), "--tasks", "heldout", "--dataset", str(data),
+                              "--output", str(out), "--max-new-tokens", "2", *extra])
+
+
 def small_dataset(path: Path, tokenizer_name: str | None = None, fingerprint: str | None = None) -> Path:
-    from test_training import make_prepared_dataset
+    from conftest import make_prepared_dataset
 
     make_prepared_dataset(path)
     if tokenizer_name:
@@ -535,25 +535,7 @@ def test_ctrl_c_in_the_benchmark_says_how_many_predictions_are_cached(
 
     monkeypatch.setattr(benchmarking, "generate", crashing)
     out = tmp_path / "o"
-    assert (
-        benchmarking.main(
-            [
-                "--models",
-                str(tiny_model_dir),
-                "--tasks",
-                "heldout",
-                "--dataset",
-                str(data),
-                "--output",
-                str(out),
-                "--max-new-tokens",
-                "2",
-                "--batch-size",
-                "2",
-            ]
-        )
-        == 130
-    )
+    assert heldout_benchmark(tiny_model_dir, data, out, "--batch-size", "2") == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
         f"benchmarking.py: interrupted; rerun the same command to continue: 2 of 10 predictions are "
@@ -589,25 +571,7 @@ def test_the_first_eta_does_not_ask_for_sample_when_sample_was_given(tmp_path, t
     assert "--sample first" not in benchmarking.estimate_line("m", "t", 5, None, "x", sampled=True)
     assert "--sample first" in benchmarking.estimate_line("m", "t", 5, None, "x", sampled=False)
     data = small_dataset(tmp_path / "data")
-    assert (
-        benchmarking.main(
-            [
-                "--models",
-                str(tiny_model_dir),
-                "--tasks",
-                "heldout",
-                "--dataset",
-                str(data),
-                "--output",
-                str(tmp_path / "o"),
-                "--max-new-tokens",
-                "2",
-                "--sample",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert heldout_benchmark(tiny_model_dir, data, tmp_path / "o", "--sample", "2") == 0
     out = capsys.readouterr().out
     assert "examples to generate (no rate measured yet" in out and "--sample first" not in out
 

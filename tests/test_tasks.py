@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codelora.generation import brace_depth
 from codelora.metrics import corpus_bleu, edit_similarity
+from codelora.stops import brace_depth
 from codelora.tasks import Example, TaskOptions, get_task, task_names
 from codelora.tasks.codexglue import build_prompt, decode_body
 from codelora.tasks.codexglue_line import build_prompt as line_prompt

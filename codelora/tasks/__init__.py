@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from codelora.generation import StopRule
+from codelora.stops import StopRule
 from codelora.metrics import corpus_bleu, edit_similarity, exact_match
 from codelora.utils import UserError, opt
 

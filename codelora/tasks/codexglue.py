@@ -39,8 +39,8 @@ import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 
-from codelora.generation import StopRule
 from codelora.metrics import codexglue_method_post_process, decode_literals
+from codelora.stops import StopRule
 from codelora.tasks import Example, Task, TaskOptions, text_scores
 from codelora.tasks.codexglue_tokens import Literals, python_body_tokens, text_offset
 from codelora.utils import UserError, read_jsonl

@@ -34,8 +34,8 @@ import json
 import statistics
 from collections.abc import Callable, Sequence
 
-from codelora.generation import StopRule
 from codelora.metrics import codexglue_line_post_process, edit_similarity, exact_match
+from codelora.stops import StopRule
 from codelora.tasks import Example, Task, TaskOptions
 from codelora.tasks.codexglue import decoding_label
 from codelora.tasks.codexglue_tokens import Literals, java_line_tokens, java_statement_end, python_line_tokens

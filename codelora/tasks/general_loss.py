@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from codelora.generation import StopRule, stop_at_eos
+from codelora.stops import StopRule, stop_at_eos
 from codelora.tasks import Example, Task, TaskOptions
 from codelora.utils import UserError, read_jsonl_numbered
 

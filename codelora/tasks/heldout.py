@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codelora.contracts import dataset_mode
-from codelora.generation import StopRule, stop_after_next_line, stop_at_eos, stop_at_line_end
+from codelora.stops import StopRule, stop_after_next_line, stop_at_eos, stop_at_line_end
 from codelora.tasks import Example, Task, TaskOptions, text_scores
 from codelora.tasks.codexglue_tokens import line_tokenizer_for
 from codelora.utils import UserError

@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 
 from codelora.fim import choose_middle
-from codelora.generation import StopRule, stop_at_eos, stop_at_line_end
+from codelora.stops import StopRule, stop_at_eos, stop_at_line_end
 from codelora.tasks import Example, TaskOptions
 from codelora.tasks.heldout import HeldoutTask
 from codelora.tasks.infill import INFILL_METRICS, PROMPT_NOTE, InfillPrompts

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from codelora.cards import is_hub_id
 from codelora.cleaning import normalize_whitespace
-from codelora.generation import StopRule, brace_depth
-from codelora.kotlin import ExecutionResult, KotlinRunner, helper_aware_rule, kotlin_program, kotlinc_version, require_kotlin
+from codelora.kotlin import ExecutionResult, KotlinRunner, kotlin_program, kotlinc_version, require_kotlin
 from codelora.metrics import pass_at_k
 from codelora.sandbox import require_isolation
+from codelora.stops import StopRule, brace_depth, helper_aware_rule
 from codelora.tasks import Example, Task, TaskOptions, text_scores
 from codelora.utils import UserError, read_jsonl
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 
 from codelora.fim import line_spans
-from codelora.generation import StopRule, stop_at_line_end
+from codelora.stops import StopRule, stop_at_line_end
 from codelora.tasks import Example, TaskOptions
 from codelora.tasks.infill import INFILL_METRICS, PROMPT_NOTE, InfillPrompts
 from codelora.tasks.kotlin import KotlinTask
