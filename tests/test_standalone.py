@@ -30,3 +30,17 @@ def test_package_links_stay_inside_the_repository():
     for link in links:
         assert link.resolve().is_relative_to(ROOT), link
         assert link.resolve().exists(), link
+
+
+def test_the_readme_map_names_every_module():
+    """README "How the code is laid out" is what a newcomer reads first: it names every module of the
+    package (a module added or moved without the map fails here)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## How the code is laid out")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    package = ROOT / "codelora"
+    modules = [p for p in sorted(package.rglob("*.py")) if p.name != "__init__.py"]
+    assert len(modules) > 40
+    missing = [str(p.relative_to(package)) for p in modules
+               if f"`{p.name}`" not in section and f"`{p.stem}`" not in section]
+    assert not missing, f"modules the README's map does not name: {missing}"
