@@ -174,7 +174,7 @@ def vocab_size(model, tokenizer) -> int:
     return max(len(tokenizer), int(getattr(model.config, "vocab_size", 0) or 0))
 
 
-def _context_limit(model, tokenizer, max_new_tokens: int) -> int:
+def context_limit(model, tokenizer, max_new_tokens: int) -> int:
     limit = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     return max(8, int(limit) - max_new_tokens)
 
@@ -202,7 +202,7 @@ def generate_batch(
         return_tensors="pt",
         padding=True,
         truncation=True,
-        max_length=_context_limit(model, tokenizer, settings.max_new_tokens),
+        max_length=context_limit(model, tokenizer, settings.max_new_tokens),
     ).to(model.device)
     _count_prompt(stats, enc["attention_mask"])
     prompt_len = enc["input_ids"].shape[1]
@@ -373,7 +373,7 @@ def generate(
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices, predictions) batch by batch, in `plan_batches` order; `stats` (when
     given) adds up the positions computed, padding included."""
-    limit = _context_limit(model, tokenizer, settings.max_new_tokens)
+    limit = context_limit(model, tokenizer, settings.max_new_tokens)
     lengths = [min(len(ids), limit) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
     for idx in plan_batches(lengths, settings.batch_size):
         batch_rule = rule if callable(rule) else [rule[i] for i in idx]

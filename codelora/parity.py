@@ -77,11 +77,11 @@ def load_sets(dataset: str, split: str, names: Sequence[str], sample: int | None
 def encode_prompts(sets: Sequence[TaskSet], model, tokenizer) -> None:
     """Each example's prompt for this tokenizer and its ids, truncated on the left as the
     benchmark's generation truncates them."""
-    from codelora.generation import _context_limit
+    from codelora.generation import context_limit
 
     for ts in sets:
         ts.prompts = [ts.task.prompt_for(e, tokenizer) for e in ts.examples]
-        limit = _context_limit(model, tokenizer, ts.task.max_new_tokens)
+        limit = context_limit(model, tokenizer, ts.task.max_new_tokens)
         ts.ids = [tokenizer(p, truncation=True, max_length=limit)["input_ids"] for p in ts.prompts]
 
 
