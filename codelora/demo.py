@@ -483,7 +483,8 @@ def time_rows(config: dict, root: Path = Path()) -> list[list[str]]:
     if base in PACKAGED_MODELS or base.lower().endswith(".gguf"):
         info = Path(model_source(base)) / GGUF_INFO_FILE
         seconds = json.loads(info.read_text(encoding="utf-8")).get("seconds") if info.is_file() else None
-        rows.append([f"GGUF conversion of {base} (once per machine)", "n/a" if seconds is None else f"{seconds:.0f}"])
+        rows.append([f"GGUF conversion of {base} (once per machine: when it ran, maybe before this run)",
+                     "n/a" if seconds is None else f"{seconds:.0f}"])
     for name in (config.get("pipeline") or {}).get("stages", []):
         stage = STAGES[name]
         marker = marker_path(stage, stage.artifact(build_config(stage.config, config, {}, section=name)))
@@ -615,6 +616,8 @@ def table_markers(config_name: str) -> tuple[str, str]:
 
 def table_figures(summary: dict, timing: dict) -> dict:
     """Every task's metrics of a run (base = the first model, finetuned = the last) and its time."""
+    from codelora.metric_table import metric
+
     base, tuned = summary["models"][0], summary["models"][-1]
     rows = []
     for task, info in summary["tasks"].items():
@@ -624,7 +627,7 @@ def table_figures(summary: dict, timing: dict) -> dict:
                 continue
             rows.append({"task": task, "split": info.get("split"), "n": info["n"], "metric": name,
                          "sampled": bool((summary.get("task_sample") or {}).get(task) or summary.get("sample")),
-                         "label": labels.get(name, name), "base": models[base].get(name),
+                         "label": labels.get(name) or metric(name).heading, "base": models[base].get(name),
                          "finetuned": models[tuned].get(name),
                          "delta": info.get("delta_vs_baseline", {}).get(tuned, {}).get(name),
                          "ci95": info.get("delta_ci95", {}).get(tuned, {}).get(name)})
