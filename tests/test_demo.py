@@ -169,6 +169,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "heldout" in out and "What the held-out gain is made of" in out and "demo: done" in out
     assert "Where the time went" in out  # each stage's seconds, from the marker the pipeline wrote
+    # and how to run the export: the llama-server and Ollama commands of its EDITORS.md, in its folder
+    hint = out[out.index("In your editor"):]
+    assert f"cd {config['export']['output']}" in hint and "llama-server -m " in hint and "ollama create " in hint
     for stage in config["pipeline"]["stages"]:
         assert f"| stage {stage} |" in out and f"| stage {stage} | n/a |" not in out
     results = tmp_path / config["benchmark"]["output"]
