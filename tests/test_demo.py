@@ -276,7 +276,7 @@ def test_real_model_readme_table_comes_from_the_summary_and_the_run_time(tmp_pat
     text = demo.update_readme_table("demo-smollm2.yaml", results, readme, tmp_path / "run.json")
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert "| heldout (test) | 255 | ES (token-spaced) | 48.20 | 51.40 | +3.20 [+0.50, +6.10] |" in rows
-    assert "| heldout (test) | 255 | em | 20.00 | n/a | n/a |" in rows
+    assert "| heldout (test) | 255 | EM | 20.00 | n/a | n/a |" in rows
     assert "| general-loss (seeded sample) | 48 | loss | 2.37 | 2.26 | -0.11 |" in rows
     assert not any("pass@1" in line for line in rows)  # no value for either model: no row
     assert "| stage train | 300 |" in rows and "the demo itself 812 s" in text and "abc123" in text
