@@ -592,12 +592,12 @@ def readme_block(run: dict) -> str:
     return f"{README_BEGIN}\n{readme_paragraph(run)}\n{README_END}"
 
 
-def readme_figures_block(readme_text: str) -> str | None:
-    """The generated block as it stands in the README (None when it has none)."""
-    if README_BEGIN not in readme_text or README_END not in readme_text:
+def readme_figures_block(readme_text: str, begin: str = README_BEGIN, end: str = README_END) -> str | None:
+    """The generated block between `begin` and `end` as it stands in the README (None when it has none)."""
+    if begin not in readme_text or end not in readme_text:
         return None
-    start = readme_text.index(README_BEGIN)
-    return readme_text[start:readme_text.index(README_END, start) + len(README_END)]
+    start = readme_text.index(begin)
+    return readme_text[start:readme_text.index(end, start) + len(end)]
 
 
 def update_readme(results: Path, readme: Path = REPO_ROOT / "README.md", saved: Path = DEMO_RUN) -> str:
@@ -661,9 +661,8 @@ def readme_table(run: dict) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
     def task(r: dict) -> str:
-        notes = [r["split"]] if r.get("split") else []
-        return r["task"] + (f" ({', '.join(notes + ['seeded sample'] if r.get('sampled') else notes)})"
-                            if notes or r.get("sampled") else "")
+        notes = [r["split"]] * bool(r.get("split")) + ["seeded sample"] * bool(r.get("sampled"))
+        return r["task"] + (f" ({', '.join(notes)})" if notes else "")
 
     rows = [[task(r), str(r["n"]), r["label"], value(r["base"]),
              value(r["finetuned"]), "n/a" if r["delta"] is None else _delta(r)] for r in run["rows"]]
@@ -692,15 +691,14 @@ def update_readme_table(config_name: str, results: Path, readme: Path = REPO_ROO
                         json.loads((results / DEMO_TIME_FILE).read_text(encoding="utf-8")))
     begin, end = table_markers(config_name)
     text = readme.read_text(encoding="utf-8")
-    if begin not in text or end not in text:
+    old = readme_figures_block(text, begin, end)
+    if old is None:
         raise UserError(f"{readme} has no {Path(config_name).stem}-figures block ({begin} ... {end})")
-    start = text.index(begin)
-    old = text[start:text.index(end, start) + len(end)]
-    block = f"{begin}\n{readme_table(run)}\n{end}"
+    table = readme_table(run)
     write_json(saved or TABLE_RUNS[config_name], run)
     with atomic_file(readme) as handle:
-        handle.write(text.replace(old, block))
-    return readme_table(run)
+        handle.write(text.replace(old, f"{begin}\n{table}\n{end}"))
+    return table
 
 
 def run_demo(config_path: Path, *, force: bool = False, max_files: int | None = None) -> int:
