@@ -164,8 +164,9 @@ def gguf_directory(file: Path) -> Path:
     """The directory holding `file` converted (fp32 safetensors, tokenizer, config), keyed by the
     file's content hash: converted on first use, atomically, then read like any local model.
     Dequantizing at every load would cost each stage tens of seconds (a 135M model on 2 cores),
-    and a plain directory is what the merge, the fingerprint and the benchmark already read."""
-    check_gguf(file)
+    and a plain directory is what the merge, the fingerprint and the benchmark already read.
+    The file is parsed (`check_gguf`) only before a conversion: a stage resolves its base several
+    times, and parsing SmolLM2's header costs ~5 s (bench/RESULTS.md)."""
     sha = file_sha256(file)
     dest = gguf_cache_root() / sha[:32]
     info = dest / GGUF_INFO_FILE
@@ -174,6 +175,7 @@ def gguf_directory(file: Path) -> Path:
             return dest
     except (OSError, ValueError, AttributeError):
         pass  # absent, unreadable or older: (re)convert
+    check_gguf(file)
     log.info("converting %s to safetensors once (dequantized to fp32), into %s", file, dest)
     start = time.perf_counter()
     with atomic_dir(dest) as tmp:

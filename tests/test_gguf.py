@@ -122,3 +122,30 @@ def test_train_and_merge_on_the_packaged_gguf(smollm2_gguf, tmp_path, monkeypatc
     base = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
     changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed and all(".layers.28." in n or ".layers.29." in n for n in changed)
+
+
+def test_a_converted_gguf_is_not_parsed_again(tmp_path, monkeypatch):
+    """Every stage resolves its base several times (tokenizer, model, fingerprint, cache keys);
+    parsing the GGUF's header each time cost SmolLM2 ~5 s a call, minutes per benchmark. Once the
+    file's content hash has a conversion, resolving it reads nothing but the hash."""
+    import gguf
+
+    monkeypatch.setenv(modeling.GGUF_CACHE_ENV, str(tmp_path / "cache"))
+    file = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(file), "llama")
+    writer.add_tensor("weight", torch.zeros(4, dtype=torch.float32).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    parsed = []
+    reader = gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda path: parsed.append(path) or reader(path))
+    monkeypatch.setattr(modeling, "convert_gguf", lambda source, out: (out / "config.json").write_text("{}"))
+    first = modeling.model_source(str(file))
+    assert parsed == [str(file)] and (modeling.Path(first) / "config.json").is_file()
+    for _ in range(3):
+        assert modeling.model_source(str(file)) == first
+    assert parsed == [str(file)]
+    file.write_bytes(file.read_bytes() + b"\0" * 32)  # another file version: checked (and converted) again
+    assert modeling.model_source(str(file)) != first and len(parsed) == 2
