@@ -174,6 +174,11 @@ class TrainConfig:
     lora_layers: int | None = opt(
         None, "LoRA on the top N transformer layers only (default: all): the backward pass then stops at the "
         "lowest adapted layer, so training is faster")
+    train_token_rows: bool = opt(
+        True, "train the embedding rows of the FIM sentinels codelora adds to a tokenizer without them; "
+        "--no-train-token-rows: keep them frozen, started at the mean embedding of their names' words, so "
+        "with --lora-layers the backward pass stops at the lowest adapted layer (~30%% faster a step for "
+        "SmolLM2 with 10 of 30 layers)")
     max_length: int = opt(512, "truncate prompt+completion+EOS to this many tokens (prompt cut from the left)")
     completion_only_loss: bool = opt(
         True, "loss on completion + EOS tokens only (TRL's completion_only_loss); --no-completion-only-loss: on "

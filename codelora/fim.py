@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,6 +98,22 @@ def fit_embeddings(model, tokenizer) -> bool:
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     log.info("resized embeddings from %d to %d rows for the FIM tokens", rows, len(tokenizer))
     return True
+
+
+def name_embeddings(model, tokenizer, tokens: FimTokens) -> None:
+    """Start each added sentinel's input row at the mean embedding of its name's words (`fim
+    prefix`): rows that stay frozen must be told apart, and mean-resizing gives three near-equal
+    rows (transformers samples them at 1e-9 times the embeddings' covariance). Averaging the
+    embeddings of a new token's description is the usual start for a new token (Gee et al. 2022,
+    "Fast Vocabulary Transfer for Language Model Compression")."""
+    import torch
+
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for name, row in zip(tokens.strings, tokens.ids):
+            words = re.sub(r"[^A-Za-z]+", " ", name).strip()
+            ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+            weight[row] = weight[ids].mean(dim=0)
 
 
 def trainable_token_indices(tokens: FimTokens) -> list[int]:

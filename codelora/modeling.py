@@ -436,9 +436,10 @@ def count_parameters(model) -> tuple[int, int]:
 
 def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str] | None,
              quantized: bool = False, gradient_checkpointing: bool = False, trainable_token_rows=(),
-             layers: int | None = None):
+             layers: int | None = None, train_token_rows: bool = True):
     """Wrap `model` with fresh LoRA adapters on `targets` (None: `default_targets`; validated
-    first), on the top `layers` blocks only when given; log the counts."""
+    first), on the top `layers` blocks only when given; log the counts. `trainable_token_rows`
+    are wrapped by peft either way (the adapter saves them); `train_token_rows=False` freezes them."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     targets = default_targets(model) if targets is None else list(targets)
@@ -457,6 +458,10 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, targets: Iterable[str
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         model = get_peft_model(model, lora_config(r, alpha, dropout, targets, trainable_token_rows,
                                                   layer_ids, pattern))
+    if not train_token_rows:
+        for name, param in model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                param.requires_grad_(False)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise UserError("LoRA produced no trainable parameters; check --target-modules")

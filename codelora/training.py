@@ -19,6 +19,8 @@ Run layout (OUTPUT_DIR):
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import math
 import os
@@ -32,7 +34,14 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from codelora.batching import CompletionCollator, LengthGroupedSampler, TrainData, pad_multiple, prepare_data
+from codelora.batching import (
+    IGNORE_INDEX,
+    CompletionCollator,
+    LengthGroupedSampler,
+    TrainData,
+    pad_multiple,
+    prepare_data,
+)
 from codelora.checkpoints import (
     PROGRESS_FILE,
     ResumePlan,
@@ -46,7 +55,7 @@ from codelora.checkpoints import (
 )
 from codelora.config import TrainConfig, guard_stage_output, save_config
 from codelora.contracts import RUN_CONFIG, adapter_dir, checkpoints_dir, write_output_marker
-from codelora.fim import fit_embeddings, trainable_token_indices
+from codelora.fim import fit_embeddings, name_embeddings, trainable_token_indices
 from codelora.utils import (
     Interrupted,
     UserError,
@@ -118,6 +127,10 @@ class CompletionTrainer(Trainer):
         self._step_loss += loss.detach().to(torch.float64)
         return loss
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = target_logits_only(self.accelerator.unwrap_model(model), inputs)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
     def _get_grad_norm(self, model, grad_norm=None):
         # The Trainer computes this norm (over all processes) just before optimizer.step(); a NaN
         # or inf here means the step would poison every LoRA weight, so stop now. Every process
@@ -185,6 +198,32 @@ class _RunBookkeeping(TrainerCallback):
                                                 "settings": self.trainer.run_settings})
 
 
+@functools.lru_cache(maxsize=8)
+def _forward_takes(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.forward).parameters
+
+
+def _takes_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_takes(type(base), "logits_to_keep")
+
+
+def target_logits_only(model, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The batch with the model asked for logits only at the positions that predict a target
+    (`logits_to_keep`: those positions; `shift_labels`: their targets). The loss is the same
+    cross-entropy over the same targets, but with the loss on the completion, a 49k-token
+    vocabulary's projection and softmax skip the prompt, most of each window (bench/RESULTS.md).
+    A model whose forward takes no `logits_to_keep` gets the batch as it is."""
+    labels = inputs.get("labels")
+    if labels is None or not _takes_logits_to_keep(model):
+        return inputs
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+    if len(keep) == labels.shape[1] - 1:
+        return inputs  # every position predicts a target: nothing to skip
+    targets = labels[:, keep + 1]
+    return {**inputs, "labels": targets, "shift_labels": targets, "logits_to_keep": keep}
+
+
 def apply_schedule(optimizer, scheduler, groups: Sequence[dict[str, float]]) -> None:
     """Give a resumed optimizer this run's peak lr and weight decay, at the checkpoint's step of
     this run's schedule (the schedule's shape already comes from this run's arguments)."""
@@ -249,11 +288,17 @@ def build_model(cfg: TrainConfig, quantized: bool, tokenizer=None, fim_tokens=No
     if fim_tokens is not None:
         fit_embeddings(model, tokenizer)
         token_rows = trainable_token_indices(fim_tokens)
+        if token_rows and not cfg.train_token_rows:
+            name_embeddings(model, tokenizer, fim_tokens)
+        how = ("trained" if cfg.train_token_rows else "frozen, started at their names' embeddings")
         log.info("FIM: sentinels %s, ids %s (%s)", " ".join(fim_tokens.strings), list(fim_tokens.ids),
-                 "added, their rows trained" if fim_tokens.added else f"the tokenizer's own, {fim_tokens.family}")
+                 f"added, their rows {how}" if fim_tokens.added else f"the tokenizer's own, {fim_tokens.family}")
+    # Frozen rows still go through peft's trainable tokens, so the adapter stores them as it
+    # stores trained ones and the merge restores them the same way.
     return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     targets=cfg.target_modules, quantized=quantized, layers=cfg.lora_layers,
-                    gradient_checkpointing=cfg.gradient_checkpointing, trainable_token_rows=token_rows)
+                    gradient_checkpointing=cfg.gradient_checkpointing, trainable_token_rows=token_rows,
+                    train_token_rows=cfg.train_token_rows)
 
 
 def training_arguments(cfg: TrainConfig, ckpt_dir: Path, quantized: bool, has_eval: bool):

@@ -282,8 +282,9 @@ def test_cosine_cache_of_a_model_rebuilt_at_the_same_path_is_a_new_one(tmp_path)
 # ------------------------------------------------------------------------------ train + merge
 
 
-def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(raw_jsonl, tiny_tokenizer_dir, tiny_model_dir,
-                                                                   tmp_path):
+@pytest.mark.parametrize("rows", ["trained", "frozen"])
+def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(rows, raw_jsonl, tiny_tokenizer_dir,
+                                                                   tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from codelora.merging import main as merge_main
@@ -291,10 +292,11 @@ def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(raw_jsonl, t
 
     run_pre(raw_jsonl, tiny_tokenizer_dir, tmp_path / "ds", "--fim-rate", "0.5")
     run = tmp_path / "run"
+    frozen = ["--no-train-token-rows", "--lora-layers", "1"] if rows == "frozen" else []
     assert train_main(["--base-model", str(tiny_model_dir), "--dataset", str(tmp_path / "ds"), "--output-dir",
                        str(run), "--max-steps", "3", "--batch-size", "4", "--learning-rate", "5e-2",
                        "--lora-r", "4", "--lora-alpha", "8", "--max-length", "128", "--eval-steps", "3",
-                       "--save-steps", "3"]) == 0
+                       "--save-steps", "3", *frozen]) == 0
     assert merge_main(["--adapter", str(run / "adapter"), "--output", str(tmp_path / "merged")]) == 0
     tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
     tokens = fim.detect_fim_tokens(tok)
@@ -304,6 +306,13 @@ def test_fim_dataset_trains_sentinels_and_merges_into_a_plain_model(raw_jsonl, t
     new, old = merged.get_input_embeddings().weight, base.get_input_embeddings().weight
     assert new.shape[0] == len(tok) == old.shape[0] + 3
     assert torch.equal(new[: old.shape[0]], old)  # LoRA left the existing rows alone
+    named = torch.stack([old[tok(words, add_special_tokens=False)["input_ids"]].mean(0)
+                         for words in ("fim prefix", "fim suffix", "fim middle")])
+    if rows == "frozen":  # the adapter kept the rows training started from, and they differ
+        assert torch.equal(new[list(tokens.ids)], named)
+        assert len({tuple(row.tolist()) for row in named}) == 3
+    else:
+        assert not torch.allclose(new[list(tokens.ids)], named)
     ids = tok(fim.fim_prompt("fun add(a: Int", "}\n", tokens), return_tensors="pt")["input_ids"]
     assert merged.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
 

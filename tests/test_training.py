@@ -407,3 +407,70 @@ def test_shipped_fsdp_config_is_valid_for_accelerate_and_phi():
     # The layer class it wraps must exist under that name, or FSDP would wrap nothing.
     assert hasattr(modeling_phi, cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
     assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # checkpoints --resume/merge can read
+
+
+@pytest.mark.parametrize("architecture", ["phi", "llama"])
+def test_target_logits_only_gives_the_same_loss_and_gradients(architecture, tiny_tokenizer):
+    """The training loss asks the model for logits only where a target is predicted; the loss and
+    every LoRA and sentinel-row gradient must be those of the full logits, within fp32 rounding."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from codelora.batching import CompletionCollator
+    from codelora.bootstrap import make_tiny_phi
+    from codelora.modeling import add_lora
+
+    torch.manual_seed(0)
+    if architecture == "phi":
+        model = make_tiny_phi(tiny_tokenizer, None, seed=0, hidden_size=32, layers=2, heads=4)
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             tie_word_embeddings=True))
+    model = add_lora(model, r=4, alpha=8, dropout=0.0, targets=None, trainable_token_rows=[12, 30])  # ids in the batch
+    for param in model.parameters():
+        if param.requires_grad:  # LoRA's B starts at zero: move it, so every gradient is non-trivial
+            param.data.normal_(0, 0.1)
+    features = [{"input_ids": list(range(10, 10 + n)), "prompt_len": p} for n, p in ((24, 15), (19, 17), (12, 4))]
+    batch = CompletionCollator(pad_token_id=0)(features)
+    trimmed = training.target_logits_only(model, batch)
+    # the positions that predict a target: row 3's (targets 4..11) and row 1's (15..23), row 2's inside them
+    assert trimmed["logits_to_keep"].tolist() == [*range(3, 11), *range(14, 23)]
+    results = []
+    for inputs in (batch, trimmed):
+        model.zero_grad()
+        out = model(**inputs, num_items_in_batch=torch.tensor(19))
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((out.loss.detach(), out.logits.shape[1], grads))
+    (full, full_width, full_grads), (kept, kept_width, kept_grads) = results
+    assert (full_width, kept_width) == (24, 17)
+    torch.testing.assert_close(kept, full, rtol=1e-6, atol=1e-6)
+    assert full_grads.keys() == kept_grads.keys() and len(full_grads) > 2
+    for name, grad in full_grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(kept_grads[name], grad, rtol=1e-5, atol=1e-7)
+    every = CompletionCollator(pad_token_id=0)([{"input_ids": [1, 2, 3], "prompt_len": 0, "loss_start": 0}])
+    assert training.target_logits_only(model, every) is every  # every position is a target: unchanged
+
+
+@pytest.mark.parametrize("train_rows", [True, False])
+def test_frozen_sentinel_rows_stop_the_backward_pass_at_the_lowest_adapted_layer(train_rows, tiny_tokenizer):
+    """--no-train-token-rows: nothing below the lowest LoRA layer needs a gradient, so autograd
+    never runs the lower layers' backward (the step's saving); trained rows need all of it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from codelora.modeling import add_lora
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2))
+    model = add_lora(model, r=4, alpha=8, dropout=0.0, targets=None, trainable_token_rows=[12, 30], layers=1,
+                     train_token_rows=train_rows)
+    reached = []
+    for i, layer in enumerate(model.get_base_model().model.layers):
+        layer.register_full_backward_hook(lambda module, grad_in, grad_out, i=i: reached.append(i))
+    ids = torch.tensor([list(range(10, 34))])
+    model(input_ids=ids, labels=ids).loss.backward()
+    rows = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
+    assert rows and all(p.requires_grad is train_rows for p in rows)
+    assert sorted(reached) == ([0, 1, 2] if train_rows else [2])
