@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from codelora.config import TrainConfig
-from codelora.fim import add_fim_tokens, dataset_uses_fim
+from codelora.fim import FIM_COLUMN, add_fim_tokens, dataset_uses_fim
 from codelora.utils import UserError
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,16 @@ def load_prepared_dataset(name: str):
     return dsd
 
 
-def encode_example(tokenizer, prompt: str, completion: str, max_length: int) -> dict[str, Any]:
-    """`prompt + completion + EOS` as ids, with the prompt length (where the loss starts).
+def encode_example(tokenizer, prompt: str, completion: str, max_length: int, eos: bool = True) -> dict[str, Any]:
+    """`prompt + completion + EOS` (no EOS when `eos` is false) as ids, with the prompt length
+    (where the loss starts).
 
     Too long: the prompt is cut from the LEFT (its end is the context that matters) so completion
     and EOS survive; a completion that alone does not fit is cut from the right and then gets no
     EOS — the text does not end there, and teaching the model to stop there would be wrong.
     """
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
     if len(c_ids) > max_length:
         c_ids = c_ids[: max_length]  # drops the EOS (and the completion's tail)
         p_ids = []
@@ -69,9 +70,12 @@ def encode_example(tokenizer, prompt: str, completion: str, max_length: int) -> 
     return {"input_ids": ids, "prompt_len": len(p_ids), "length": len(ids)}
 
 
-def tokenize_split(ds, tokenizer, max_length: int, desc: str):
+def tokenize_split(ds, tokenizer, max_length: int, desc: str, eos_after: str = "every"):
+    """Every row encoded (`encode_example`); EOS after every completion, or with `eos_after="fim"`
+    only after FIM middles (config.TrainConfig.eos_after)."""
     ds = ds.map(
-        lambda row: encode_example(tokenizer, row["prompt"], row["completion"], max_length),
+        lambda row: encode_example(tokenizer, row["prompt"], row["completion"], max_length,
+                                   eos=eos_after == "every" or bool(row.get(FIM_COLUMN))),
         remove_columns=ds.column_names,
         desc=f"tokenizing {desc}",
     )
@@ -180,7 +184,7 @@ def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
     fim_tokens = None
     if dataset_uses_fim(train_raw):  # sentinels first, so each encodes as one token
         fim_tokens = add_fim_tokens(tokenizer)
-    train_ds = tokenize_split(train_raw, tokenizer, cfg.max_length, "train")
+    train_ds = tokenize_split(train_raw, tokenizer, cfg.max_length, "train", cfg.eos_after)
     if len(train_ds) == 0:
         raise UserError("no usable training examples after tokenization")
     if not cfg.completion_only_loss:  # train on prompt tokens too; eval loss stays on completions
@@ -191,7 +195,7 @@ def prepare_data(cfg: TrainConfig, tokenizer, on_gpu: bool) -> TrainData:
         limit = resolve_max_eval_samples(cfg.max_eval_samples, on_gpu)
         if limit and limit < len(val):
             val = val.shuffle(seed=cfg.seed).select(range(limit))
-        eval_ds = tokenize_split(val, tokenizer, cfg.max_length, "validation")
+        eval_ds = tokenize_split(val, tokenizer, cfg.max_length, "validation", cfg.eos_after)
         # Eval order is irrelevant to the loss: longest first makes its padding nearly free.
         lengths = eval_ds["length"]
         eval_ds = eval_ds.select(sorted(range(len(lengths)), key=lambda i: -lengths[i]))

@@ -184,6 +184,10 @@ class TrainConfig:
         True, "loss on completion + EOS tokens only (TRL's completion_only_loss); --no-completion-only-loss: on "
         "every token, prompt included (axolotl's train_on_inputs): ~10x more targets per window for next-line "
         "windows, whose completion is one line. The eval loss stays on completions")
+    eos_after: Literal["every", "fim"] = opt(
+        "every", "where the loss teaches EOS: after 'every' completion (TRL's prompt/completion default), or "
+        "only after FIM middles ('fim'), where the text does end: a window cut from a file goes on, and an EOS "
+        "after every next-line window teaches the model to stop after one line")
     learning_rate: float = opt(2e-4, "peak learning rate")
     lr_scheduler: str = opt("cosine", "transformers scheduler name")
     warmup_ratio: float = opt(0.03, "fraction of steps for linear warmup")

@@ -93,3 +93,20 @@ def test_length_grouping_cuts_padding_and_is_deterministic_per_epoch():
     assert max(lengths[i] for i in grouped[0]) == max(lengths)  # longest batch first
     plain = [list(range(i, i + 8)) for i in range(0, 400, 8)]
     assert non_padding_fraction(lengths, grouped) > 0.95 > non_padding_fraction(lengths, plain)
+
+
+def test_eos_after_fim_ends_only_fim_middles(tiny_tokenizer):
+    """--eos-after fim: a window cut from a file is not its end, so only FIM middles (the text does
+    end where the suffix begins) are followed by an EOS target; 'every' ends every completion."""
+    import datasets
+
+    tok = tiny_tokenizer
+    rows = {"prompt": ["fun main() {\n", "<fim_prefix>fun f(<fim_suffix>)\n<fim_middle>"],
+            "completion": ["    println(1)", "a: Int"], "fim": ["", "psm-span"]}
+    ds = datasets.Dataset.from_dict(rows)
+    for eos_after, ends in (("every", [True, True]), ("fim", [False, True])):
+        encoded = tokenize_split(ds, tok, 64, "train", eos_after)
+        for row, prompt, completion, end in zip(encoded, rows["prompt"], rows["completion"], ends):
+            c_ids = tok(completion, add_special_tokens=False)["input_ids"]
+            assert row["input_ids"][row["prompt_len"]:] == c_ids + ([tok.eos_token_id] if end else [])
+            assert row["input_ids"][:row["prompt_len"]] == tok(prompt, add_special_tokens=False)["input_ids"]
