@@ -421,6 +421,20 @@ def lora_config(r: int, alpha: int, dropout: float, targets: Iterable[str], trai
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _forward_takes(cls: type, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(cls.forward).parameters
+
+
+def takes_logits_to_keep(model) -> bool:
+    """Whether the model's forward (under a peft wrapper: its base's) can skip the vocabulary
+    projection of positions nobody reads (transformers' `logits_to_keep`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_takes(type(base), "logits_to_keep")
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total). 4-bit weights are packed two per byte, so count their logical size."""
     trainable = total = 0

@@ -68,6 +68,8 @@ def mean_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 16
     (an empty text gets a zero vector)."""
     import torch
 
+    from codelora.modeling import takes_logits_to_keep
+
     vectors = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
@@ -78,7 +80,11 @@ def mean_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 16
         # positions count from each text's first real token, as in generation (left padding)
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            hidden = model(**enc, position_ids=positions, output_hidden_states=True).hidden_states[LAST_LAYER].float()
+            # logits_to_keep=1: the hidden states are all this needs, the vocabulary projection of
+            # every position is a fifth of SmolLM2's forward
+            skip = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+            hidden = model(**enc, position_ids=positions, output_hidden_states=True,
+                           **skip).hidden_states[LAST_LAYER].float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         vectors.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu())
     return torch.cat(vectors) if vectors else torch.zeros(0, model.config.hidden_size)

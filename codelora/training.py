@@ -19,8 +19,6 @@ Run layout (OUTPUT_DIR):
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import logging
 import math
 import os
@@ -56,6 +54,7 @@ from codelora.checkpoints import (
 from codelora.config import TrainConfig, guard_stage_output, save_config
 from codelora.contracts import RUN_CONFIG, adapter_dir, checkpoints_dir, write_output_marker
 from codelora.fim import fit_embeddings, name_embeddings, trainable_token_indices
+from codelora.modeling import takes_logits_to_keep
 from codelora.utils import (
     Interrupted,
     UserError,
@@ -198,16 +197,6 @@ class _RunBookkeeping(TrainerCallback):
                                                 "settings": self.trainer.run_settings})
 
 
-@functools.lru_cache(maxsize=8)
-def _forward_takes(cls: type, name: str) -> bool:
-    return name in inspect.signature(cls.forward).parameters
-
-
-def _takes_logits_to_keep(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _forward_takes(type(base), "logits_to_keep")
-
-
 def target_logits_only(model, inputs: dict[str, Any]) -> dict[str, Any]:
     """The batch with the model asked for logits only at the positions that predict a target
     (`logits_to_keep`: those positions; `shift_labels`: their targets). The loss is the same
@@ -215,7 +204,7 @@ def target_logits_only(model, inputs: dict[str, Any]) -> dict[str, Any]:
     vocabulary's projection and softmax skip the prompt, most of each window (bench/RESULTS.md).
     A model whose forward takes no `logits_to_keep` gets the batch as it is."""
     labels = inputs.get("labels")
-    if labels is None or not _takes_logits_to_keep(model):
+    if labels is None or not takes_logits_to_keep(model):
         return inputs
     keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     if len(keep) == labels.shape[1] - 1:
