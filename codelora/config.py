@@ -181,7 +181,8 @@ class TrainConfig:
         "SmolLM2 with 10 of 30 layers)")
     max_length: int = opt(512, "truncate prompt+completion+EOS to this many tokens (prompt cut from the left)")
     completion_only_loss: bool = opt(
-        True, "loss on completion + EOS tokens only (TRL's completion_only_loss); --no-completion-only-loss: on "
+        True, "loss on completion (+ EOS, see --eos-after) tokens only (TRL's completion_only_loss); "
+        "--no-completion-only-loss: on "
         "every token, prompt included (axolotl's train_on_inputs): ~10x more targets per window for next-line "
         "windows, whose completion is one line. The eval loss stays on completions")
     eos_after: Literal["every", "fim"] = opt(
