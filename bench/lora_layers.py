@@ -39,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from run_all import result_line  # noqa: E402  (bench/ is sys.path[0] when a script in it runs)
 
+from codelora.batching import IGNORE_INDEX  # noqa: E402
 from codelora.modeling import add_lora  # noqa: E402
 from codelora.training import target_logits_only  # noqa: E402
 
@@ -78,7 +79,7 @@ def tokens_per_second(args: argparse.Namespace, setting: str) -> float:
         ids[:, 0] = args.vocab - 3  # a sentinel in every row, as in a FIM example
         labels = ids.clone()
         if loss_on == "completion":
-            labels[:, : args.seq - args.completion] = -100
+            labels[:, : args.seq - args.completion] = IGNORE_INDEX
         batch = {"input_ids": ids, "labels": labels}
         batches.append(target_logits_only(model, batch) if logits == "targets" else batch)
     start = 0.0
